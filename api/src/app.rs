@@ -1,0 +1,145 @@
+//! The application: state, router, listener and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::{db, health};
+
+/// What every handler and resolver shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub config: Arc<Config>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("could not connect to the database: {0}")]
+    Database(#[source] sea_orm::DbErr),
+    #[error("could not apply migrations: {0}")]
+    Migrations(#[source] sea_orm::DbErr),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built application, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect, migrate (unless turned off), and bind the listener.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        if config.run_migrations {
+            db::migrate(&config.database)
+                .await
+                .map_err(StartupError::Migrations)?;
+        }
+        let db = db::connect(&config.database)
+            .await
+            .map_err(StartupError::Database)?;
+        if !config.run_migrations {
+            match db::pending_migrations(&db).await {
+                Ok(p) if p.is_empty() => {}
+                Ok(p) => {
+                    tracing::warn!(pending = ?p, "migrations are pending and RUN_MIGRATIONS=false: /readyz reports not ready")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the migration status"),
+            }
+        }
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+        };
+        let router = router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    /// The bound address (useful when `PORT=0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The shared state (tests use its database handle).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serve until `signal` completes, then stop accepting and let in-flight requests finish.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+        } = self;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await;
+        state.db.close_by_ref().await.ok();
+        served
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received: draining");
+}

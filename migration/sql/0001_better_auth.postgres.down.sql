@@ -1,0 +1,4 @@
+DROP TABLE "verification";
+DROP TABLE "session";
+DROP TABLE "account";
+DROP TABLE "user";

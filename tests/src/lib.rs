@@ -1,0 +1,242 @@
+//! Integration-test harness: every test gets its own fresh database and its own server on a
+//! random port; nothing is shared between tests but (on PostgreSQL) the server process.
+//!
+//! Which database: `TEST_BACKEND=sqlite` (the default; nothing to install) or
+//! `TEST_BACKEND=postgres`. On PostgreSQL, `TEST_DATABASE_URL` names a server to create the
+//! per-test databases on (any database on it, used as the admin connection); without it, the
+//! harness starts a throwaway cluster from the installed server binaries (see [`pg_cluster`]).
+//! If the asked-for backend cannot be had, tests fail; they never fall back or skip.
+
+pub mod pg_cluster;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use api::app::Application;
+use api::config::Config;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use tokio::sync::oneshot;
+
+/// The database the suite runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend chosen by `TEST_BACKEND`.
+pub fn backend() -> TestBackend {
+    static BACKEND: OnceLock<TestBackend> = OnceLock::new();
+    *BACKEND.get_or_init(|| match std::env::var("TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => TestBackend::Sqlite,
+        Ok("postgres") | Ok("postgresql") => TestBackend::Postgres,
+        Ok(other) => panic!("TEST_BACKEND must be sqlite or postgres, not {other:?}"),
+    })
+}
+
+/// Logs are quiet unless `TEST_LOG` is set (then it is the filter, e.g. `TEST_LOG=debug`).
+fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let filter = if filter.is_empty() || filter == "1" {
+                "info".to_owned()
+            } else {
+                filter
+            };
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A fresh, empty database for one test.
+pub struct TestDatabase {
+    /// The URL the server under test is given.
+    pub url: String,
+    /// Keeps a SQLite database's directory alive for the test's lifetime.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// Create an empty database on the chosen backend.
+    pub async fn create() -> TestDatabase {
+        match backend() {
+            TestBackend::Sqlite => {
+                let dir = tempfile::Builder::new()
+                    .prefix("aiwrapper-test-")
+                    .tempdir()
+                    .expect("create a temporary directory");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                TestDatabase {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            TestBackend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create the test database");
+                admin.close().await.ok();
+                TestDatabase {
+                    url: replace_database(&admin_url, &name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// The admin URL of the PostgreSQL server the suite uses.
+pub fn postgres_admin_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => pg_cluster::start().admin_url.clone(),
+    })
+    .clone()
+}
+
+/// `postgres://u@h:p/old?x` with the database replaced by `name`.
+fn replace_database(url: &str, name: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("TEST_DATABASE_URL is a URL");
+    parsed.set_path(&format!("/{name}"));
+    parsed.to_string()
+}
+
+/// A running server on its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    /// A connection to the same database, for arranging and checking rows directly.
+    pub db: DatabaseConnection,
+    pub database: TestDatabase,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// Stop accepting, let in-flight requests finish, and wait for the server to exit.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server exits cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// The backend this app's database is on, as SeaORM names it.
+    pub fn db_backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Run one statement written for this backend.
+    pub async fn exec(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.db
+            .execute_raw(Statement::from_string(self.db_backend(), sql.to_owned()))
+            .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The variables every test server starts with; tests add or override entries.
+pub fn base_vars(database_url: &str) -> HashMap<String, String> {
+    [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("DATABASE_URL", database_url),
+        ("DATABASE_MAX_CONNECTIONS", "5"),
+        (
+            "BETTER_AUTH_SECRET",
+            "test-secret-test-secret-test-secret-0123",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A server with default test configuration on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server on a fresh database, with `customize` applied to its environment first.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    let database = TestDatabase::create().await;
+    spawn_app_on(database, customize).await
+}
+
+/// A server on the given database.
+pub async fn spawn_app_on(
+    database: TestDatabase,
+    customize: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    init_logging();
+    let mut vars = base_vars(&database.url);
+    customize(&mut vars);
+    let config = Config::from_vars(vars).unwrap_or_else(|e| panic!("{e}"));
+    let app = Application::build(config)
+        .await
+        .expect("build the application");
+    let addr = app.local_addr();
+    let db = app.state().db.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        base_url: format!("http://{addr}"),
+        db,
+        database,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build the HTTP client"),
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            replace_database(
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+                "t_1"
+            ),
+            "postgres://postgres@127.0.0.1:5432/t_1?sslmode=disable"
+        );
+    }
+}

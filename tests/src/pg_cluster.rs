@@ -1,0 +1,247 @@
+//! A throwaway PostgreSQL cluster for the test process, started from the server binaries that are
+//! installed (`/usr/lib/postgresql/<version>/bin`, or `PG_BIN`).
+//!
+//! * `initdb` refuses to run as root, so as root the cluster runs as the `postgres` system user
+//!   (or `nobody`), in a private temporary directory owned by that user.
+//! * The server is a child of a dedicated thread that lives as long as the test process, and it
+//!   is told to stop when that thread goes away (`PR_SET_PDEATHSIG`), so a crashed or killed test
+//!   run leaves no server behind; a normal exit stops it and removes its directory.
+//! * Readiness is the server's own "ready to accept connections" line, not a timed wait.
+//! * Durability is off (`fsync`, `synchronous_commit`, `full_page_writes`): the data is thrown away.
+#![allow(unsafe_code)] // pre_exec (prctl) and atexit, both documented where used
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub struct PgCluster {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub admin_url: String,
+    pub version: String,
+}
+
+/// What the exit handler needs to stop the server and remove its files.
+static CLEANUP: Mutex<Option<(i32, PathBuf)>> = Mutex::new(None);
+
+/// Start the cluster once per process and return it.
+pub fn start() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("pg-cluster".into())
+            .spawn(move || run(&tx))
+            .expect("spawn the pg-cluster thread");
+        match rx.recv() {
+            Ok(Ok(cluster)) => cluster,
+            Ok(Err(message)) => panic!("could not start a throwaway PostgreSQL cluster: {message}"),
+            Err(_) => panic!("could not start a throwaway PostgreSQL cluster: its thread died"),
+        }
+    })
+}
+
+fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
+    let started = (|| -> Result<(std::process::Child, PgCluster), String> {
+        let bin = find_bin_dir()?;
+        let version = bin
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (uid, gid) = unprivileged_user()?;
+        let dir = tempfile::Builder::new()
+            .prefix("aiwrapper-pg-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?
+            .keep();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        let data = dir.join("data");
+
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_user(&mut initdb, uid, gid);
+        let out = initdb.output().map_err(|e| format!("run initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+
+        let port = free_port()?;
+        let mut postgres = Command::new(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=128MB",
+                "-c",
+                "timezone=UTC",
+                "-c",
+                "logging_collector=off",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_user(&mut postgres, uid, gid);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.
+        // It runs after the uid change (std applies uid/gid before pre_exec hooks), so the
+        // setting survives; the "parent" is this thread, which lives until the process exits.
+        unsafe {
+            postgres.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = postgres
+            .spawn()
+            .map_err(|e| format!("start postgres: {e}"))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    let is_ready = line.contains("database system is ready to accept connections");
+                    log.push_str(&line);
+                    log.push('\n');
+                    if is_ready {
+                        break;
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(format!("postgres exited before it was ready:\n{log}"));
+                }
+            }
+        }
+        *CLEANUP.lock().unwrap_or_else(|p| p.into_inner()) = Some((child.id() as i32, dir));
+        // SAFETY: registering a plain extern "C" function; it only signals, waits and removes files.
+        unsafe {
+            libc::atexit(stop_at_exit);
+        }
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok((
+            child,
+            PgCluster {
+                admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                version,
+            },
+        ))
+    })();
+    match started {
+        Ok((mut child, cluster)) => {
+            let _ = ready.send(Ok(cluster));
+            // This thread is the server's parent for PR_SET_PDEATHSIG: stay alive with it.
+            let _ = child.wait();
+        }
+        Err(message) => {
+            let _ = ready.send(Err(message));
+        }
+    }
+}
+
+extern "C" fn stop_at_exit() {
+    let taken = CLEANUP.lock().ok().and_then(|mut c| c.take());
+    if let Some((pid, dir)) = taken {
+        // SAFETY: signalling and reaping our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGQUIT);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn find_bin_dir() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("no PostgreSQL server binaries under /usr/lib/postgresql ({e}); install postgresql or set PG_BIN or TEST_DATABASE_URL"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin; install postgresql or set PG_BIN or TEST_DATABASE_URL".into())
+}
+
+/// The user to run the cluster as: ourselves when not root, else `postgres` (or `nobody`).
+fn unprivileged_user() -> Result<(u32, u32), String> {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid != 0 {
+        return Ok((uid, gid));
+    }
+    let passwd =
+        std::fs::read_to_string("/etc/passwd").map_err(|e| format!("read /etc/passwd: {e}"))?;
+    for wanted in ["postgres", "nobody"] {
+        for line in passwd.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() > 3
+                && fields[0] == wanted
+                && let (Ok(u), Ok(g)) = (fields[2].parse(), fields[3].parse())
+            {
+                return Ok((u, g));
+            }
+        }
+    }
+    Err("running as root and no postgres or nobody user to run initdb as".into())
+}
+
+fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        cmd.uid(uid).gid(gid);
+        // A directory the unprivileged user may not read must not be the working directory.
+        cmd.current_dir(Path::new("/"));
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("find a free port: {e}"))
+}

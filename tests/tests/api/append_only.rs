@@ -1,0 +1,279 @@
+//! The database itself keeps `token_usage` and `prompt_logs` append-only, on both backends.
+
+use entity::prelude::*;
+use entity::{prompt_logs, token_usage};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
+};
+use tests::{TestApp, spawn_app};
+
+use crate::fixtures;
+
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, sea_orm::DbErr>, what: &str, needle: &str) {
+    match result {
+        Ok(v) => panic!("{what} was allowed: {v:?}"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(needle),
+                "{what}: unexpected error {message}"
+            );
+        }
+    }
+}
+
+async fn count_for(app: &TestApp, user_id: &str) -> [u64; 6] {
+    let db = &app.db;
+    [
+        User::find_by_id(user_id.to_owned())
+            .count(db)
+            .await
+            .unwrap(),
+        UserProfiles::find()
+            .filter(entity::user_profiles::Column::UserId.eq(user_id))
+            .count(db)
+            .await
+            .unwrap(),
+        Session::find()
+            .filter(entity::session::Column::UserId.eq(user_id))
+            .count(db)
+            .await
+            .unwrap(),
+        Account::find()
+            .filter(entity::account::Column::UserId.eq(user_id))
+            .count(db)
+            .await
+            .unwrap(),
+        TokenUsage::find()
+            .filter(token_usage::Column::UserId.eq(user_id))
+            .count(db)
+            .await
+            .unwrap(),
+        PromptLogs::find()
+            .filter(prompt_logs::Column::UserId.eq(user_id))
+            .count(db)
+            .await
+            .unwrap(),
+    ]
+}
+
+#[tokio::test]
+async fn token_usage_rows_cannot_be_updated() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    let row = fixtures::usage(&app.db, &u.id).await;
+
+    let mut edit = row.clone().into_active_model();
+    edit.cost_microcents = Set(0);
+    assert_refused(
+        edit.update(&app.db).await,
+        "updating token_usage",
+        "append-only",
+    );
+    // Also a bulk UPDATE that touches no identifying column.
+    assert_refused(
+        app.exec("UPDATE token_usage SET prompt_tokens = prompt_tokens")
+            .await,
+        "bulk UPDATE of token_usage",
+        "append-only",
+    );
+    let stored = TokenUsage::find_by_id(row.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, row);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_usage_rows_cannot_be_deleted() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    let row = fixtures::usage(&app.db, &u.id).await;
+
+    assert_refused(
+        TokenUsage::delete_by_id(row.id).exec(&app.db).await,
+        "deleting token_usage",
+        "append-only",
+    );
+    assert_refused(
+        app.exec("DELETE FROM token_usage").await,
+        "bulk DELETE of token_usage",
+        "append-only",
+    );
+    assert_eq!(TokenUsage::find().count(&app.db).await.unwrap(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn prompt_log_is_editable_in_flight_and_final_once_completed() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    let log = fixtures::log_in_flight(&app.db, &u.id).await;
+    assert!(log.in_flight());
+
+    // In flight: the pipeline may record progress and then finalise.
+    let mut progress = log.clone().into_active_model();
+    progress.metadata = Set(Some(serde_json::json!({ "ttft_ms": 12 })));
+    progress
+        .update(&app.db)
+        .await
+        .expect("in-flight logs accept updates");
+    let mut finalise = PromptLogs::find_by_id(log.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    finalise.completion = Set(Some("Hi!".into()));
+    finalise.completion_tokens = Set(2);
+    finalise.latency_ms = Set(Some(87));
+    finalise.status = Set(prompt_logs::CallStatus::Filtered);
+    let done = finalise
+        .update(&app.db)
+        .await
+        .expect("finalising an in-flight log is allowed");
+    assert!(!done.in_flight());
+    assert_eq!(done.status, prompt_logs::CallStatus::Filtered);
+
+    // Final: nothing may change any more, not even back to NULL.
+    let mut rewrite = done.clone().into_active_model();
+    rewrite.completion = Set(Some("something else".into()));
+    assert_refused(
+        rewrite.update(&app.db).await,
+        "rewriting a final log",
+        "final",
+    );
+    let mut reopen = done.clone().into_active_model();
+    reopen.completion = Set(None);
+    assert_refused(
+        reopen.update(&app.db).await,
+        "reopening a final log",
+        "final",
+    );
+    let stored = PromptLogs::find_by_id(log.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, done);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn prompt_log_identity_cannot_change_even_in_flight() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    let other = fixtures::user(&app.db, "b@example.com").await;
+    let log = fixtures::log_in_flight(&app.db, &u.id).await;
+
+    let mut steal = log.clone().into_active_model();
+    steal.user_id = Set(other.id.clone());
+    assert_refused(
+        steal.update(&app.db).await,
+        "moving a log to another user",
+        "cannot change",
+    );
+    let mut reword = log.clone().into_active_model();
+    reword.prompt = Set("a different prompt".into());
+    assert_refused(
+        reword.update(&app.db).await,
+        "rewording the prompt",
+        "cannot change",
+    );
+    let mut remodel = log.clone().into_active_model();
+    remodel.model = Set("gpt-4o".into());
+    assert_refused(
+        remodel.update(&app.db).await,
+        "changing the model",
+        "cannot change",
+    );
+    let mut backdate = log.clone().into_active_model();
+    backdate.created_at = Set(log.created_at - chrono::Duration::days(1));
+    assert_refused(
+        backdate.update(&app.db).await,
+        "backdating",
+        "cannot change",
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn prompt_logs_cannot_be_deleted_in_flight_or_final() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    let in_flight = fixtures::log_in_flight(&app.db, &u.id).await;
+    let final_log = fixtures::log_in_flight(&app.db, &u.id).await;
+    let mut finalise = final_log.clone().into_active_model();
+    finalise.completion = Set(Some(String::new()));
+    finalise.status = Set(prompt_logs::CallStatus::Error);
+    finalise.update(&app.db).await.unwrap();
+
+    assert_refused(
+        PromptLogs::delete_by_id(in_flight.id).exec(&app.db).await,
+        "deleting an in-flight log",
+        "append-only",
+    );
+    assert_refused(
+        PromptLogs::delete_by_id(final_log.id).exec(&app.db).await,
+        "deleting a final log",
+        "append-only",
+    );
+    assert_eq!(PromptLogs::find().count(&app.db).await.unwrap(), 2);
+    app.shutdown().await;
+}
+
+/// PostgreSQL: TRUNCATE (which skips row triggers) is refused too. SQLite has no TRUNCATE; its
+/// equivalent is the "truncate optimisation" of an unqualified `DELETE FROM`, which SQLite skips
+/// for tables with triggers, so the row triggers refuse it.
+#[tokio::test]
+async fn tables_cannot_be_truncated() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    fixtures::usage(&app.db, &u.id).await;
+    fixtures::log_in_flight(&app.db, &u.id).await;
+    let statements: &[&str] = if app.db_backend() == sea_orm::DbBackend::Postgres {
+        &[
+            "TRUNCATE token_usage",
+            "TRUNCATE prompt_logs",
+            "TRUNCATE \"user\" CASCADE",
+        ]
+    } else {
+        &["DELETE FROM token_usage", "DELETE FROM prompt_logs"]
+    };
+    for sql in statements {
+        assert_refused(app.exec(sql).await, sql, "append-only");
+    }
+    assert_eq!(count_for(&app, &u.id).await, [1, 0, 0, 0, 1, 1]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_user_removes_all_their_rows_and_only_theirs() {
+    let app = spawn_app().await;
+    let gone = fixtures::user(&app.db, "gone@example.com").await;
+    let kept = fixtures::user(&app.db, "kept@example.com").await;
+    for u in [&gone, &kept] {
+        fixtures::profile(&app.db, &u.id).await;
+        fixtures::session(&app.db, &u.id).await;
+        fixtures::account(&app.db, &u.id).await;
+        fixtures::usage(&app.db, &u.id).await;
+        fixtures::usage(&app.db, &u.id).await;
+        let log = fixtures::log_in_flight(&app.db, &u.id).await;
+        let mut done = log.into_active_model();
+        done.completion = Set(Some("ok".into()));
+        done.update(&app.db).await.unwrap();
+        fixtures::log_in_flight(&app.db, &u.id).await;
+    }
+    assert_eq!(count_for(&app, &gone.id).await, [1, 1, 1, 1, 2, 2]);
+
+    User::delete_by_id(gone.id.clone())
+        .exec(&app.db)
+        .await
+        .expect("deleting a user cascades");
+
+    assert_eq!(count_for(&app, &gone.id).await, [0; 6]);
+    assert_eq!(count_for(&app, &kept.id).await, [1, 1, 1, 1, 2, 2]);
+    app.shutdown().await;
+}

@@ -1,0 +1,70 @@
+use serde_json::Value;
+use tests::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn healthz_answers() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_is_ready_once_migrations_ran_at_start() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_reports_pending_migrations_until_they_are_applied() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("RUN_MIGRATIONS".into(), "false".into());
+    })
+    .await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["reason"], "migrations pending");
+    let pending: Vec<&str> = body["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            "m20261126_000001_better_auth",
+            "m20261126_000002_ai_app",
+            "m20261126_000003_append_only"
+        ]
+    );
+
+    // Applying them out of band (as `cargo run -p migration -- up` would) makes the server ready.
+    use migration::MigratorTrait;
+    migration::Migrator::up(&app.db, None).await.unwrap();
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_reports_an_unreachable_database() {
+    let app = spawn_app().await;
+    // The test's handle shares the server's pool: closing it cuts the server off.
+    app.db.close_by_ref().await.unwrap();
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["reason"], "database unreachable");
+    // Liveness does not depend on the database.
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    app.shutdown().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests against a spawned server and a fresh database per test.
+//! `TEST_BACKEND=sqlite|postgres` picks the database (see the `tests` crate docs).
+
+mod append_only;
+mod fixtures;
+mod health;
+mod migrations;
+mod schema;
