@@ -4,19 +4,24 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::{Extension, Router, middleware};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
+use tower_cookies::CookieManagerLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{self, Auth};
 use crate::config::Config;
-use crate::{db, health};
+use crate::{db, graphql, health};
 
 /// What every handler and resolver shares. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
     pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
 }
 
 /// Why the server could not start.
@@ -67,6 +72,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
         let state = AppState {
             db,
+            auth: Arc::new(Auth::new(&config.auth)),
             config: Arc::new(config),
         };
         let router = router(state.clone());
@@ -116,10 +122,40 @@ impl Application {
 }
 
 fn router(state: AppState) -> Router {
+    let schema = graphql::build_schema(state.clone());
     Router::new()
         .merge(health::routes())
+        .merge(graphql::http::routes())
+        // Runs once per request, before any handler (inside the cookie layer, which it reads).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(CookieManagerLayer::new())
+        .layer(Extension(schema))
+        .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Browsers on the trusted origins (a frontend on another port or host) may call the API with
+/// credentials; no other origin may.
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .auth
+        .trusted_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-requested-with"),
+        ])
 }
 
 async fn shutdown_signal() {

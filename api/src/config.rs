@@ -25,6 +25,17 @@ pub struct Config {
     pub run_migrations: bool,
     pub auth: AuthConfig,
     pub openai: OpenAiConfig,
+    /// What new users start with.
+    pub defaults: ProfileDefaults,
+}
+
+/// The profile a new user gets.
+#[derive(Clone, Debug)]
+pub struct ProfileDefaults {
+    /// `DEFAULT_MODEL` (default `gpt-4o-mini`, as the seed's column default).
+    pub model: String,
+    /// `DEFAULT_MONTHLY_TOKEN_BUDGET` (default 0 = unlimited).
+    pub monthly_token_budget: i64,
 }
 
 /// Where the data lives and how the pool behaves.
@@ -85,6 +96,23 @@ pub struct AuthConfig {
     /// `BETTER_AUTH_URL`: the public base URL (default `http://localhost:PORT`). https turns on
     /// `__Secure-` cookies.
     pub base_url: Url,
+    /// Origins whose cookie-authenticated requests are accepted: `BETTER_AUTH_URL`'s origin plus
+    /// `TRUSTED_ORIGINS` (comma-separated).
+    pub trusted_origins: Vec<String>,
+    /// `TRUST_PROXY` (default false): take the client IP from the last `X-Forwarded-For` entry,
+    /// as appended by the reverse proxy in front of this server.
+    pub trust_proxy: bool,
+    /// `AUTH_RATE_LIMIT_MAX` attempts (default 3) per `AUTH_RATE_LIMIT_WINDOW_SECS` (default 10)
+    /// for `signIn`/`signUp`, per client IP and per email.
+    pub rate_limit_max: u32,
+    pub rate_limit_window: Duration,
+}
+
+impl AuthConfig {
+    /// Whether cookies are `__Secure-` prefixed and `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url.scheme() == "https"
+    }
 }
 
 /// The OpenAI-compatible upstream.
@@ -146,17 +174,17 @@ impl Config {
             vars,
             problems: Vec::new(),
         };
-
+        let localhost = IpAddr::from([127, 0, 0, 1]);
         let host = env.parse(
             "HOST",
-            "127.0.0.1".parse().ok(),
+            localhost,
             "an IP address such as 127.0.0.1 or 0.0.0.0",
         );
-        let port = env.parse("PORT", Some(4000u16), "a port number from 0 to 65535");
+        let port = env.parse("PORT", 4000u16, "a port number from 0 to 65535");
 
         let url = env
             .get("DATABASE_URL")
-            .unwrap_or(migration::DEFAULT_DATABASE_URL.to_owned());
+            .unwrap_or_else(|| migration::DEFAULT_DATABASE_URL.to_owned());
         let backend = Backend::of(&url);
         if backend.is_none() {
             env.problem(
@@ -180,7 +208,7 @@ impl Config {
         }
         let max_connections = env.parse_where(
             "DATABASE_MAX_CONNECTIONS",
-            Some(10u32),
+            10u32,
             |n| *n >= 1,
             "a whole number of at least 1",
         );
@@ -188,38 +216,74 @@ impl Config {
         let idle_timeout = env.seconds("DATABASE_IDLE_TIMEOUT_SECS", 20);
         let run_migrations = env.flag("RUN_MIGRATIONS", true);
 
+        let default_base = Url::parse(&format!("http://localhost:{port}")).expect("a valid URL");
         let base_url = match env.get("BETTER_AUTH_URL") {
-            None => Url::parse(&format!("http://localhost:{}", port.unwrap_or(4000))).ok(),
+            None => default_base,
             Some(raw) => match Url::parse(&raw) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
                 _ => {
                     env.problem(
                         "BETTER_AUTH_URL",
                         "must be an http:// or https:// URL such as https://app.example.com",
                     );
-                    None
+                    default_base
                 }
             },
         };
-        let https = base_url.as_ref().is_some_and(|u| u.scheme() == "https");
-        let (secret, secret_is_dev_default) = match env.get("BETTER_AUTH_SECRET") {
-            Some(s) if s.chars().count() >= 32 => (Some(Secret::new(s)), false),
-            Some(_) => {
-                env.problem(
-                    "BETTER_AUTH_SECRET",
-                    "must be at least 32 characters (generate one with `openssl rand -base64 32`)",
-                );
-                (None, false)
+        let https = base_url.scheme() == "https";
+        let secret = env.get("BETTER_AUTH_SECRET");
+        let secret_is_dev_default = secret.is_none();
+        match &secret {
+            Some(s) if s.chars().count() < 32 => env.problem(
+                "BETTER_AUTH_SECRET",
+                "must be at least 32 characters (generate one with `openssl rand -base64 32`)",
+            ),
+            None if https => env.problem(
+                "BETTER_AUTH_SECRET",
+                "is required when BETTER_AUTH_URL is https (generate one with `openssl rand -base64 32`)",
+            ),
+            _ => {}
+        }
+        let secret = Secret::new(secret.unwrap_or_else(|| DEV_SECRET.to_owned()));
+
+        let mut trusted_origins = vec![base_url.origin().ascii_serialization()];
+        if let Some(list) = env.get("TRUSTED_ORIGINS") {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match Url::parse(item) {
+                    Ok(u)
+                        if matches!(u.scheme(), "http" | "https")
+                            && u.has_host()
+                            && u.path() == "/" =>
+                    {
+                        trusted_origins.push(u.origin().ascii_serialization());
+                    }
+                    _ => {
+                        env.problem(
+                            "TRUSTED_ORIGINS",
+                            "must be comma-separated origins such as https://app.example.com,http://localhost:3000",
+                        );
+                        break;
+                    }
+                }
             }
-            None if https => {
-                env.problem(
-                    "BETTER_AUTH_SECRET",
-                    "is required when BETTER_AUTH_URL is https (generate one with `openssl rand -base64 32`)",
-                );
-                (None, false)
-            }
-            None => (Some(Secret::new(DEV_SECRET)), true),
-        };
+        }
+        let trust_proxy = env.flag("TRUST_PROXY", false);
+        let rate_limit_max = env.parse_where(
+            "AUTH_RATE_LIMIT_MAX",
+            3u32,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let rate_limit_window = env.seconds("AUTH_RATE_LIMIT_WINDOW_SECS", 10);
+        let default_model = env
+            .get("DEFAULT_MODEL")
+            .unwrap_or_else(|| "gpt-4o-mini".to_owned());
+        let default_budget = env.parse_where(
+            "DEFAULT_MONTHLY_TOKEN_BUDGET",
+            0i64,
+            |n| *n >= 0,
+            "a whole number of tokens, 0 for unlimited",
+        );
 
         let openai_base_url = env
             .get("OPENAI_BASE_URL")
@@ -238,31 +302,6 @@ impl Config {
         if !env.problems.is_empty() {
             return Err(ConfigError(env.problems));
         }
-        // Every `None` above recorded a problem, so these are all present.
-        let (
-            Some(host),
-            Some(port),
-            Some(max_connections),
-            Some(connect_timeout),
-            Some(idle_timeout),
-            Some(run_migrations),
-            Some(base_url),
-            Some(secret),
-        ) = (
-            host,
-            port,
-            max_connections,
-            connect_timeout,
-            idle_timeout,
-            run_migrations,
-            base_url,
-            secret,
-        )
-        else {
-            return Err(ConfigError(vec![
-                "internal: a value was missing without a reported problem".into(),
-            ]));
-        };
         Ok(Config {
             host,
             port,
@@ -278,10 +317,18 @@ impl Config {
                 secret,
                 secret_is_dev_default,
                 base_url,
+                trusted_origins,
+                trust_proxy,
+                rate_limit_max,
+                rate_limit_window,
             },
             openai: OpenAiConfig {
                 base_url: openai_base_url,
                 api_key: openai_api_key,
+            },
+            defaults: ProfileDefaults {
+                model: default_model,
+                monthly_token_budget: default_budget,
             },
         })
     }
@@ -314,52 +361,48 @@ impl Env {
         self.problems.push(format!("{name} {expected}{shown}"));
     }
 
-    fn parse<T: std::str::FromStr>(
-        &mut self,
-        name: &str,
-        default: Option<T>,
-        expected: &str,
-    ) -> Option<T> {
+    fn parse<T: std::str::FromStr>(&mut self, name: &str, default: T, expected: &str) -> T {
         self.parse_where(name, default, |_| true, expected)
     }
 
+    /// The parsed value, or `default` when unset. A bad value is recorded as a problem (and
+    /// `default` returned so reading can go on and report every problem at once).
     fn parse_where<T: std::str::FromStr>(
         &mut self,
         name: &str,
-        default: Option<T>,
+        default: T,
         valid: impl Fn(&T) -> bool,
         expected: &str,
-    ) -> Option<T> {
+    ) -> T {
         match self.get(name) {
             None => default,
             Some(raw) => match raw.parse::<T>() {
-                Ok(v) if valid(&v) => Some(v),
+                Ok(v) if valid(&v) => v,
                 _ => {
                     self.problem(name, &format!("must be {expected}"));
-                    None
+                    default
                 }
             },
         }
     }
 
-    fn seconds(&mut self, name: &str, default: u64) -> Option<Duration> {
-        self.parse_where(
+    fn seconds(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_secs(self.parse_where(
             name,
-            Some(default),
+            default,
             |s: &u64| *s >= 1 && *s <= 86_400,
             "a whole number of seconds from 1 to 86400",
-        )
-        .map(Duration::from_secs)
+        ))
     }
 
-    fn flag(&mut self, name: &str, default: bool) -> Option<bool> {
+    fn flag(&mut self, name: &str, default: bool) -> bool {
         match self.get(name).map(|v| v.to_ascii_lowercase()) {
-            None => Some(default),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Some(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Some(false),
+            None => default,
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => true,
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => false,
             Some(_) => {
                 self.problem(name, "must be true or false");
-                None
+                default
             }
         }
     }
@@ -390,6 +433,37 @@ mod tests {
         assert!(c.auth.secret_is_dev_default);
         assert_eq!(c.auth.base_url.as_str(), "http://localhost:4000/");
         assert!(c.openai.base_url.is_none());
+        assert_eq!(c.auth.trusted_origins, ["http://localhost:4000"]);
+        assert_eq!(
+            (c.auth.rate_limit_max, c.auth.rate_limit_window),
+            (3, Duration::from_secs(10))
+        );
+        assert_eq!(c.defaults.model, "gpt-4o-mini");
+        assert_eq!(c.defaults.monthly_token_budget, 0);
+    }
+
+    #[test]
+    fn trusted_origins_are_normalised_origins() {
+        let c = Config::from_vars(vars(&[
+            ("BETTER_AUTH_URL", "https://App.Example.com/base/"),
+            ("BETTER_AUTH_SECRET", "s".repeat(40).as_str()),
+            (
+                "TRUSTED_ORIGINS",
+                "http://localhost:3000, https://admin.example.com",
+            ),
+        ]))
+        .unwrap();
+        assert!(c.auth.secure_cookies());
+        assert_eq!(
+            c.auth.trusted_origins,
+            [
+                "https://app.example.com",
+                "http://localhost:3000",
+                "https://admin.example.com"
+            ]
+        );
+        let err = Config::from_vars(vars(&[("TRUSTED_ORIGINS", "*")])).unwrap_err();
+        assert!(err.0[0].starts_with("TRUSTED_ORIGINS"));
     }
 
     #[test]

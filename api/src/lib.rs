@@ -2,7 +2,11 @@
 //! [`app::Application`], and tests build the same application in one call.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod error;
+pub mod graphql;
 pub mod health;
+pub mod service;
 pub mod telemetry;

@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use api::app::Application;
 use api::config::Config;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// The database the suite runs against.
@@ -157,6 +158,64 @@ impl TestApp {
     }
 }
 
+/// A signed-up user, as the tests see them.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+impl TestApp {
+    /// POST a GraphQL operation (no credentials unless `token` is given); the JSON body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("POST /graphql");
+        res.json().await.expect("a JSON body")
+    }
+
+    /// Sign up a user through the API and return their credentials and token.
+    pub async fn sign_up(&self, email: &str) -> TestUser {
+        let password = "correct horse battery staple".to_owned();
+        let body = self
+            .gql(
+                None,
+                "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id email } } }",
+                json!({ "i": { "email": email, "password": password, "name": "Test User" } }),
+            )
+            .await;
+        let payload = &body["data"]["signUp"];
+        assert!(payload.is_object(), "signUp failed: {body}");
+        TestUser {
+            id: payload["user"]["id"].as_str().unwrap().to_owned(),
+            email: payload["user"]["email"].as_str().unwrap().to_owned(),
+            password,
+            token: payload["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A client that keeps cookies, like a browser.
+    pub fn browser(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("build the HTTP client")
+    }
+}
+
+/// The `extensions.code` of the first error in a GraphQL response.
+pub fn error_code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -165,6 +224,9 @@ impl Drop for TestApp {
     }
 }
 
+/// The `BETTER_AUTH_SECRET` test servers use.
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
 /// The variables every test server starts with; tests add or override entries.
 pub fn base_vars(database_url: &str) -> HashMap<String, String> {
     [
@@ -172,10 +234,9 @@ pub fn base_vars(database_url: &str) -> HashMap<String, String> {
         ("PORT", "0"),
         ("DATABASE_URL", database_url),
         ("DATABASE_MAX_CONNECTIONS", "5"),
-        (
-            "BETTER_AUTH_SECRET",
-            "test-secret-test-secret-test-secret-0123",
-        ),
+        ("BETTER_AUTH_SECRET", TEST_SECRET),
+        // Every test client comes from 127.0.0.1; the throttling test sets its own limit.
+        ("AUTH_RATE_LIMIT_MAX", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -2,7 +2,10 @@
 //! `TEST_BACKEND=sqlite|postgres` picks the database (see the `tests` crate docs).
 
 mod append_only;
+mod auth;
+mod cross_site;
 mod fixtures;
 mod health;
 mod migrations;
 mod schema;
+mod websocket;

@@ -1,0 +1,195 @@
+//! Password hashing: Argon2id for new hashes; Better Auth's scrypt format accepted on sign-in.
+//!
+//! Hashing is deliberately slow, so it never runs on the async executor: callers go through
+//! [`Hasher`], which runs it on the blocking pool and caps how many run at once, so a burst of
+//! sign-ins queues instead of taking every core from request handling.
+
+use std::sync::{Arc, LazyLock};
+
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
+use argon2::{Algorithm, Argon2, Params, Version};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::{AppError, AppResult};
+
+/// OWASP's minimum for Argon2id: 19 MiB, 2 iterations, 1 lane.
+const ARGON2_M_KIB: u32 = 19 * 1024;
+const ARGON2_T: u32 = 2;
+const ARGON2_P: u32 = 1;
+
+fn argon2() -> Argon2<'static> {
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("valid Argon2 parameters"),
+    )
+}
+
+/// Hash a password as an Argon2id PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+pub fn hash(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("Argon2 hashing with valid parameters cannot fail")
+        .to_string()
+}
+
+/// Check a password against a stored hash: an Argon2 PHC string, or Better Auth's scrypt
+/// format `<32 hex salt>:<128 hex key>`. An unrecognised hash never matches.
+pub fn verify(password: &str, stored: &str) -> bool {
+    if stored.starts_with("$argon2") {
+        return PasswordHash::new(stored).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        });
+    }
+    verify_better_auth_scrypt(password, stored)
+}
+
+/// Better Auth's default: scrypt(N=16384, r=16, p=1, dkLen=64) of the NFKC-normalised password,
+/// salted with the *hex string* of the salt (its bytes as text, not decoded).
+fn verify_better_auth_scrypt(password: &str, stored: &str) -> bool {
+    let Some((salt, key_hex)) = stored.split_once(':') else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(key_hex) else {
+        return false;
+    };
+    if expected.len() != 64 || salt.is_empty() {
+        return false;
+    }
+    let Ok(params) = scrypt::Params::new(14, 16, 1, 64) else {
+        return false;
+    };
+    let normalized: String = password.nfkc().collect();
+    let mut derived = [0u8; 64];
+    if scrypt::scrypt(
+        normalized.as_bytes(),
+        salt.as_bytes(),
+        &params,
+        &mut derived,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    derived.ct_eq(&expected).into()
+}
+
+/// A hash of a random password, verified against when the email is unknown so that the answer
+/// takes as long as for a wrong password.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash(&uuid::Uuid::new_v4().to_string()));
+
+/// Runs hashing on the blocking pool with a cap on concurrency.
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+}
+
+impl Hasher {
+    /// At most `concurrency` hashes at once.
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// One fewer than the cores (at least one), leaving a core for request handling.
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(cores.saturating_sub(1).max(1))
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> AppResult<T> {
+        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(AppError::internal)
+    }
+
+    pub async fn hash(&self, password: String) -> AppResult<String> {
+        self.run(move || hash(&password)).await
+    }
+
+    /// Verify against `stored`, or against a dummy hash when there is none (same cost).
+    pub async fn verify(&self, password: String, stored: Option<String>) -> AppResult<bool> {
+        self.run(move || match stored {
+            Some(stored) => verify(&password, &stored),
+            None => {
+                let _ = verify(&password, &DUMMY_HASH);
+                false
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2id_with_owasp_parameters_round_trips() {
+        let h = hash("correct horse battery staple");
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify("correct horse battery staple", &h));
+        assert!(!verify("correct horse battery stapler", &h));
+    }
+
+    /// The format's parameters and layout; hashes written by the real Better Auth package are
+    /// verified by the interop test (`tests/interop`).
+    #[test]
+    fn better_auth_scrypt_format_verifies() {
+        let salt = "0123456789abcdef0123456789abcdef";
+        let mut key = [0u8; 64];
+        scrypt::scrypt(
+            b"password123",
+            salt.as_bytes(),
+            &scrypt::Params::new(14, 16, 1, 64).unwrap(),
+            &mut key,
+        )
+        .unwrap();
+        let stored = format!("{salt}:{}", hex::encode(key));
+        assert!(verify("password123", &stored));
+        assert!(!verify("password124", &stored));
+    }
+
+    #[test]
+    fn scrypt_passwords_are_nfkc_normalised() {
+        let salt = "fedcba9876543210fedcba9876543210";
+        let mut key = [0u8; 64];
+        // "ﬁ" (U+FB01) normalises to "fi" under NFKC.
+        scrypt::scrypt(
+            "fine".as_bytes(),
+            salt.as_bytes(),
+            &scrypt::Params::new(14, 16, 1, 64).unwrap(),
+            &mut key,
+        )
+        .unwrap();
+        let stored = format!("{salt}:{}", hex::encode(key));
+        assert!(verify("\u{FB01}ne", &stored));
+    }
+
+    #[test]
+    fn malformed_hashes_never_match() {
+        for stored in [
+            "",
+            "abc",
+            "salt:",
+            ":00",
+            "$argon2id$garbage",
+            "zz:zz",
+            &format!("s:{}", "0".repeat(127)),
+        ] {
+            assert!(!verify("x", stored), "{stored}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Sessions as Better Auth keeps them: a row in `session` whose `token` is the bearer secret,
+//! valid for 7 days and slid forward when used more than a day after the last refresh.
+
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use entity::{session, user};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+
+use crate::error::AppResult;
+
+/// How long a session lives (Better Auth's `expiresIn`).
+pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often its expiry slides forward (Better Auth's `updateAge`).
+pub const SESSION_UPDATE_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// 32 characters from [A-Za-z0-9] from the OS-seeded CSPRNG: Better Auth's token and id format.
+pub fn random_id() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// Now, as stored in Better Auth's `timestamp` columns (UTC, millisecond precision as
+/// JavaScript dates have).
+pub fn now() -> NaiveDateTime {
+    let now = Utc::now().naive_utc();
+    now - chrono::Duration::nanoseconds(i64::from(
+        now.and_utc().timestamp_subsec_nanos() % 1_000_000,
+    ))
+}
+
+fn ttl() -> chrono::Duration {
+    chrono::Duration::from_std(SESSION_TTL).expect("session TTL fits")
+}
+
+/// Where a new session comes from.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Start a session for `user_id`.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    client: &ClientInfo,
+) -> AppResult<session::Model> {
+    let now = now();
+    let row = session::ActiveModel {
+        id: Set(random_id()),
+        expires_at: Set(now + ttl()),
+        token: Set(random_id()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ip_address: Set(client.ip_address.clone()),
+        user_agent: Set(client.user_agent.clone()),
+        user_id: Set(user_id.to_owned()),
+    }
+    .insert(db)
+    .await?;
+    Ok(row)
+}
+
+/// A live session and its user.
+#[derive(Clone, Debug)]
+pub struct ActiveSession {
+    pub session: session::Model,
+    pub user: user::Model,
+    /// True when this lookup slid the expiry forward (a cookie should be re-issued).
+    pub refreshed: bool,
+}
+
+/// Resolve a token: `None` when unknown or expired (an expired row is deleted). Slides the expiry
+/// forward when the session was last refreshed more than [`SESSION_UPDATE_AGE`] ago.
+pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option<ActiveSession>> {
+    let Some((session, Some(user))) = session::Entity::find()
+        .filter(session::Column::Token.eq(token))
+        .find_also_related(user::Entity)
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let now = now();
+    if session.expires_at <= now {
+        session::Entity::delete_by_id(session.id).exec(db).await?;
+        return Ok(None);
+    }
+    // Better Auth: refresh once `expiresAt - expiresIn + updateAge` has passed.
+    let due =
+        session.expires_at - ttl() + chrono::Duration::from_std(SESSION_UPDATE_AGE).expect("fits");
+    if due > now {
+        return Ok(Some(ActiveSession {
+            session,
+            user,
+            refreshed: false,
+        }));
+    }
+    let mut slide: session::ActiveModel = session.into();
+    slide.expires_at = Set(now + ttl());
+    slide.updated_at = Set(now);
+    let session = slide.update(db).await?;
+    Ok(Some(ActiveSession {
+        session,
+        user,
+        refreshed: true,
+    }))
+}
+
+/// End a session; true when there was one.
+pub async fn revoke(db: &impl ConnectionTrait, session_id: &str) -> AppResult<bool> {
+    let result = session::Entity::delete_by_id(session_id.to_owned())
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_32_alphanumerics_and_distinct() {
+        let a = random_id();
+        let b = random_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn now_has_millisecond_precision() {
+        assert_eq!(now().and_utc().timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+}

@@ -1,0 +1,127 @@
+//! One error type for everything a client can be told, each with a stable
+//! `errors[].extensions.code`. Internal errors are logged in full where they are converted and
+//! reach clients only as "internal server error".
+
+use async_graphql::ErrorExtensions;
+
+/// An error a request can end with.
+///
+/// Deliberately not `Display`: async-graphql converts any `Display` type into an error without
+/// an `extensions.code`, and this type must only ever reach clients through
+/// [`ErrorExtensions::extend`], which adds it. `?` in a resolver goes through the `From` below.
+#[derive(Debug)]
+pub enum AppError {
+    Unauthenticated,
+    Forbidden(String),
+    BadUserInput(String),
+    NotFound,
+    EmailTaken,
+    InvalidCredentials,
+    RateLimited { retry_after_secs: u64 },
+    BadRequest(String),
+    UnsupportedMediaType(String),
+    MethodNotAllowed(String),
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AppError {
+    /// What the client is told.
+    pub fn message(&self) -> String {
+        match self {
+            AppError::Unauthenticated => "authentication required".into(),
+            AppError::NotFound => "not found".into(),
+            AppError::EmailTaken => "an account with this email already exists".into(),
+            AppError::InvalidCredentials => "invalid email or password".into(),
+            AppError::RateLimited { retry_after_secs } => {
+                format!("too many attempts, try again in {retry_after_secs} s")
+            }
+            AppError::Forbidden(m)
+            | AppError::BadUserInput(m)
+            | AppError::BadRequest(m)
+            | AppError::UnsupportedMediaType(m)
+            | AppError::MethodNotAllowed(m) => m.clone(),
+            AppError::Internal(_) => "internal server error".into(),
+        }
+    }
+
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::NotFound => "NOT_FOUND",
+            AppError::EmailTaken => "EMAIL_TAKEN",
+            AppError::InvalidCredentials => "INVALID_CREDENTIALS",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::BadRequest(_) => "BAD_REQUEST",
+            AppError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            AppError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
+            AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// Wrap an unexpected failure; it is logged when it reaches the client boundary.
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        AppError::Internal(e.into())
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        AppError::BadUserInput(message.into())
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        if let AppError::Internal(source) = self {
+            tracing::error!(error = %source, detail = ?source, "internal error");
+        }
+        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let AppError::RateLimited { retry_after_secs } = self {
+                ext.set("retryAfter", *retry_after_secs);
+            }
+        })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(e: AppError) -> Self {
+        e.extend()
+    }
+}
+
+/// Shorthand for resolver and service results.
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_detail_never_reaches_the_client() {
+        let e: async_graphql::Error =
+            AppError::internal("password=hunter2 at db.internal:5432").into();
+        assert_eq!(e.message, "internal server error");
+        let ext = serde_json::to_value(&e.extensions).unwrap();
+        assert_eq!(ext["code"], "INTERNAL_SERVER_ERROR");
+        assert!(!format!("{ext}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rate_limited_says_when_to_retry() {
+        let e: async_graphql::Error = AppError::RateLimited {
+            retry_after_secs: 7,
+        }
+        .into();
+        let ext = serde_json::to_value(&e.extensions).unwrap();
+        assert_eq!(ext["code"], "RATE_LIMITED");
+        assert_eq!(ext["retryAfter"], 7);
+    }
+}

@@ -1,0 +1,308 @@
+//! `/graphql` over HTTP and WebSocket.
+//!
+//! * `POST` accepts only `application/json` bodies: the content types a browser may send
+//!   cross-site without a CORS preflight (`text/plain`, form-encoded, multipart) are refused, so
+//!   a foreign page cannot make a signed-in browser run mutations.
+//! * `GET` runs queries from the URL; a mutation over `GET` is refused with 405. Browsers asking
+//!   for HTML get the GraphQL IDE.
+//! * WebSocket upgrades (`graphql-transport-ws` and legacy `graphql-ws`) from an untrusted
+//!   `Origin` are refused; the connection authenticates from the upgrade's cookie or from
+//!   `connection_init`'s `{"authorization": "Bearer TOKEN"}`.
+
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{Data, ErrorExtensions};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use tower_cookies::Cookies;
+
+use super::AppSchema;
+use crate::app::AppState;
+use crate::auth::{RequestAuth, bearer_token, graphql_error};
+use crate::error::AppError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/graphql", get(get_graphql).post(post_graphql))
+}
+
+/// The per-request data every operation sees: the caller (if any), the client, the cookie jar.
+fn request_data(auth: RequestAuth, cookies: Option<Cookies>) -> Data {
+    let mut data = Data::default();
+    if let Some(viewer) = auth.viewer {
+        data.insert(viewer);
+    }
+    data.insert(auth.client);
+    if let Some(cookies) = cookies {
+        data.insert(cookies);
+    }
+    data
+}
+
+fn media_type(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+async fn post_graphql(
+    Extension(schema): Extension<AppSchema>,
+    Extension(auth): Extension<RequestAuth>,
+    cookies: Cookies,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if media_type(&headers, header::CONTENT_TYPE) != "application/json" {
+        return graphql_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &AppError::UnsupportedMediaType(
+                "POST /graphql accepts Content-Type: application/json only".into(),
+            ),
+        );
+    }
+    let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return graphql_error(
+                StatusCode::BAD_REQUEST,
+                &AppError::BadRequest(format!("the body is not a GraphQL request: {e}")),
+            );
+        }
+    };
+    let data = request_data(auth, Some(cookies));
+    let batch = match batch {
+        async_graphql::BatchRequest::Single(mut r) => {
+            r.data = data;
+            async_graphql::BatchRequest::Single(r)
+        }
+        async_graphql::BatchRequest::Batch(requests) => {
+            return if requests.len() == 1 {
+                let mut r = requests.into_iter().next().expect("one request");
+                r.data = data;
+                GraphQLResponse::from(
+                    schema
+                        .execute_batch(async_graphql::BatchRequest::Batch(vec![r]))
+                        .await,
+                )
+                .into_response()
+            } else {
+                graphql_error(
+                    StatusCode::BAD_REQUEST,
+                    &AppError::BadRequest("batched requests are not supported".into()),
+                )
+            };
+        }
+    };
+    GraphQLResponse::from(schema.execute_batch(batch).await).into_response()
+}
+
+async fn get_graphql(
+    State(state): State<AppState>,
+    Extension(schema): Extension<AppSchema>,
+    Extension(auth): Extension<RequestAuth>,
+    req: Request,
+) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if is_upgrade {
+        if !state.auth.origin_allowed(&parts.headers) {
+            return graphql_error(
+                StatusCode::FORBIDDEN,
+                &AppError::Forbidden("WebSocket from an untrusted origin refused".into()),
+            );
+        }
+        let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
+            Ok(p) => p,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(u) => u,
+            Err(rejection) => return rejection.into_response(),
+        };
+        return websocket(state, schema, auth, protocol, upgrade);
+    }
+
+    let query = parts.uri.query().unwrap_or("");
+    let wants_html = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if query.is_empty() && wants_html {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql")
+                .finish(),
+        )
+        .into_response();
+    }
+    let mut request = match parse_get_request(query) {
+        Ok(r) => r,
+        Err(message) => {
+            return graphql_error(StatusCode::BAD_REQUEST, &AppError::BadRequest(message));
+        }
+    };
+    if is_mutation(&request) {
+        let mut response = graphql_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &AppError::MethodNotAllowed("mutations must be sent with POST".into()),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let cookies = parts.extensions.get::<Cookies>().cloned();
+    request.data = request_data(auth, cookies);
+    GraphQLResponse::from(schema.execute(request).await).into_response()
+}
+
+/// A GraphQL request from a URL query string, per GraphQL over HTTP: `query`, `operationName`,
+/// and `variables`/`extensions` as JSON. (async-graphql's own parser expects `operation_name`.)
+fn parse_get_request(query_string: &str) -> Result<async_graphql::Request, String> {
+    let mut request = async_graphql::Request::new("");
+    let mut has_query = false;
+    for (key, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
+        match key.as_ref() {
+            "query" => {
+                request.query = value.into_owned();
+                has_query = true;
+            }
+            "operationName" if !value.is_empty() => {
+                request.operation_name = Some(value.into_owned())
+            }
+            "variables" if !value.is_empty() => {
+                request.variables = serde_json::from_str(&value)
+                    .map_err(|e| format!("variables is not a JSON object: {e}"))?;
+            }
+            "extensions" if !value.is_empty() => {
+                request.extensions = serde_json::from_str(&value)
+                    .map_err(|e| format!("extensions is not a JSON object: {e}"))?;
+            }
+            _ => {}
+        }
+    }
+    if !has_query {
+        return Err("the query parameter is missing".into());
+    }
+    Ok(request)
+}
+
+/// Whether the operation a request would run is a mutation.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return false; // execution reports the syntax error
+    };
+    match &doc.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops
+                .get(name.as_str())
+                .is_some_and(|op| op.node.ty == OperationType::Mutation),
+            None => false, // ambiguous: execution reports it
+        },
+    }
+}
+
+fn websocket(
+    state: AppState,
+    schema: AppSchema,
+    auth: RequestAuth,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let data = request_data(auth, None);
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .with_data(data)
+                .on_connection_init(move |payload| connection_init(state, payload))
+                .serve()
+        })
+        .into_response()
+}
+
+/// `connection_init` may carry `{"authorization": "Bearer TOKEN"}`; a token that does not
+/// resolve to a live session refuses the connection.
+async fn connection_init(
+    state: AppState,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let mut data = Data::default();
+    let value = payload
+        .get("authorization")
+        .or_else(|| payload.get("Authorization"))
+        .and_then(|v| v.as_str());
+    if let Some(value) = value {
+        let Some(token) = bearer_token(value) else {
+            return Err(AppError::Unauthenticated.extend());
+        };
+        match state
+            .auth
+            .viewer(&state, token, crate::auth::AuthVia::Bearer)
+            .await
+        {
+            Ok(Some((viewer, _))) => data.insert(viewer),
+            Ok(None) => return Err(AppError::Unauthenticated.extend()),
+            Err(e) => return Err(e.extend()),
+        }
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(query: &str, op: Option<&str>) -> async_graphql::Request {
+        let mut r = async_graphql::Request::new(query);
+        if let Some(op) = op {
+            r = r.operation_name(op);
+        }
+        r
+    }
+
+    #[test]
+    fn get_requests_use_the_spec_parameter_names() {
+        let r = parse_get_request(
+            "query=query+Q%7Bme%7Bid%7D%7D&operationName=Q&variables=%7B%22a%22%3A1%7D",
+        )
+        .unwrap();
+        assert_eq!(r.query, "query Q{me{id}}");
+        assert_eq!(r.operation_name.as_deref(), Some("Q"));
+        assert_eq!(
+            r.variables.get("a").map(ToString::to_string).as_deref(),
+            Some("1")
+        );
+        assert!(parse_get_request("operationName=Q").is_err());
+        assert!(parse_get_request("query=%7Bx%7D&variables=nope").is_err());
+    }
+
+    #[test]
+    fn mutations_are_recognised() {
+        assert!(is_mutation(&req("mutation { signOut }", None)));
+        assert!(!is_mutation(&req("{ me { id } }", None)));
+        assert!(!is_mutation(&req("query Q { me { id } }", None)));
+        let both = "query Q { me { id } } mutation M { signOut }";
+        assert!(is_mutation(&req(both, Some("M"))));
+        assert!(!is_mutation(&req(both, Some("Q"))));
+        assert!(!is_mutation(&req("mutation {", None)));
+    }
+}

@@ -1,0 +1,31 @@
+//! The GraphQL schema and its HTTP/WebSocket transport.
+
+pub mod http;
+pub mod mutation;
+pub mod query;
+pub mod scalars;
+pub mod types;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+use crate::app::AppState;
+
+/// Every query field, per domain.
+#[derive(MergedObject, Default)]
+pub struct Query(query::AccountQuery);
+
+/// Every mutation, per domain.
+#[derive(MergedObject, Default)]
+pub struct Mutation(mutation::AccountMutation, mutation::ProfileMutation);
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema without data: for exporting the SDL (no database needed).
+pub fn schema_builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+}
+
+/// The schema the server runs, holding the shared state.
+pub fn build_schema(state: AppState) -> AppSchema {
+    schema_builder().data(state).finish()
+}

@@ -1,0 +1,4 @@
+//! Database work, one module per domain. Functions take any connection or transaction.
+
+pub mod accounts;
+pub mod profiles;

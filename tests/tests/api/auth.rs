@@ -1,0 +1,509 @@
+//! Accounts and sessions: sign-up, sign-in, cookies and bearer tokens, sliding sessions,
+//! sign-out, and every refusal.
+
+use chrono::Utc;
+use entity::prelude::*;
+use entity::user_profiles;
+use reqwest::header;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
+};
+use serde_json::{Value, json};
+use tests::{TEST_SECRET, TestApp, error_code, spawn_app, spawn_app_with};
+
+const ME: &str = "{ me { id email name emailVerified profile { defaultModel monthlyTokenBudget tokensUsedThisMonth } } }";
+const SIGN_IN: &str =
+    "mutation($i: SignInInput!) { signIn(input: $i) { token user { id email } } }";
+const SIGN_UP: &str = "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id } } }";
+
+async fn row_counts(app: &TestApp) -> [u64; 4] {
+    [
+        User::find().count(&app.db).await.unwrap(),
+        Account::find().count(&app.db).await.unwrap(),
+        UserProfiles::find().count(&app.db).await.unwrap(),
+        Session::find().count(&app.db).await.unwrap(),
+    ]
+}
+
+fn sign_up_vars(email: &str, password: &str, name: &str) -> Value {
+    json!({ "i": { "email": email, "password": password, "name": name } })
+}
+
+#[tokio::test]
+async fn sign_up_writes_user_credential_profile_and_session() {
+    let app = spawn_app_with(|v| {
+        v.insert("DEFAULT_MODEL".into(), "gpt-4.1-mini".into());
+        v.insert("DEFAULT_MONTHLY_TOKEN_BUDGET".into(), "250000".into());
+    })
+    .await;
+    let u = app.sign_up("  Ada@Example.COM ").await;
+    assert_eq!(u.email, "ada@example.com");
+    assert_eq!(u.token.len(), 32);
+    assert!(u.token.chars().all(|c| c.is_ascii_alphanumeric()));
+
+    let acct = Account::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            acct.provider_id.as_str(),
+            acct.account_id.as_str(),
+            acct.user_id.as_str()
+        ),
+        ("credential", u.id.as_str(), u.id.as_str())
+    );
+    let hash = acct.password.unwrap();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let profile = UserProfiles::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(
+        (profile.default_model.as_str(), profile.monthly_token_budget),
+        ("gpt-4.1-mini", 250_000)
+    );
+    let s = Session::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(s.token, u.token);
+    assert_eq!(s.ip_address.as_deref(), Some("127.0.0.1"));
+    let ttl = s.expires_at - Utc::now().naive_utc();
+    assert!(
+        ttl > chrono::Duration::days(7) - chrono::Duration::minutes(1)
+            && ttl <= chrono::Duration::days(7),
+        "{ttl}"
+    );
+
+    let me = app.gql(Some(&u.token), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["email"], "ada@example.com");
+    assert_eq!(me["data"]["me"]["emailVerified"], false);
+    assert_eq!(me["data"]["me"]["profile"]["monthlyTokenBudget"], "250000");
+    assert_eq!(me["data"]["me"]["profile"]["tokensUsedThisMonth"], "0");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_up_refuses_bad_input_and_writes_nothing() {
+    let app = spawn_app().await;
+    for (email, password, name) in [
+        ("not-an-email", "long enough pw", "N"),
+        ("a@example.com", "short", "N"),
+        ("a@example.com", &"x".repeat(129), "N"),
+        ("a@example.com", "long enough pw", "   "),
+    ] {
+        let body = app
+            .gql(None, SIGN_UP, sign_up_vars(email, password, name))
+            .await;
+        assert_eq!(
+            error_code(&body),
+            Some("BAD_USER_INPUT"),
+            "{email} {password} {name}: {body}"
+        );
+        assert!(body["data"].is_null());
+    }
+    assert_eq!(row_counts(&app).await, [0, 0, 0, 0]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_taken_email_gives_email_taken_and_writes_nothing() {
+    let app = spawn_app().await;
+    app.sign_up("ada@example.com").await;
+    let before = row_counts(&app).await;
+    let body = app
+        .gql(
+            None,
+            SIGN_UP,
+            sign_up_vars(" ADA@example.com", "another password", "Ada 2"),
+        )
+        .await;
+    assert_eq!(error_code(&body), Some("EMAIL_TAKEN"), "{body}");
+    assert_eq!(row_counts(&app).await, before);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_sign_ups_for_one_email_create_one_account() {
+    let app = spawn_app().await;
+    let attempts = (0..4).map(|_| {
+        app.gql(
+            None,
+            SIGN_UP,
+            sign_up_vars("race@example.com", "long enough pw", "R"),
+        )
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let ok = results
+        .iter()
+        .filter(|b| b["data"]["signUp"].is_object())
+        .count();
+    let taken = results
+        .iter()
+        .filter(|b| error_code(b) == Some("EMAIL_TAKEN"))
+        .count();
+    assert_eq!((ok, taken), (1, 3), "{results:?}");
+    assert_eq!(row_counts(&app).await, [1, 1, 1, 1]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_in_checks_the_password_and_answers_alike_for_unknown_emails() {
+    let app = spawn_app().await;
+    let u = app.sign_up("ada@example.com").await;
+
+    let ok = app
+        .gql(
+            None,
+            SIGN_IN,
+            json!({ "i": { "email": "ADA@example.com", "password": u.password } }),
+        )
+        .await;
+    let token = ok["data"]["signIn"]["token"].as_str().expect("signed in");
+    assert_ne!(token, u.token, "each sign-in is a new session");
+    assert_eq!(ok["data"]["signIn"]["user"]["id"], u.id.as_str());
+
+    let wrong = app
+        .gql(
+            None,
+            SIGN_IN,
+            json!({ "i": { "email": "ada@example.com", "password": "wrong password" } }),
+        )
+        .await;
+    let unknown = app
+        .gql(
+            None,
+            SIGN_IN,
+            json!({ "i": { "email": "nobody@example.com", "password": "wrong password" } }),
+        )
+        .await;
+    let malformed = app
+        .gql(
+            None,
+            SIGN_IN,
+            json!({ "i": { "email": "nobody", "password": "wrong password" } }),
+        )
+        .await;
+    for body in [&wrong, &unknown, &malformed] {
+        assert_eq!(error_code(body), Some("INVALID_CREDENTIALS"), "{body}");
+        assert!(body["data"].is_null());
+    }
+    assert_eq!(
+        wrong["errors"][0]["message"],
+        unknown["errors"][0]["message"]
+    );
+    assert_eq!(Session::find().count(&app.db).await.unwrap(), 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_authenticate_and_bad_ones_do_not() {
+    let app = spawn_app().await;
+    let u = app.sign_up("ada@example.com").await;
+    assert_eq!(
+        app.gql(Some(&u.token), "{ me { id } }", json!({})).await["data"]["me"]["id"],
+        u.id.as_str()
+    );
+    for bad in [
+        "",
+        "nope",
+        &u.token.to_lowercase(),
+        &format!("{}x", u.token),
+    ] {
+        let body = app.gql(Some(bad), "{ me { id } }", json!({})).await;
+        assert!(body["data"]["me"].is_null(), "{bad}: {body}");
+    }
+    // Protected fields say UNAUTHENTICATED rather than answering.
+    let body = app
+        .gql(
+            None,
+            "mutation { updateProfile(input: { displayName: \"x\" }) { displayName } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&body), Some("UNAUTHENTICATED"), "{body}");
+    let body = app
+        .gql(Some(&u.token), "mutation { updateProfile(input: { displayName: \" Ada \" }) { displayName defaultModel } }", json!({}))
+        .await;
+    assert_eq!(
+        body["data"]["updateProfile"]["displayName"], "Ada",
+        "{body}"
+    );
+    app.shutdown().await;
+}
+
+fn set_cookie(res: &reqwest::Response) -> String {
+    res.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("better-auth.session_token="))
+        .expect("a session Set-Cookie")
+}
+
+/// `TOKEN.BASE64(HMAC-SHA256(secret, TOKEN))`, URL-encoded, computed independently of the server.
+fn expected_cookie_value(token: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes()).unwrap();
+    mac.update(token.as_bytes());
+    let sig = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        mac.finalize().into_bytes(),
+    );
+    format!(
+        "{token}.{}",
+        sig.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    )
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_better_auths_and_authenticates() {
+    let app = spawn_app().await;
+    let u = app.sign_up("ada@example.com").await;
+    let browser = app.browser();
+    let res = browser
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": SIGN_IN, "variables": { "i": { "email": u.email, "password": u.password } } }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&res);
+    let body: Value = res.json().await.unwrap();
+    let token = body["data"]["signIn"]["token"].as_str().unwrap();
+    assert_eq!(
+        cookie,
+        format!(
+            "better-auth.session_token={}; HttpOnly; SameSite=Lax; Path=/; Max-Age=604800",
+            expected_cookie_value(token)
+        )
+    );
+    // The browser now sends it back.
+    let me: Value = browser
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["data"]["me"]["id"], u.id.as_str());
+
+    // A cookie whose signature is wrong is ignored.
+    let forged =
+        format!("better-auth.session_token={token}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3D");
+    let me: Value = app
+        .http
+        .post(app.url("/graphql"))
+        .header(header::COOKIE, forged)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(me["data"]["me"].is_null(), "{me}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_cookies_are_secure_prefixed() {
+    let app = spawn_app_with(|v| {
+        v.insert("BETTER_AUTH_URL".into(), "https://app.example.com".into());
+    })
+    .await;
+    let body = app
+        .gql(
+            None,
+            SIGN_UP,
+            sign_up_vars("ada@example.com", "long enough pw", "Ada"),
+        )
+        .await;
+    assert!(body["data"]["signUp"].is_object(), "{body}");
+    let res = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": SIGN_IN, "variables": { "i": { "email": "ada@example.com", "password": "long enough pw" } } }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.starts_with("__Secure-better-auth.session_token="),
+        "{cookie}"
+    );
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_slide_after_a_day_and_expired_ones_are_refused_and_deleted() {
+    let app = spawn_app().await;
+    let u = app.sign_up("ada@example.com").await;
+    let s = Session::find().one(&app.db).await.unwrap().unwrap();
+
+    // Used less than a day after the last refresh: unchanged.
+    app.gql(Some(&u.token), "{ me { id } }", json!({})).await;
+    assert_eq!(
+        Session::find()
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        s.expires_at
+    );
+
+    // Last refreshed two days ago: the expiry moves to now + 7 days.
+    let mut aged = s.clone().into_active_model();
+    aged.expires_at = Set(s.expires_at - chrono::Duration::days(2));
+    aged.updated_at = Set(s.updated_at - chrono::Duration::days(2));
+    aged.update(&app.db).await.unwrap();
+    let me = app.gql(Some(&u.token), "{ me { id } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], u.id.as_str());
+    let slid = Session::find().one(&app.db).await.unwrap().unwrap();
+    assert!(
+        slid.expires_at >= s.expires_at,
+        "{} < {}",
+        slid.expires_at,
+        s.expires_at
+    );
+
+    // Expired: refused, and the row is gone.
+    let mut expired = slid.into_active_model();
+    expired.expires_at = Set(Utc::now().naive_utc() - chrono::Duration::seconds(1));
+    expired.update(&app.db).await.unwrap();
+    let me = app.gql(Some(&u.token), "{ me { id } }", json!({})).await;
+    assert!(me["data"]["me"].is_null(), "{me}");
+    assert_eq!(Session::find().count(&app.db).await.unwrap(), 0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_out_deletes_the_session_and_clears_the_cookie() {
+    let app = spawn_app().await;
+    let u = app.sign_up("ada@example.com").await;
+    let other = app.sign_up("bob@example.com").await;
+    let res = app
+        .http
+        .post(app.url("/graphql"))
+        .header(
+            header::COOKIE,
+            format!(
+                "better-auth.session_token={}",
+                expected_cookie_value(&u.token)
+            ),
+        )
+        .json(&json!({ "query": "mutation { signOut }" }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&res);
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["data"]["signOut"], true);
+    let left: Vec<String> = Session::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.user_id)
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&other.id),
+        "only the signed-out session is gone"
+    );
+    assert!(app.gql(Some(&u.token), "{ me { id } }", json!({})).await["data"]["me"].is_null());
+    // Signing out when signed out is harmless.
+    assert_eq!(
+        app.gql(None, "mutation { signOut }", json!({})).await["data"]["signOut"],
+        false
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_better_auth_user_without_a_profile_gets_the_default_one() {
+    let app = spawn_app().await;
+    let u = app.sign_up("ada@example.com").await;
+    // As if the user had signed up through a Better Auth app, which writes no profile.
+    entity::user_profiles::Entity::delete_many()
+        .filter(user_profiles::Column::UserId.eq(u.id.as_str()))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let me = app.gql(Some(&u.token), ME, json!({})).await;
+    assert_eq!(
+        me["data"]["me"]["profile"]["defaultModel"], "gpt-4o-mini",
+        "{me}"
+    );
+    assert_eq!(UserProfiles::find().count(&app.db).await.unwrap(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_in_and_sign_up_are_rate_limited_per_ip_and_per_email() {
+    let app = spawn_app_with(|v| {
+        v.insert("AUTH_RATE_LIMIT_MAX".into(), "3".into());
+        v.insert("AUTH_RATE_LIMIT_WINDOW_SECS".into(), "60".into());
+        v.insert("TRUST_PROXY".into(), "true".into());
+    })
+    .await;
+    let attempt = |ip: &'static str, email: &'static str| {
+        let app = &app;
+        async move {
+            let res = app
+                .http
+                .post(app.url("/graphql"))
+                .header("x-forwarded-for", ip)
+                .json(&json!({ "query": SIGN_IN, "variables": { "i": { "email": email, "password": "wrong password" } } }))
+                .send()
+                .await
+                .unwrap();
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            error_code(&attempt("10.0.0.1", "a@example.com").await),
+            Some("INVALID_CREDENTIALS")
+        );
+    }
+    let limited = attempt("10.0.0.1", "b@example.com").await;
+    assert_eq!(error_code(&limited), Some("RATE_LIMITED"), "{limited}");
+    assert!(
+        limited["errors"][0]["extensions"]["retryAfter"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    // The email that was hammered is limited from any address; other emails are not.
+    assert_eq!(
+        error_code(&attempt("10.0.0.2", "a@example.com").await),
+        Some("RATE_LIMITED")
+    );
+    assert_eq!(
+        error_code(&attempt("10.0.0.3", "c@example.com").await),
+        Some("INVALID_CREDENTIALS")
+    );
+    // Sign-up shares the limit.
+    let body = app
+        .http
+        .post(app.url("/graphql"))
+        .header("x-forwarded-for", "10.0.0.1")
+        .json(&json!({ "query": SIGN_UP, "variables": sign_up_vars("new@example.com", "long enough pw", "N") }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(error_code(&body), Some("RATE_LIMITED"), "{body}");
+    assert_eq!(User::find().count(&app.db).await.unwrap(), 0);
+    app.shutdown().await;
+}
