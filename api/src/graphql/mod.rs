@@ -25,6 +25,11 @@ pub fn schema_builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySu
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
 }
 
+/// The SDL of the schema the server runs (what `schema.graphql` holds).
+pub fn sdl() -> String {
+    schema_builder().finish().sdl()
+}
+
 /// The schema the server runs, holding the shared state.
 pub fn build_schema(state: AppState) -> AppSchema {
     schema_builder().data(state).finish()

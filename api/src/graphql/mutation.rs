@@ -21,6 +21,7 @@ pub struct SignUpInput {
 /// Credentials of an existing account.
 #[derive(InputObject)]
 pub struct SignInInput {
+    /// Matched case-insensitively.
     pub email: String,
     pub password: String,
 }

@@ -3,12 +3,12 @@
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 
-/// A 64-bit signed integer, serialized as a string of decimal digits (e.g. `"9007199254740993"`)
-/// so JavaScript clients receive it exactly; parse it with `BigInt(value)`. Accepted as input
-/// as such a string or as a JSON integer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Int64(pub i64);
 
+/// A 64-bit signed integer, serialized as a string of decimal digits (e.g. "9007199254740993")
+/// so JavaScript clients receive it exactly; parse it with `BigInt(value)`. Accepted as input
+/// as such a string or as a JSON integer.
 #[Scalar(name = "Int64")]
 impl ScalarType for Int64 {
     fn parse(value: Value) -> InputValueResult<Self> {

@@ -8,9 +8,9 @@ use super::scalars::Int64;
 use crate::app::AppState;
 use crate::service::profiles;
 
-/// A person with an account.
 pub struct User(pub user::Model);
 
+/// A person with an account (Better Auth's `user`).
 #[Object]
 impl User {
     /// Better Auth's user id.
@@ -21,9 +21,11 @@ impl User {
     async fn email(&self) -> &str {
         &self.0.email
     }
+    /// Name given at sign-up.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// Whether the email address was verified (by a Better Auth app sharing the database).
     async fn email_verified(&self) -> bool {
         self.0.email_verified
     }
@@ -31,6 +33,7 @@ impl User {
     async fn image(&self) -> Option<&str> {
         self.0.image.as_deref()
     }
+    /// When the account was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at.and_utc()
     }
@@ -43,9 +46,9 @@ impl User {
     }
 }
 
-/// Preferences and limits for the AI features.
 pub struct Profile(pub user_profiles::Model);
 
+/// Preferences and limits for the AI features (`user_profiles`, 1:1 with the user).
 #[Object]
 impl Profile {
     /// Name shown in the app, if set.
@@ -67,6 +70,7 @@ impl Profile {
             profiles::tokens_used_this_month(&state.db, &self.0.user_id).await?,
         ))
     }
+    /// When the profile was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -84,6 +88,7 @@ pub struct AuthPayload {
 
 #[ComplexObject]
 impl AuthPayload {
+    /// The signed-in user.
     async fn user(&self) -> User {
         User(self.user_model.clone())
     }

@@ -8,4 +8,5 @@ mod fixtures;
 mod health;
 mod migrations;
 mod schema;
+mod sdl;
 mod websocket;
