@@ -14,6 +14,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Auth};
 use crate::config::Config;
+use crate::llm::{Calls, UpstreamInfo, describe_upstream};
 use crate::{db, graphql, health};
 
 /// What every handler and resolver shares. Cheap to clone.
@@ -22,6 +23,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
+    pub calls: Arc<Calls>,
 }
 
 /// Why the server could not start.
@@ -31,6 +33,10 @@ pub enum StartupError {
     Database(#[source] sea_orm::DbErr),
     #[error("could not apply migrations: {0}")]
     Migrations(#[source] sea_orm::DbErr),
+    #[error("could not start the upstream client: {0}")]
+    Upstream(String),
+    #[error("could not finalise calls left in flight: {0}")]
+    Recovery(String),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -47,7 +53,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connect, migrate (unless turned off), and bind the listener.
+    /// Connect, migrate (unless turned off), finalise calls a previous run left in flight, and
+    /// bind the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         if config.run_migrations {
             db::migrate(&config.database)
@@ -57,13 +64,57 @@ impl Application {
         let db = db::connect(&config.database)
             .await
             .map_err(StartupError::Database)?;
-        if !config.run_migrations {
-            match db::pending_migrations(&db).await {
-                Ok(p) if p.is_empty() => {}
-                Ok(p) => {
-                    tracing::warn!(pending = ?p, "migrations are pending and RUN_MIGRATIONS=false: /readyz reports not ready")
+        let migrated = match db::pending_migrations(&db).await {
+            Ok(p) if p.is_empty() => true,
+            Ok(p) => {
+                tracing::warn!(pending = ?p, "migrations are pending and RUN_MIGRATIONS=false: /readyz reports not ready");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the migration status");
+                false
+            }
+        };
+        let upstream = match &config.openai.base_url {
+            Some(url) => UpstreamInfo {
+                base_url: url.to_string(),
+                local: false,
+            },
+            None => {
+                let local = upstream::spawn(upstream::UpstreamConfig::default())
+                    .await
+                    .map_err(|e| StartupError::Upstream(e.to_string()))?;
+                UpstreamInfo {
+                    base_url: local.base_url(),
+                    local: true,
                 }
-                Err(e) => tracing::warn!(error = %e, "could not read the migration status"),
+            }
+        };
+        if upstream.local {
+            tracing::warn!(
+                "no OPENAI_BASE_URL: completions go to the {}",
+                describe_upstream(&upstream)
+            );
+        } else {
+            tracing::info!(upstream = %upstream.base_url, "completions go to the configured upstream");
+        }
+        // Build the tokenizer tables now, off the executor, rather than in the first call.
+        let _ = tokio::task::spawn_blocking(tokenizer::warm_up).await;
+        let calls = Calls::new(
+            db.clone(),
+            config.openai.clone(),
+            config.defaults.clone(),
+            upstream,
+        )
+        .map_err(|e| StartupError::Upstream(e.to_string()))?;
+        if migrated {
+            match calls.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    calls = n,
+                    "finalised calls a previous run left in flight, as errors"
+                ),
+                Err(e) => return Err(StartupError::Recovery(format!("{e:?}"))),
             }
         }
         let addr = SocketAddr::new(config.host, config.port);
@@ -73,6 +124,7 @@ impl Application {
         let state = AppState {
             db,
             auth: Arc::new(Auth::new(&config.auth)),
+            calls: Arc::new(calls),
             config: Arc::new(config),
         };
         let router = router(state.clone());
@@ -100,22 +152,34 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serve until `signal` completes, then stop accepting and let in-flight requests finish.
+    /// Serve until `signal` completes; then stop accepting, give running calls
+    /// `SHUTDOWN_GRACE_SECS` to finish, stop and finalise the rest, and return once nothing is
+    /// left in flight.
     pub async fn run_until(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use futures_util::FutureExt;
         let Self {
             listener,
             router,
             state,
         } = self;
-        let served = axum::serve(
+        let signal = signal.shared();
+        let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(signal)
-        .await;
+        .with_graceful_shutdown(signal.clone())
+        .into_future();
+        let calls = state.calls.clone();
+        let grace = state.config.shutdown_grace;
+        let drain = async move {
+            signal.await;
+            calls.shutdown(grace).await;
+        };
+        let (served, ()) = tokio::join!(server, drain);
+        tracing::info!("stopped: no call left in flight");
         state.db.close_by_ref().await.ok();
         served
     }

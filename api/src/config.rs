@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::metering::prices::PriceTable;
+
 /// Better Auth's development fallback secret, used only when `BETTER_AUTH_SECRET` is unset and
 /// the server is not served over https. Cookies signed with it are forgeable by anyone: the
 /// server logs a warning at start.
@@ -27,6 +29,9 @@ pub struct Config {
     pub openai: OpenAiConfig,
     /// What new users start with.
     pub defaults: ProfileDefaults,
+    /// `SHUTDOWN_GRACE_SECS` (default 20): on SIGTERM, how long in-flight calls may run on before
+    /// they are stopped and finalised.
+    pub shutdown_grace: Duration,
 }
 
 /// The profile a new user gets.
@@ -115,13 +120,27 @@ impl AuthConfig {
     }
 }
 
-/// The OpenAI-compatible upstream.
+/// The OpenAI-compatible upstream and the limits on calls to it.
 #[derive(Clone, Debug)]
 pub struct OpenAiConfig {
-    /// `OPENAI_BASE_URL`, e.g. `https://api.openai.com/v1`.
+    /// `OPENAI_BASE_URL`, e.g. `https://api.openai.com/v1`. Unset: the built-in local upstream.
     pub base_url: Option<Url>,
     /// `OPENAI_API_KEY`.
     pub api_key: Option<Secret>,
+    /// `LLM_CONNECT_TIMEOUT_MS` (default 10 000).
+    pub connect_timeout: Duration,
+    /// `LLM_FIRST_TOKEN_TIMEOUT_MS` (default 60 000): from sending the request to the first token.
+    pub first_token_timeout: Duration,
+    /// `LLM_IDLE_TIMEOUT_MS` (default 30 000): the longest gap between two chunks.
+    pub idle_timeout: Duration,
+    /// `MAX_PROMPT_CHARS` (default 32 000).
+    pub max_prompt_chars: usize,
+    /// `MAX_COMPLETION_TOKENS` (default 4096): the largest `maxTokens` a call may ask for.
+    pub max_completion_tokens: u32,
+    /// `DEFAULT_MAX_TOKENS` (default 1024): `maxTokens` when a call gives none.
+    pub default_max_tokens: u32,
+    /// The models routed to and their prices: the defaults, with `MODEL_PRICES` applied.
+    pub prices: PriceTable,
 }
 
 /// A string that never appears in logs or `Debug` output.
@@ -298,6 +317,43 @@ impl Config {
                 }
             });
         let openai_api_key = env.get("OPENAI_API_KEY").map(Secret::new);
+        let connect_timeout_llm = env.millis("LLM_CONNECT_TIMEOUT_MS", 10_000);
+        let first_token_timeout = env.millis("LLM_FIRST_TOKEN_TIMEOUT_MS", 60_000);
+        let llm_idle_timeout = env.millis("LLM_IDLE_TIMEOUT_MS", 30_000);
+        let max_prompt_chars = env.parse_where(
+            "MAX_PROMPT_CHARS",
+            32_000usize,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let max_completion_tokens = env.parse_where(
+            "MAX_COMPLETION_TOKENS",
+            4096u32,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let default_max_tokens = env.parse_where(
+            "DEFAULT_MAX_TOKENS",
+            1024u32.min(max_completion_tokens),
+            |n| *n >= 1 && *n <= max_completion_tokens,
+            "a whole number from 1 to MAX_COMPLETION_TOKENS",
+        );
+        let prices = match env.get("MODEL_PRICES") {
+            None => PriceTable::defaults(),
+            Some(json) => PriceTable::defaults()
+                .with_overrides(&json)
+                .unwrap_or_else(|why| {
+                    env.problem("MODEL_PRICES", &why);
+                    PriceTable::defaults()
+                }),
+        };
+        if prices.get(&default_model).is_none() {
+            env.problem(
+                "DEFAULT_MODEL",
+                "must be a model in the price table (see MODEL_PRICES)",
+            );
+        }
+        let shutdown_grace = env.seconds("SHUTDOWN_GRACE_SECS", 20);
 
         if !env.problems.is_empty() {
             return Err(ConfigError(env.problems));
@@ -325,11 +381,19 @@ impl Config {
             openai: OpenAiConfig {
                 base_url: openai_base_url,
                 api_key: openai_api_key,
+                connect_timeout: connect_timeout_llm,
+                first_token_timeout,
+                idle_timeout: llm_idle_timeout,
+                max_prompt_chars,
+                max_completion_tokens,
+                default_max_tokens,
+                prices,
             },
             defaults: ProfileDefaults {
                 model: default_model,
                 monthly_token_budget: default_budget,
             },
+            shutdown_grace,
         })
     }
 }
@@ -352,7 +416,11 @@ impl Env {
     fn problem(&mut self, name: &str, expected: &str) {
         let shown = match self.get(name) {
             // Never echo a value that may be a secret or contain a password.
-            Some(_) if name.contains("SECRET") || name.contains("KEY") || name.contains("URL") => {
+            Some(_)
+                if ["SECRET", "KEY", "URL", "PRICES"]
+                    .iter()
+                    .any(|s| name.contains(s)) =>
+            {
                 String::new()
             }
             Some(v) => format!(" (got {v:?})"),
@@ -392,6 +460,15 @@ impl Env {
             default,
             |s: &u64| *s >= 1 && *s <= 86_400,
             "a whole number of seconds from 1 to 86400",
+        ))
+    }
+
+    fn millis(&mut self, name: &str, default: u64) -> Duration {
+        Duration::from_millis(self.parse_where(
+            name,
+            default,
+            |ms: &u64| *ms >= 1 && *ms <= 3_600_000,
+            "a whole number of milliseconds from 1 to 3600000",
         ))
     }
 

@@ -17,8 +17,21 @@ pub enum AppError {
     NotFound,
     EmailTaken,
     InvalidCredentials,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The monthly token budget is used up (including what in-flight calls may still use).
+    BudgetExceeded {
+        budget: i64,
+    },
+    /// The upstream failed; the call is logged as `error` under `log_id`.
+    Upstream {
+        message: String,
+        log_id: uuid::Uuid,
+    },
     BadRequest(String),
+    /// The server cannot take the request now (shutting down).
+    Unavailable(String),
     UnsupportedMediaType(String),
     MethodNotAllowed(String),
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -35,9 +48,14 @@ impl AppError {
             AppError::RateLimited { retry_after_secs } => {
                 format!("too many attempts, try again in {retry_after_secs} s")
             }
+            AppError::BudgetExceeded { budget } => {
+                format!("the monthly token budget of {budget} tokens is used up")
+            }
+            AppError::Upstream { message, .. } => message.clone(),
             AppError::Forbidden(m)
             | AppError::BadUserInput(m)
             | AppError::BadRequest(m)
+            | AppError::Unavailable(m)
             | AppError::UnsupportedMediaType(m)
             | AppError::MethodNotAllowed(m) => m.clone(),
             AppError::Internal(_) => "internal server error".into(),
@@ -54,7 +72,10 @@ impl AppError {
             AppError::EmailTaken => "EMAIL_TAKEN",
             AppError::InvalidCredentials => "INVALID_CREDENTIALS",
             AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
+            AppError::Upstream { .. } => "UPSTREAM_ERROR",
             AppError::BadRequest(_) => "BAD_REQUEST",
+            AppError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             AppError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             AppError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
@@ -84,8 +105,12 @@ impl ErrorExtensions for AppError {
         }
         async_graphql::Error::new(self.message()).extend_with(|_, ext| {
             ext.set("code", self.code());
-            if let AppError::RateLimited { retry_after_secs } = self {
-                ext.set("retryAfter", *retry_after_secs);
+            match self {
+                AppError::RateLimited { retry_after_secs } => {
+                    ext.set("retryAfter", *retry_after_secs)
+                }
+                AppError::Upstream { log_id, .. } => ext.set("logId", log_id.to_string()),
+                _ => {}
             }
         })
     }

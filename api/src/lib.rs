@@ -8,5 +8,7 @@ pub mod db;
 pub mod error;
 pub mod graphql;
 pub mod health;
+pub mod llm;
+pub mod metering;
 pub mod service;
 pub mod telemetry;

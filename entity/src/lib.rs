@@ -6,10 +6,13 @@
 //! ([`sea_orm::prelude::DateTimeUtc`]).
 
 pub mod account;
+pub mod call_reservations;
 pub mod prelude;
+pub mod prompt_log_usage;
 pub mod prompt_logs;
 pub mod session;
 pub mod token_usage;
+pub mod usage_monthly;
 pub mod user;
 pub mod user_profiles;
 pub mod verification;

@@ -1,7 +1,10 @@
 pub use super::account::Entity as Account;
+pub use super::call_reservations::Entity as CallReservations;
+pub use super::prompt_log_usage::Entity as PromptLogUsage;
 pub use super::prompt_logs::{CallStatus, Entity as PromptLogs};
 pub use super::session::Entity as Session;
 pub use super::token_usage::Entity as TokenUsage;
+pub use super::usage_monthly::Entity as UsageMonthly;
 pub use super::user::Entity as User;
 pub use super::user_profiles::Entity as UserProfiles;
 pub use super::verification::Entity as Verification;

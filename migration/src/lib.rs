@@ -53,6 +53,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0003_append_only.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261126_000004_metering",
+                postgres: [
+                    include_str!("../sql/0004_metering.postgres.up.sql"),
+                    include_str!("../sql/0004_metering.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0004_metering.sqlite.up.sql"),
+                    include_str!("../sql/0004_metering.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

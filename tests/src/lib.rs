@@ -8,6 +8,7 @@
 //! If the asked-for backend cannot be had, tests fail; they never fall back or skip.
 
 pub mod pg_cluster;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -54,12 +55,13 @@ fn init_logging() {
     });
 }
 
-/// A fresh, empty database for one test.
+/// A fresh, empty database for one test (clones share it: several servers on one database).
+#[derive(Clone)]
 pub struct TestDatabase {
     /// The URL the server under test is given.
     pub url: String,
     /// Keeps a SQLite database's directory alive for the test's lifetime.
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl TestDatabase {
@@ -74,7 +76,7 @@ impl TestDatabase {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
                 TestDatabase {
                     url,
-                    _dir: Some(dir),
+                    _dir: Some(std::sync::Arc::new(dir)),
                 }
             }
             TestBackend::Postgres => {
@@ -122,6 +124,9 @@ pub struct TestApp {
     /// A connection to the same database, for arranging and checking rows directly.
     pub db: DatabaseConnection,
     pub database: TestDatabase,
+    /// The app's OpenAI-compatible upstream: a real local server, its stats inspectable.
+    pub upstream: upstream::LocalUpstream,
+    calls: std::sync::Arc<api::llm::Calls>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -139,6 +144,11 @@ impl TestApp {
                 .expect("server task")
                 .expect("server exits cleanly");
         }
+    }
+
+    /// The server's call pipeline (to wait for calls to be finalised).
+    pub fn app_calls(&self) -> std::sync::Arc<api::llm::Calls> {
+        self.calls.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -260,7 +270,14 @@ pub async fn spawn_app_on(
     customize: impl FnOnce(&mut HashMap<String, String>),
 ) -> TestApp {
     init_logging();
+    let upstream = upstream::spawn(upstream::UpstreamConfig {
+        pace: std::time::Duration::ZERO,
+        default_tokens: 8,
+    })
+    .await
+    .expect("start the local upstream");
     let mut vars = base_vars(&database.url);
+    vars.insert("OPENAI_BASE_URL".into(), upstream.base_url());
     customize(&mut vars);
     let config = Config::from_vars(vars).unwrap_or_else(|e| panic!("{e}"));
     let app = Application::build(config)
@@ -268,6 +285,7 @@ pub async fn spawn_app_on(
         .expect("build the application");
     let addr = app.local_addr();
     let db = app.state().db.clone();
+    let calls = app.state().calls.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -277,6 +295,8 @@ pub async fn spawn_app_on(
         base_url: format!("http://{addr}"),
         db,
         database,
+        upstream,
+        calls,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

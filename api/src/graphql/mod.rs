@@ -1,28 +1,38 @@
 //! The GraphQL schema and its HTTP/WebSocket transport.
 
+pub mod completions;
 pub mod http;
 pub mod mutation;
 pub mod query;
 pub mod scalars;
 pub mod types;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, Schema};
 
 use crate::app::AppState;
 
 /// Every query field, per domain.
 #[derive(MergedObject, Default)]
-pub struct Query(query::AccountQuery);
+pub struct Query(query::AccountQuery, completions::CompletionQuery);
 
 /// Every mutation, per domain.
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::AccountMutation, mutation::ProfileMutation);
+pub struct Mutation(
+    mutation::AccountMutation,
+    mutation::ProfileMutation,
+    completions::CompletionMutation,
+);
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, completions::Subscription>;
 
 /// The schema without data: for exporting the SDL (no database needed).
-pub fn schema_builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+pub fn schema_builder() -> async_graphql::SchemaBuilder<Query, Mutation, completions::Subscription>
+{
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        completions::Subscription,
+    )
 }
 
 /// The SDL of the schema the server runs (what `schema.graphql` holds).

@@ -1,12 +1,8 @@
 //! The per-user profile (1:1 with `user`).
 
-use chrono::{Datelike, TimeZone, Utc};
-use entity::{token_usage, user_profiles};
-use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
-    QuerySelect, Set,
-};
+use chrono::Utc;
+use entity::user_profiles;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 use crate::config::ProfileDefaults;
 use crate::error::{AppError, AppResult};
@@ -85,47 +81,8 @@ pub async fn update(
     Ok(edit.update(db).await?)
 }
 
-/// Start of the current UTC calendar month.
-pub fn month_start(now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .expect("the first of a month at midnight UTC exists")
-}
-
-#[derive(FromQueryResult)]
-struct Total {
-    total: Option<i64>,
-}
-
-/// Prompt plus completion tokens metered for the user since the start of this UTC month.
+/// Prompt plus completion tokens metered for the user since the start of this UTC month (from
+/// the monthly rollup: one row, no history scan).
 pub async fn tokens_used_this_month(db: &impl ConnectionTrait, user_id: &str) -> AppResult<i64> {
-    let since = month_start(Utc::now());
-    let row = token_usage::Entity::find()
-        .select_only()
-        .column_as(
-            Expr::col(token_usage::Column::PromptTokens)
-                .add(Expr::col(token_usage::Column::CompletionTokens))
-                .sum(),
-            "total",
-        )
-        .filter(token_usage::Column::UserId.eq(user_id))
-        .filter(token_usage::Column::CreatedAt.gte(since))
-        .into_model::<Total>()
-        .one(db)
-        .await?;
-    Ok(row.and_then(|r| r.total).unwrap_or(0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn months_start_at_midnight_utc_on_the_first() {
-        let t = Utc.with_ymd_and_hms(2026, 11, 26, 19, 41, 3).unwrap();
-        assert_eq!(
-            month_start(t),
-            Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
-        );
-    }
+    crate::service::calls::tokens_this_month(db, user_id).await
 }

@@ -235,8 +235,8 @@ async fn tables_cannot_be_truncated() {
     fixtures::log_in_flight(&app.db, &u.id).await;
     let statements: &[&str] = if app.db_backend() == sea_orm::DbBackend::Postgres {
         &[
-            "TRUNCATE token_usage",
-            "TRUNCATE prompt_logs",
+            "TRUNCATE token_usage CASCADE", // CASCADE: the foreign keys into it would refuse first
+            "TRUNCATE prompt_logs CASCADE",
             "TRUNCATE \"user\" CASCADE",
         ]
     } else {

@@ -3,6 +3,7 @@
 
 mod append_only;
 mod auth;
+mod completions;
 mod cross_site;
 mod fixtures;
 mod health;

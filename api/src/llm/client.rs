@@ -1,0 +1,169 @@
+//! The upstream: any OpenAI-compatible chat completions endpoint, through async-openai.
+//!
+//! Chunks are read with async-openai's bring-your-own-types streaming, into types that accept
+//! what OpenAI-compatible servers actually send: any `finish_reason` string (or "", or none),
+//! missing fields, and `{"error": …}` events in the middle of a stream. No retries: every HTTP
+//! request to the upstream is one logged, metered call (a client may retry, and that is a new
+//! call).
+
+use std::pin::Pin;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::OpenAiConfig;
+
+/// One SSE chunk of a streamed chat completion, as lenient as the servers that send it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Chunk {
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// Some servers report a failure mid-stream as an event with an `error` object.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChunkChoice {
+    #[serde(default)]
+    pub delta: Delta,
+    /// Any string: `stop`, `length`, `content_filter`, `tool_calls`, "", or what a server invents.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Delta {
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+/// Token usage as the upstream reports it.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: i64,
+    #[serde(default)]
+    pub completion_tokens: i64,
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, OpenAIError>> + Send>>;
+
+/// What one call asks of the upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamRequest {
+    pub model: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+}
+
+/// A client for the configured upstream.
+#[derive(Clone)]
+pub struct LlmClient {
+    client: Client<OpenAIConfig>,
+    /// Where calls go (for logs and `models`).
+    pub base_url: String,
+}
+
+impl LlmClient {
+    pub fn new(cfg: &OpenAiConfig, base_url: &str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .build()?;
+        let mut openai = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
+        if let Some(key) = &cfg.api_key {
+            openai = openai.with_api_key(key.expose());
+        }
+        let client = Client::with_config(openai).with_http_service(ReqwestService::new(http));
+        Ok(Self {
+            client,
+            base_url: base_url.to_owned(),
+        })
+    }
+
+    /// Start a streamed chat completion; the stream yields chunks as the upstream sends them.
+    pub async fn stream(&self, req: &UpstreamRequest) -> Result<ChunkStream, OpenAIError> {
+        let mut body = json!({
+            "model": req.model,
+            "messages": [{ "role": "user", "content": req.prompt }],
+            "stream": true,
+            "stream_options": { "include_usage": true },
+            "max_tokens": req.max_tokens,
+        });
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        let stream = self
+            .client
+            .chat()
+            .create_stream_byot::<Value, Chunk>(body)
+            .await?;
+        Ok(Box::pin(stream))
+    }
+}
+
+/// A short, client-safe description of an upstream failure (no keys, no bodies beyond the
+/// upstream's own message).
+pub fn describe(e: &OpenAIError) -> String {
+    match e {
+        OpenAIError::ApiError(api) => format!(
+            "upstream answered {}: {}",
+            api.status_code,
+            api.api_error.message.chars().take(300).collect::<String>()
+        ),
+        OpenAIError::Reqwest(r) if r.is_connect() => "could not connect to the upstream".into(),
+        OpenAIError::Reqwest(r) if r.is_timeout() => "the upstream timed out".into(),
+        OpenAIError::Reqwest(_) => "the connection to the upstream failed".into(),
+        OpenAIError::StreamError(_) => "the upstream stream broke off".into(),
+        OpenAIError::JSONDeserialize(_, _) => {
+            "the upstream sent a chunk that is not valid JSON".into()
+        }
+        other => format!(
+            "upstream error: {}",
+            other.to_string().chars().take(300).collect::<String>()
+        ),
+    }
+}
+
+/// Whether the upstream accepted the request (so it processed the prompt and may bill for it).
+pub fn reached_upstream(e: &OpenAIError) -> bool {
+    !matches!(e, OpenAIError::ApiError(_) | OpenAIError::Reqwest(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_accept_what_compatible_servers_send() {
+        let c: Chunk = serde_json::from_str(
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.choices[0].delta.content.as_deref(), Some("hi"));
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some(""));
+        let c: Chunk =
+            serde_json::from_str(r#"{"choices":[{"delta":{},"finish_reason":"eos_token"}]}"#)
+                .unwrap();
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some("eos_token"));
+        let c: Chunk = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.usage.unwrap().completion_tokens, 5);
+        let c: Chunk =
+            serde_json::from_str(r#"{"error":{"message":"boom","type":"server_error"}}"#).unwrap();
+        assert!(c.error.is_some() && c.choices.is_empty());
+        let c: Chunk = serde_json::from_str(r#"{"id":"x","choices":[{"delta":{"role":"assistant","content":null},"finish_reason":null,"logprobs":null}]}"#).unwrap();
+        assert!(c.choices[0].delta.content.is_none());
+    }
+}

@@ -1,0 +1,4 @@
+//! Prices, cost arithmetic and budget admission.
+
+pub mod budget;
+pub mod prices;

@@ -1,0 +1,199 @@
+//! What each model costs, in integer micro-cents (1 USD = 10^8 micro-cents) per million tokens.
+//!
+//! Rounding rule (the only one): a call's cost is
+//! `ceil((prompt_tokens × input_price + completion_tokens × output_price) / 1_000_000)` micro-cents,
+//! computed once, in 128-bit integer arithmetic. Rounding up means a call is never billed less
+//! than it cost, and by less than one micro-cent (10^-8 USD) more.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Micro-cents per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Price {
+    /// Per million prompt (input) tokens.
+    pub input: i64,
+    /// Per million completion (output) tokens.
+    pub output: i64,
+}
+
+impl Price {
+    /// Micro-cents for a call, by the rounding rule above.
+    pub fn cost(&self, prompt_tokens: i64, completion_tokens: i64) -> i64 {
+        let total = i128::from(prompt_tokens) * i128::from(self.input)
+            + i128::from(completion_tokens) * i128::from(self.output);
+        let cost = (total + 999_999).div_euclid(1_000_000);
+        i64::try_from(cost).unwrap_or(i64::MAX)
+    }
+}
+
+/// USD per million tokens → micro-cents per million tokens (exact for prices in 10^-8 USD).
+const fn usd(cents_times_100: i64) -> i64 {
+    // `cents_times_100` is the price in 1/100 of a cent per million, i.e. 10^-4 USD.
+    cents_times_100 * 10_000
+}
+
+/// The models this server routes to and their prices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriceTable {
+    models: BTreeMap<String, Price>,
+}
+
+impl PriceTable {
+    /// OpenAI's list prices per million tokens for common chat models (standard tier).
+    /// Override or extend them with `MODEL_PRICES`.
+    pub fn defaults() -> Self {
+        let table: [(&str, i64, i64); 10] = [
+            // model, input, output in 10^-4 USD per million tokens
+            ("gpt-4o-mini", 1_500, 6_000),
+            ("gpt-4o", 25_000, 100_000),
+            ("gpt-4.1", 20_000, 80_000),
+            ("gpt-4.1-mini", 4_000, 16_000),
+            ("gpt-4.1-nano", 1_000, 4_000),
+            ("o4-mini", 11_000, 44_000),
+            ("o3", 20_000, 80_000),
+            ("o3-mini", 11_000, 44_000),
+            ("gpt-4-turbo", 100_000, 300_000),
+            ("gpt-3.5-turbo", 5_000, 15_000),
+        ];
+        Self {
+            models: table
+                .into_iter()
+                .map(|(m, i, o)| {
+                    (
+                        m.to_owned(),
+                        Price {
+                            input: usd(i),
+                            output: usd(o),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Apply overrides given as JSON: `{"model": {"input": N, "output": N}, ...}` in micro-cents
+    /// per million tokens; `null` removes a model.
+    pub fn with_overrides(mut self, json: &str) -> Result<Self, String> {
+        let overrides: BTreeMap<String, Option<Price>> =
+            serde_json::from_str(json).map_err(|e| {
+                format!(
+                    "is not a JSON object of {{\"model\": {{\"input\": N, \"output\": N}}}}: {e}"
+                )
+            })?;
+        for (model, price) in overrides {
+            if model.trim().is_empty() {
+                return Err("has an empty model name".into());
+            }
+            match price {
+                Some(p) if p.input < 0 || p.output < 0 => {
+                    return Err(format!("has a negative price for {model}"));
+                }
+                Some(p) => {
+                    self.models.insert(model, p);
+                }
+                None => {
+                    self.models.remove(&model);
+                }
+            }
+        }
+        if self.models.is_empty() {
+            return Err("leaves no model to route to".into());
+        }
+        Ok(self)
+    }
+
+    pub fn get(&self, model: &str) -> Option<Price> {
+        self.models.get(model).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Price)> {
+        self.models.iter().map(|(m, p)| (m.as_str(), *p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_prices_in_micro_cents() {
+        let t = PriceTable::defaults();
+        // $0.15 and $0.60 per million = 15,000,000 and 60,000,000 micro-cents per million.
+        assert_eq!(
+            t.get("gpt-4o-mini"),
+            Some(Price {
+                input: 15_000_000,
+                output: 60_000_000
+            })
+        );
+        assert_eq!(
+            t.get("gpt-4o"),
+            Some(Price {
+                input: 250_000_000,
+                output: 1_000_000_000
+            })
+        );
+        assert_eq!(t.get("unknown"), None);
+    }
+
+    #[test]
+    fn cost_is_exact_when_it_can_be_and_rounds_up_otherwise() {
+        let mini = Price {
+            input: 15_000_000,
+            output: 60_000_000,
+        };
+        // 1,000 prompt tokens at 15 µ¢ each + 500 completion tokens at 60 µ¢ each.
+        assert_eq!(mini.cost(1_000, 500), 15_000 + 30_000);
+        assert_eq!(mini.cost(0, 0), 0);
+        // 1 token at 0.333333 µ¢ rounds up to 1 µ¢; exactly 2 µ¢ stays 2.
+        let odd = Price {
+            input: 333_333,
+            output: 2_000_000,
+        };
+        assert_eq!(odd.cost(1, 0), 1);
+        assert_eq!(odd.cost(0, 1), 2);
+        assert_eq!(odd.cost(3, 0), 1); // 999,999 / 10^6 → 1
+        assert_eq!(odd.cost(4, 0), 2); // 1,333,332 / 10^6 → 2
+    }
+
+    #[test]
+    fn huge_counts_do_not_overflow() {
+        let p = Price {
+            input: i64::MAX,
+            output: i64::MAX,
+        };
+        assert_eq!(p.cost(i64::from(i32::MAX), i64::from(i32::MAX)), i64::MAX);
+        let gpt4o = PriceTable::defaults().get("gpt-4o").unwrap();
+        assert_eq!(gpt4o.cost(2_000_000_000, 0), 500_000_000_000);
+    }
+
+    #[test]
+    fn overrides_add_replace_and_remove() {
+        let t = PriceTable::defaults()
+            .with_overrides(r#"{"my-llama": {"input": 0, "output": 0}, "gpt-4o": {"input": 1, "output": 2}, "o3": null}"#)
+            .unwrap();
+        assert_eq!(
+            t.get("my-llama"),
+            Some(Price {
+                input: 0,
+                output: 0
+            })
+        );
+        assert_eq!(
+            t.get("gpt-4o"),
+            Some(Price {
+                input: 1,
+                output: 2
+            })
+        );
+        assert_eq!(t.get("o3"), None);
+        assert!(PriceTable::defaults().with_overrides("[1]").is_err());
+        assert!(
+            PriceTable::defaults()
+                .with_overrides(r#"{"m": {"input": -1, "output": 0}}"#)
+                .is_err()
+        );
+    }
+}

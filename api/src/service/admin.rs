@@ -1,0 +1,59 @@
+//! Operator work (the `admin` binary): budgets are set here, not by users.
+
+use entity::{user, user_profiles};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+
+use crate::config::Config;
+use crate::service::accounts::Email;
+use crate::service::{calls, profiles};
+
+async fn connect(config: &Config) -> Result<DatabaseConnection, String> {
+    let mut direct = config.database.clone();
+    direct.url = direct.direct_url().clone();
+    crate::db::connect(&direct)
+        .await
+        .map_err(|e| format!("could not connect to the database: {e}"))
+}
+
+async fn find_user(db: &DatabaseConnection, email: &str) -> Result<user::Model, String> {
+    let email = Email::parse(email).map_err(|e| e.message())?;
+    user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no user with email {}", email.as_str()))
+}
+
+/// Set a user's monthly token budget (0 = unlimited).
+pub async fn set_budget(config: &Config, email: &str, tokens: i64) -> Result<String, String> {
+    let db = connect(config).await?;
+    let user = find_user(&db, email).await?;
+    let profile = profiles::get_or_create(&db, &user.id, &config.defaults)
+        .await
+        .map_err(|e| e.message())?;
+    let mut edit: user_profiles::ActiveModel = profile.into();
+    edit.monthly_token_budget = Set(tokens);
+    edit.update(&db).await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{}: monthly token budget set to {tokens}{}",
+        user.email,
+        if tokens == 0 { " (unlimited)" } else { "" }
+    ))
+}
+
+/// A user's budget and this month's use.
+pub async fn show_budget(config: &Config, email: &str) -> Result<String, String> {
+    let db = connect(config).await?;
+    let user = find_user(&db, email).await?;
+    let profile = profiles::get_or_create(&db, &user.id, &config.defaults)
+        .await
+        .map_err(|e| e.message())?;
+    let used = calls::tokens_this_month(&db, &user.id)
+        .await
+        .map_err(|e| e.message())?;
+    Ok(format!(
+        "{}: budget {} tokens/month, used {used} this month",
+        user.email, profile.monthly_token_budget
+    ))
+}
