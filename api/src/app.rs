@@ -24,6 +24,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     pub calls: Arc<Calls>,
+    /// SQL statements run through the request pool since start (a metric; tests count with it).
+    pub statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why the server could not start.
@@ -61,9 +63,14 @@ impl Application {
                 .await
                 .map_err(StartupError::Migrations)?;
         }
-        let db = db::connect(&config.database)
+        let mut db = db::connect(&config.database)
             .await
             .map_err(StartupError::Database)?;
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = statements.clone();
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let migrated = match db::pending_migrations(&db).await {
             Ok(p) if p.is_empty() => true,
             Ok(p) => {
@@ -126,6 +133,7 @@ impl Application {
             auth: Arc::new(Auth::new(&config.auth)),
             calls: Arc::new(calls),
             config: Arc::new(config),
+            statements,
         };
         let router = router(state.clone());
         Ok(Self {
@@ -190,6 +198,10 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(graphql::http::routes())
+        // Bounds every body the handlers read (the GraphQL handler reads `Bytes`, which honours it).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.graphql.max_body_bytes,
+        ))
         // Runs once per request, before any handler (inside the cookie layer, which it reads).
         .layer(middleware::from_fn_with_state(
             state.clone(),

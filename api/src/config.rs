@@ -32,6 +32,24 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_SECS` (default 20): on SIGTERM, how long in-flight calls may run on before
     /// they are stopped and finalised.
     pub shutdown_grace: Duration,
+    pub graphql: GraphqlConfig,
+}
+
+/// Limits and developer features of the GraphQL endpoint.
+#[derive(Clone, Debug)]
+pub struct GraphqlConfig {
+    /// `GRAPHQL_MAX_DEPTH` (default 16: the standard introspection query, which GraphiQL sends, is 14 deep).
+    pub max_depth: usize,
+    /// `GRAPHQL_MAX_COMPLEXITY` (default 5000): fields counted, lists by their page size.
+    pub max_complexity: usize,
+    /// `GRAPHQL_MAX_RECURSIVE_DEPTH` (default 32): nesting the parser accepts at all.
+    pub max_recursive_depth: usize,
+    /// `GRAPHQL_MAX_BODY_BYTES` (default 1 MiB): largest request body or WebSocket message.
+    pub max_body_bytes: usize,
+    /// `GRAPHQL_INTROSPECTION` (default true): turn off in production to hide the schema.
+    pub introspection: bool,
+    /// `GRAPHQL_IDE` (default true): serve GraphiQL to browsers on `GET /graphql`.
+    pub ide: bool,
 }
 
 /// The profile a new user gets.
@@ -354,6 +372,35 @@ impl Config {
             );
         }
         let shutdown_grace = env.seconds("SHUTDOWN_GRACE_SECS", 20);
+        let at_least_one = |n: &usize| *n >= 1;
+        let graphql = GraphqlConfig {
+            max_depth: env.parse_where(
+                "GRAPHQL_MAX_DEPTH",
+                16,
+                at_least_one,
+                "a whole number of at least 1",
+            ),
+            max_complexity: env.parse_where(
+                "GRAPHQL_MAX_COMPLEXITY",
+                5000,
+                at_least_one,
+                "a whole number of at least 1",
+            ),
+            max_recursive_depth: env.parse_where(
+                "GRAPHQL_MAX_RECURSIVE_DEPTH",
+                32,
+                at_least_one,
+                "a whole number of at least 1",
+            ),
+            max_body_bytes: env.parse_where(
+                "GRAPHQL_MAX_BODY_BYTES",
+                1024 * 1024,
+                |n| *n >= 1024,
+                "a number of bytes of at least 1024",
+            ),
+            introspection: env.flag("GRAPHQL_INTROSPECTION", true),
+            ide: env.flag("GRAPHQL_IDE", true),
+        };
 
         if !env.problems.is_empty() {
             return Err(ConfigError(env.problems));
@@ -394,6 +441,7 @@ impl Config {
                 monthly_token_budget: default_budget,
             },
             shutdown_grace,
+            graphql,
         })
     }
 }

@@ -64,6 +64,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0004_metering.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261126_000005_history_keyset",
+                postgres: [
+                    include_str!("../sql/0005_history_keyset.postgres.up.sql"),
+                    include_str!("../sql/0005_history_keyset.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0005_history_keyset.sqlite.up.sql"),
+                    include_str!("../sql/0005_history_keyset.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

@@ -127,6 +127,7 @@ pub struct TestApp {
     /// The app's OpenAI-compatible upstream: a real local server, its stats inspectable.
     pub upstream: upstream::LocalUpstream,
     calls: std::sync::Arc<api::llm::Calls>,
+    statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -144,6 +145,11 @@ impl TestApp {
                 .expect("server task")
                 .expect("server exits cleanly");
         }
+    }
+
+    /// SQL statements the server has run (its metric counter).
+    pub fn statements(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.statements.clone()
     }
 
     /// The server's call pipeline (to wait for calls to be finalised).
@@ -286,6 +292,7 @@ pub async fn spawn_app_on(
     let addr = app.local_addr();
     let db = app.state().db.clone();
     let calls = app.state().calls.clone();
+    let statements = app.state().statements.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -297,6 +304,7 @@ pub async fn spawn_app_on(
         database,
         upstream,
         calls,
+        statements,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

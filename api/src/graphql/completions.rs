@@ -1,5 +1,6 @@
 //! Completions, their logs and the models they may use.
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{
     Context, Enum, ErrorExtensions, ID, InputObject, Json, Object, SimpleObject, Subscription,
 };
@@ -8,13 +9,13 @@ use entity::prompt_logs::{self, CallStatus as DbCallStatus};
 use futures_util::Stream;
 use sea_orm::EntityTrait;
 
+use super::loaders::{CostLoader, UserLoader};
 use super::scalars::Int64;
 use super::types::User;
 use crate::app::AppState;
 use crate::auth::{SignedIn, Viewer};
 use crate::error::AppError;
 use crate::llm::{CallEvent, CallRequest, error_of};
-use crate::service::calls;
 
 /// How a call ended.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -77,19 +78,21 @@ impl PromptLog {
         if self.0.in_flight() {
             return Ok(None);
         }
-        let state = ctx.data::<AppState>()?;
-        Ok(calls::cost_of(&state.db, self.0.id).await?.map(Int64))
+        Ok(ctx
+            .data::<DataLoader<CostLoader>>()?
+            .load_one(self.0.id)
+            .await?
+            .map(Int64))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
     /// Who made the call.
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let state = ctx.data::<AppState>()?;
-        let user = entity::user::Entity::find_by_id(self.0.user_id.clone())
-            .one(&state.db)
-            .await
-            .map_err(AppError::from)?
+        let user = ctx
+            .data::<DataLoader<UserLoader>>()?
+            .load_one(self.0.user_id.clone())
+            .await?
             .ok_or_else(|| AppError::internal("a log without its user"))?;
         Ok(User(user))
     }

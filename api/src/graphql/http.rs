@@ -9,31 +9,46 @@
 //!   `Origin` are refused; the connection authenticates from the upgrade's cookie or from
 //!   `connection_init`'s `{"authorization": "Bearer TOKEN"}`.
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Data, ErrorExtensions};
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use tower_cookies::Cookies;
 
 use super::AppSchema;
+use super::loaders::{CostLoader, MonthTokensLoader, ProfileLoader, UserLoader};
 use crate::app::AppState;
 use crate::auth::{RequestAuth, bearer_token, graphql_error};
 use crate::error::AppError;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/graphql", get(get_graphql).post(post_graphql))
+    Router::new()
+        .route("/graphql", get(get_graphql).post(post_graphql))
+        .merge(super::ide::routes())
 }
 
-/// The per-request data every operation sees: the caller (if any), the client, the cookie jar.
-fn request_data(auth: RequestAuth, cookies: Option<Cookies>) -> Data {
+/// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
+/// and this request's DataLoaders (so batching and caching never cross requests or users).
+fn request_data(state: &AppState, auth: RequestAuth, cookies: Option<Cookies>) -> Data {
     let mut data = Data::default();
+    data.insert(DataLoader::new(UserLoader(state.db.clone()), tokio::spawn));
+    data.insert(DataLoader::new(
+        ProfileLoader(state.db.clone(), state.config.defaults.clone()),
+        tokio::spawn,
+    ));
+    data.insert(DataLoader::new(CostLoader(state.db.clone()), tokio::spawn));
+    data.insert(DataLoader::new(
+        MonthTokensLoader(state.db.clone()),
+        tokio::spawn,
+    ));
     if let Some(viewer) = auth.viewer {
         data.insert(viewer);
     }
@@ -57,12 +72,16 @@ fn media_type(headers: &HeaderMap, name: header::HeaderName) -> String {
 }
 
 async fn post_graphql(
+    State(state): State<AppState>,
     Extension(schema): Extension<AppSchema>,
     Extension(auth): Extension<RequestAuth>,
     cookies: Cookies,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let Some(media) = response_media(&headers) else {
+        return not_acceptable();
+    };
     if media_type(&headers, header::CONTENT_TYPE) != "application/json" {
         return graphql_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -71,8 +90,8 @@ async fn post_graphql(
             ),
         );
     }
-    let batch: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
-        Ok(b) => b,
+    let mut request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
         Err(e) => {
             return graphql_error(
                 StatusCode::BAD_REQUEST,
@@ -80,31 +99,76 @@ async fn post_graphql(
             );
         }
     };
-    let data = request_data(auth, Some(cookies));
-    let batch = match batch {
-        async_graphql::BatchRequest::Single(mut r) => {
-            r.data = data;
-            async_graphql::BatchRequest::Single(r)
-        }
-        async_graphql::BatchRequest::Batch(requests) => {
-            return if requests.len() == 1 {
-                let mut r = requests.into_iter().next().expect("one request");
-                r.data = data;
-                GraphQLResponse::from(
-                    schema
-                        .execute_batch(async_graphql::BatchRequest::Batch(vec![r]))
-                        .await,
-                )
-                .into_response()
-            } else {
-                graphql_error(
-                    StatusCode::BAD_REQUEST,
-                    &AppError::BadRequest("batched requests are not supported".into()),
-                )
-            };
-        }
+    request.data = request_data(&state, auth, Some(cookies));
+    respond(media, &schema.execute(request).await)
+}
+
+const JSON: &str = "application/json";
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// The response media type the client accepts, per GraphQL over HTTP: the new
+/// `application/graphql-response+json` when asked for, else `application/json` (also when no
+/// `Accept` is sent); None when it accepts neither.
+fn response_media(headers: &HeaderMap) -> Option<&'static str> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(JSON);
     };
-    GraphQLResponse::from(schema.execute_batch(batch).await).into_response()
+    let mut best: Option<(&'static str, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let candidate = match media.as_str() {
+            GRAPHQL_RESPONSE_JSON => GRAPHQL_RESPONSE_JSON,
+            JSON | "application/*" | "*/*" => JSON,
+            _ => continue,
+        };
+        let better = match best {
+            None => true,
+            Some((m, bq)) => q > bq || (q == bq && candidate == GRAPHQL_RESPONSE_JSON && m == JSON),
+        };
+        if q > 0.0 && better {
+            best = Some((candidate, q));
+        }
+    }
+    best.map(|(m, _)| m)
+}
+
+/// Serialise a result. Under `application/graphql-response+json` a request that could not be
+/// executed at all (parse or validation errors) is a 400 without `data`; under
+/// `application/json` every well-formed request gets 200.
+fn respond(media: &'static str, response: &async_graphql::Response) -> Response {
+    let not_executed = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let mut body = serde_json::to_value(response).unwrap_or_else(|_| serde_json::json!({}));
+    let mut status = StatusCode::OK;
+    if not_executed {
+        if let Some(map) = body.as_object_mut() {
+            map.remove("data");
+        }
+        if media == GRAPHQL_RESPONSE_JSON {
+            status = StatusCode::BAD_REQUEST;
+        }
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(media))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn not_acceptable() -> Response {
+    graphql_error(
+        StatusCode::NOT_ACCEPTABLE,
+        &AppError::BadRequest(format!(
+            "accepted response types are {GRAPHQL_RESPONSE_JSON} and {JSON}"
+        )),
+    )
 }
 
 async fn get_graphql(
@@ -143,15 +207,12 @@ async fn get_graphql(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    if query.is_empty() && wants_html {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .finish(),
-        )
-        .into_response();
+    if query.is_empty() && wants_html && state.config.graphql.ide {
+        return super::ide::page().into_response();
     }
+    let Some(media) = response_media(&parts.headers) else {
+        return not_acceptable();
+    };
     let mut request = match parse_get_request(query) {
         Ok(r) => r,
         Err(message) => {
@@ -169,8 +230,8 @@ async fn get_graphql(
         return response;
     }
     let cookies = parts.extensions.get::<Cookies>().cloned();
-    request.data = request_data(auth, cookies);
-    GraphQLResponse::from(schema.execute(request).await).into_response()
+    request.data = request_data(&state, auth, cookies);
+    respond(media, &schema.execute(request).await)
 }
 
 /// A GraphQL request from a URL query string, per GraphQL over HTTP: `query`, `operationName`,
@@ -227,10 +288,13 @@ fn websocket(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let max = state.config.graphql.max_body_bytes;
     upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            let data = request_data(auth, None);
+            let data = request_data(&state, auth, None);
             GraphQLWebSocket::new(socket, schema, protocol)
                 .with_data(data)
                 .on_connection_init(move |payload| connection_init(state, payload))

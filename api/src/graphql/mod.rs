@@ -1,7 +1,11 @@
 //! The GraphQL schema and its HTTP/WebSocket transport.
 
 pub mod completions;
+pub mod cursor;
+pub mod history;
 pub mod http;
+pub mod ide;
+pub mod loaders;
 pub mod mutation;
 pub mod query;
 pub mod scalars;
@@ -13,7 +17,11 @@ use crate::app::AppState;
 
 /// Every query field, per domain.
 #[derive(MergedObject, Default)]
-pub struct Query(query::AccountQuery, completions::CompletionQuery);
+pub struct Query(
+    query::AccountQuery,
+    completions::CompletionQuery,
+    history::HistoryQuery,
+);
 
 /// Every mutation, per domain.
 #[derive(MergedObject, Default)]
@@ -40,7 +48,16 @@ pub fn sdl() -> String {
     schema_builder().finish().sdl()
 }
 
-/// The schema the server runs, holding the shared state.
+/// The schema the server runs, holding the shared state, with the configured limits.
 pub fn build_schema(state: AppState) -> AppSchema {
-    schema_builder().data(state).finish()
+    let limits = state.config.graphql.clone();
+    let mut builder = schema_builder()
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(limits.max_recursive_depth)
+        .data(state);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
 }

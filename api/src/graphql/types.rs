@@ -1,12 +1,13 @@
 //! Output types.
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{user, user_profiles};
 
+use super::loaders::{MonthTokensLoader, ProfileLoader};
 use super::scalars::Int64;
-use crate::app::AppState;
-use crate::service::profiles;
+use crate::error::AppError;
 
 pub struct User(pub user::Model);
 
@@ -39,9 +40,11 @@ impl User {
     }
     /// The user's AI-app profile (created with the defaults on first use).
     async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
-        let state = ctx.data::<AppState>()?;
-        let profile =
-            profiles::get_or_create(&state.db, &self.0.id, &state.config.defaults).await?;
+        let loader = ctx.data::<DataLoader<ProfileLoader>>()?;
+        let profile = loader
+            .load_one(self.0.id.clone())
+            .await?
+            .ok_or_else(|| AppError::internal("profile missing after get-or-create"))?;
         Ok(Profile(profile))
     }
 }
@@ -65,9 +68,9 @@ impl Profile {
     }
     /// Prompt + completion tokens metered since the start of this UTC calendar month.
     async fn tokens_used_this_month(&self, ctx: &Context<'_>) -> async_graphql::Result<Int64> {
-        let state = ctx.data::<AppState>()?;
+        let loader = ctx.data::<DataLoader<MonthTokensLoader>>()?;
         Ok(Int64(
-            profiles::tokens_used_this_month(&state.db, &self.0.user_id).await?,
+            loader.load_one(self.0.user_id.clone()).await?.unwrap_or(0),
         ))
     }
     /// When the profile was created.

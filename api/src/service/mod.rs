@@ -3,4 +3,6 @@
 pub mod accounts;
 pub mod admin;
 pub mod calls;
+pub mod history;
 pub mod profiles;
+pub mod usage;

@@ -395,33 +395,29 @@ async fn a_cut_connection_keeps_and_meters_the_partial_answer() {
 async fn without_a_usage_chunk_tokens_are_counted_locally_and_agree() {
     let app = spawn_app().await;
     let user = app.sign_up("ada@example.com").await;
-    let with = app
-        .gql(
-            Some(&user.token),
-            COMPLETE,
-            json!({ "i": { "prompt": "count me @@tokens=17" } }),
-        )
-        .await;
-    let without = app
-        .gql(
-            Some(&user.token),
-            COMPLETE,
-            json!({ "i": { "prompt": "count me @@tokens=17 @@no_usage" } }),
-        )
-        .await;
-    let (with, without) = (&with["data"]["complete"], &without["data"]["complete"]);
+    let mut logs = Vec::new();
+    for prompt in ["count me @@tokens=17", "count me @@tokens=17 @@no_usage"] {
+        let (deltas, events, error) = stream(&app, &user, json!({ "prompt": prompt })).await;
+        assert!(error.is_none(), "{error:?}");
+        let log = events.last().unwrap()["data"]["completionStream"]["log"].clone();
+        assert_eq!(log["completion"].as_str(), Some(deltas.as_str()));
+        assert_eq!(deltas, upstream::answer(prompt, 17));
+        logs.push(log);
+    }
+    let (with, without) = (&logs[0], &logs[1]);
     assert_eq!(with["metadata"]["usage_source"], "upstream");
     assert_eq!(without["metadata"]["usage_source"], "local");
     assert_eq!(without["status"], "OK");
     assert_eq!(without["completionTokens"], 17);
     assert_eq!(without["completionTokens"], with["completionTokens"]);
-    // The directive adds a word to the prompt: the local and the upstream count agree on each.
+    // The local count of each prompt is what the upstream reports for it.
     assert_eq!(with["promptTokens"], prompt_tokens("count me @@tokens=17"));
     assert_eq!(
         without["promptTokens"],
         prompt_tokens("count me @@tokens=17 @@no_usage")
     );
-    assert_ne!(without["costMicrocents"], "0");
+    let p = prompt_tokens("count me @@tokens=17 @@no_usage");
+    assert_eq!(without["costMicrocents"], mini_cost(p, 17).to_string());
     assert_books_balance(&app, &user.id, 2).await;
     app.shutdown().await;
 }
@@ -600,23 +596,30 @@ async fn twenty_concurrent_calls_against_a_budget_that_fits_five() {
     let prompt = "race @@tokens=10 @@pace_ms=5";
     let size = prompt_tokens(prompt) + 10; // each call's reservation, and what it uses
     set_budget(&app, &user.email, 5 * size).await;
-    let calls = (0..20).map(|_| {
-        app.gql(
-            Some(&user.token),
-            COMPLETE,
-            json!({ "i": { "prompt": prompt, "maxTokens": 10 } }),
-        )
-    });
-    let results = futures_util::future::join_all(calls).await;
-    let ok = results
-        .iter()
-        .filter(|b| b["data"]["complete"]["status"] == "OK")
-        .count();
-    let refused = results
-        .iter()
-        .filter(|b| error_code(b) == Some("BUDGET_EXCEEDED"))
-        .count();
-    assert_eq!((ok, refused), (5, 15), "{results:?}");
+    let input = json!({ "prompt": prompt, "maxTokens": 10 });
+    let results =
+        futures_util::future::join_all((0..20).map(|_| stream(&app, &user, input.clone()))).await;
+    let mut ok = 0;
+    let mut refused = 0;
+    for (deltas, events, error) in &results {
+        match error {
+            None => {
+                ok += 1;
+                let log = &events.last().unwrap()["data"]["completionStream"]["log"];
+                assert_eq!(log["completion"].as_str(), Some(deltas.as_str()));
+                assert_eq!(deltas, &upstream::answer(prompt, 10));
+            }
+            Some(e) => {
+                assert_eq!(
+                    e["errors"][0]["extensions"]["code"], "BUDGET_EXCEEDED",
+                    "{e}"
+                );
+                assert!(events.is_empty());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (5, 15));
     let used: i64 = TokenUsage::find()
         .all(&app.db)
         .await

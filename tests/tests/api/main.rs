@@ -7,6 +7,7 @@ mod completions;
 mod cross_site;
 mod fixtures;
 mod health;
+mod history;
 mod migrations;
 mod schema;
 mod sdl;

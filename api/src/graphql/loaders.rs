@@ -1,0 +1,105 @@
+//! DataLoaders: nested fields of a list (a log's user, a user's profile, a log's cost) are
+//! fetched with one `IN (...)` query per field per request, not one query per row.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use entity::{prompt_log_usage, token_usage, usage_monthly, user, user_profiles};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::config::ProfileDefaults;
+use crate::error::AppError;
+use crate::service::profiles;
+
+fn internal(e: impl Into<AppError>) -> async_graphql::Error {
+    async_graphql::ErrorExtensions::extend(&e.into())
+}
+
+/// Users by id.
+pub struct UserLoader(pub DatabaseConnection);
+
+impl Loader<String> for UserLoader {
+    type Value = user::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let users = user::Entity::find()
+            .filter(user::Column::Id.is_in(keys.iter().cloned()))
+            .all(&self.0)
+            .await
+            .map_err(internal)?;
+        Ok(users.into_iter().map(|u| (u.id.clone(), u)).collect())
+    }
+}
+
+/// Profiles by user id; missing ones are created with the defaults.
+pub struct ProfileLoader(pub DatabaseConnection, pub ProfileDefaults);
+
+impl Loader<String> for ProfileLoader {
+    type Value = user_profiles::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let mut found: HashMap<String, user_profiles::Model> = user_profiles::Entity::find()
+            .filter(user_profiles::Column::UserId.is_in(keys.iter().cloned()))
+            .all(&self.0)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|p| (p.user_id.clone(), p))
+            .collect();
+        let missing: Vec<&String> = keys.iter().filter(|k| !found.contains_key(*k)).collect();
+        for key in missing {
+            let created = profiles::get_or_create(&self.0, key, &self.1)
+                .await
+                .map_err(internal)?;
+            found.insert(key.clone(), created);
+        }
+        Ok(found)
+    }
+}
+
+/// The recorded cost of calls, by log id (absent while in flight).
+pub struct CostLoader(pub DatabaseConnection);
+
+impl Loader<Uuid> for CostLoader {
+    type Value = i64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = prompt_log_usage::Entity::find()
+            .filter(prompt_log_usage::Column::LogId.is_in(keys.iter().copied()))
+            .find_also_related(token_usage::Entity)
+            .all(&self.0)
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(link, usage)| usage.map(|u| (link.log_id, u.cost_microcents)))
+            .collect())
+    }
+}
+
+/// Tokens metered this UTC month, by user id (from the monthly rollup).
+pub struct MonthTokensLoader(pub DatabaseConnection);
+
+impl Loader<String> for MonthTokensLoader {
+    type Value = i64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let month = crate::metering::budget::month_key(chrono::Utc::now());
+        let rows = usage_monthly::Entity::find()
+            .filter(usage_monthly::Column::UserId.is_in(keys.iter().cloned()))
+            .filter(usage_monthly::Column::Month.eq(month))
+            .all(&self.0)
+            .await
+            .map_err(internal)?;
+        let mut used: HashMap<String, i64> = keys.iter().map(|k| (k.clone(), 0)).collect();
+        for r in rows {
+            used.insert(r.user_id, r.prompt_tokens + r.completion_tokens);
+        }
+        Ok(used)
+    }
+}

@@ -1,0 +1,1 @@
+DROP INDEX "idx_log_user_time_id";
