@@ -66,6 +66,9 @@ async fn open(
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(bad_url)?
                 .foreign_keys(true)
+                // So that REPLACE conflict resolution (which deletes) fires the append-only
+                // delete triggers too.
+                .pragma("recursive_triggers", "ON")
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT);

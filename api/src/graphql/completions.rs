@@ -152,6 +152,17 @@ pub struct CompletionEvent {
     pub log: Option<PromptLog>,
 }
 
+/// The caller's user id, with the session checked again: a WebSocket authenticates once, and
+/// its session may have ended since (signed out, expired, revoked).
+async fn live_user_id(ctx: &Context<'_>) -> async_graphql::Result<String> {
+    let state = ctx.data::<AppState>()?;
+    let viewer = ctx.data::<Viewer>()?;
+    match crate::auth::session::resolve(&state.db, &viewer.session.token).await? {
+        Some(active) => Ok(active.user.id),
+        None => Err(AppError::Unauthenticated.extend()),
+    }
+}
+
 fn upstream_error(log: &prompt_logs::Model) -> async_graphql::Error {
     AppError::Upstream {
         message: error_of(log).unwrap_or_else(|| "the upstream call failed".into()),
@@ -219,11 +230,8 @@ impl CompletionMutation {
         input: CompletionInput,
     ) -> async_graphql::Result<PromptLog> {
         let state = ctx.data::<AppState>()?;
-        let viewer = ctx.data::<Viewer>()?;
-        let mut call = state
-            .calls
-            .start(&viewer.user.id, input.into(), false)
-            .await?;
+        let user_id = live_user_id(ctx).await?;
+        let mut call = state.calls.start(&user_id, input.into(), false).await?;
         while let Some(event) = call.events.recv().await {
             if let CallEvent::Finished(log) = event {
                 if log.status == DbCallStatus::Error {
@@ -253,11 +261,8 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CompletionEvent>> + use<>>
     {
         let state = ctx.data::<AppState>()?;
-        let viewer = ctx.data::<Viewer>()?;
-        let call = state
-            .calls
-            .start(&viewer.user.id, input.into(), true)
-            .await?;
+        let user_id = live_user_id(ctx).await?;
+        let call = state.calls.start(&user_id, input.into(), true).await?;
         let log_id = ID(call.log_id.to_string());
         let mut events = call.events;
         Ok(async_stream::stream! {

@@ -265,7 +265,9 @@ fn parse_get_request(query_string: &str) -> Result<async_graphql::Request, Strin
     Ok(request)
 }
 
-/// Whether the operation a request would run is a mutation.
+/// Whether the request could run a mutation. The operation is chosen as async-graphql chooses
+/// it (by `operationName`, or the only one in the document); when that is ambiguous, any
+/// mutation in the document counts, so `GET` never runs one.
 fn is_mutation(request: &async_graphql::Request) -> bool {
     let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
         return false; // execution reports the syntax error
@@ -276,7 +278,7 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
             Some(name) => ops
                 .get(name.as_str())
                 .is_some_and(|op| op.node.ty == OperationType::Mutation),
-            None => false, // ambiguous: execution reports it
+            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
         },
     }
 }
@@ -368,5 +370,11 @@ mod tests {
         assert!(is_mutation(&req(both, Some("M"))));
         assert!(!is_mutation(&req(both, Some("Q"))));
         assert!(!is_mutation(&req("mutation {", None)));
+        // One named operation and no operationName: async-graphql runs it, so it counts.
+        assert!(is_mutation(&req("mutation M { signOut }", None)));
+        assert!(
+            is_mutation(&req(both, None)),
+            "ambiguous documents with a mutation are refused"
+        );
     }
 }

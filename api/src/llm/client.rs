@@ -96,9 +96,16 @@ impl LlmClient {
             "model": req.model,
             "messages": [{ "role": "user", "content": req.prompt }],
             "stream": true,
-            "stream_options": { "include_usage": true },
-            "max_tokens": req.max_tokens,
+                        "stream_options": { "include_usage": true },
         });
+        // OpenAI's reasoning models take only max_completion_tokens; compatible servers (vLLM,
+        // Ollama, llama.cpp) and the other models take max_tokens.
+        let limit = if is_reasoning_model(&req.model) {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body[limit] = json!(req.max_tokens);
         if let Some(t) = req.temperature {
             body["temperature"] = json!(t);
         }
@@ -134,14 +141,26 @@ pub fn describe(e: &OpenAIError) -> String {
     }
 }
 
-/// Whether the upstream accepted the request (so it processed the prompt and may bill for it).
-pub fn reached_upstream(e: &OpenAIError) -> bool {
-    !matches!(e, OpenAIError::ApiError(_) | OpenAIError::Reqwest(_))
+/// OpenAI's reasoning models (o1, o3, o4 and gpt-5 families): `max_completion_tokens`, no
+/// `temperature`.
+pub fn is_reasoning_model(model: &str) -> bool {
+    let family = model.split(['-', ':']).next().unwrap_or(model);
+    matches!(family, "o1" | "o3" | "o4") || model.starts_with("gpt-5")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_models_are_recognised() {
+        for m in ["o1", "o3-mini", "o4-mini", "o3", "gpt-5", "gpt-5-mini"] {
+            assert!(is_reasoning_model(m), "{m}");
+        }
+        for m in ["gpt-4o-mini", "gpt-4.1", "llama3.1:8b", "omni-x"] {
+            assert!(!is_reasoning_model(m), "{m}");
+        }
+    }
 
     #[test]
     fn chunks_accept_what_compatible_servers_send() {

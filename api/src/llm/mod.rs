@@ -26,7 +26,7 @@ use crate::config::{OpenAiConfig, ProfileDefaults};
 use crate::error::{AppError, AppResult};
 use crate::service::calls::{self, NewCall, Outcome};
 use crate::service::profiles;
-use client::{LlmClient, UpstreamRequest, describe, reached_upstream};
+use client::{LlmClient, UpstreamRequest, describe};
 
 /// What a caller asks for.
 #[derive(Clone, Debug, Default)]
@@ -130,6 +130,9 @@ impl Calls {
     /// Validate, admit and start a call for `user_id`. Refusals (bad input, unknown model, budget)
     /// happen before anything is written or sent upstream.
     pub async fn start(&self, user_id: &str, req: CallRequest, streaming: bool) -> AppResult<Call> {
+        // Counted by the tracker from here on, so shutdown waits for this call; and once shutdown
+        // has begun, no call starts.
+        let token = self.tracker.token();
         if self.stop.is_cancelled() || self.tracker.is_closed() {
             return Err(AppError::Unavailable("the server is shutting down".into()));
         }
@@ -168,22 +171,22 @@ impl Calls {
                 "unknown model {model:?}: see `models` for the ones this server routes to"
             )));
         };
+        if req.temperature.is_some() && client::is_reasoning_model(&model) {
+            return Err(AppError::bad_input(format!(
+                "{model} does not take a temperature"
+            )));
+        }
         let prompt_tokens = tokenizer::count_chat(&model, [("user", prompt.as_str())]) as i64;
-        let log = calls::admit(
-            &self.db,
-            NewCall {
-                user_id: user_id.to_owned(),
-                model: model.clone(),
-                prompt: prompt.clone(),
-                prompt_tokens,
-                reservation: prompt_tokens + i64::from(max_tokens),
-                budget: profile.monthly_token_budget,
-                metadata: json!({ "stream": streaming, "max_tokens": max_tokens }),
-            },
-        )
-        .await?;
+        let new_call = NewCall {
+            user_id: user_id.to_owned(),
+            model: model.clone(),
+            prompt: prompt.clone(),
+            prompt_tokens,
+            reservation: prompt_tokens + i64::from(max_tokens),
+            budget: profile.monthly_token_budget,
+            metadata: json!({ "stream": streaming, "max_tokens": max_tokens }),
+        };
         let (tx, events) = mpsc::unbounded_channel();
-        let log_id = log.id;
         let driver = Driver {
             db: self.db.clone(),
             client: self.client.clone(),
@@ -198,11 +201,26 @@ impl Calls {
             max_tokens,
             temperature: req.temperature,
         };
+        // Admission runs in the call's own task: a client that goes away while its call is being
+        // admitted cannot leave an admitted call with nobody to run and finalise it.
+        let (admitted_tx, admitted) = tokio::sync::oneshot::channel();
         let guard = RunningGuard::new(&self.running);
-        self.tracker.spawn(async move {
+        tokio::spawn(async move {
+            let _tracked = token;
+            let _running = guard;
+            let log = match calls::admit(&driver.db, new_call).await {
+                Ok(log) => log,
+                Err(e) => {
+                    let _ = admitted_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = admitted_tx.send(Ok(log.id));
             driver.run(log, request, tx).await;
-            drop(guard);
         });
+        let log_id = admitted
+            .await
+            .map_err(|_| AppError::internal("the call's task ended before admission"))??;
         Ok(Call { log_id, events })
     }
 
@@ -278,6 +296,19 @@ struct Driver {
     price: crate::metering::prices::Price,
 }
 
+/// What a call received before it ended.
+#[derive(Default)]
+struct Progress {
+    /// The completion so far.
+    text: String,
+    /// Usage, if the upstream reported it.
+    usage: Option<client::Usage>,
+    /// Milliseconds to the first token.
+    first_token: Option<u64>,
+    /// Whether the upstream accepted the request (and so processed the prompt).
+    opened: bool,
+}
+
 /// Why the stream stopped.
 enum Ended {
     /// The upstream finished (with this `finish_reason`).
@@ -301,12 +332,14 @@ impl Driver {
         tx: mpsc::UnboundedSender<CallEvent>,
     ) {
         let started = Instant::now();
-        let mut text = String::new();
-        let mut usage = None;
-        let mut first_token = None;
-        let ended = self
-            .relay(&req, &tx, started, &mut text, &mut usage, &mut first_token)
-            .await;
+        let mut progress = Progress::default();
+        let ended = self.relay(&req, &tx, started, &mut progress).await;
+        let Progress {
+            text,
+            usage,
+            first_token,
+            opened,
+        } = progress;
         let latency_ms = started.elapsed().as_millis() as i64;
 
         let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
@@ -329,11 +362,11 @@ impl Driver {
             }
             Ended::ClientGone => {
                 metadata["error"] = json!("client disconnected: the upstream request was aborted");
-                (CallStatus::Error, true)
+                (CallStatus::Error, opened)
             }
             Ended::ShuttingDown => {
                 metadata["error"] = json!("server shutting down: the upstream request was aborted");
-                (CallStatus::Error, true)
+                (CallStatus::Error, opened)
             }
             Ended::TimedOut(which) => {
                 metadata["error"] = json!(format!("upstream timed out ({which})"));
@@ -397,20 +430,27 @@ impl Driver {
         req: &UpstreamRequest,
         tx: &mpsc::UnboundedSender<CallEvent>,
         started: Instant,
-        text: &mut String,
-        usage: &mut Option<client::Usage>,
-        first_token: &mut Option<u64>,
+        progress: &mut Progress,
     ) -> Ended {
+        let Progress {
+            text,
+            usage,
+            first_token,
+            opened,
+        } = progress;
         let first_deadline = tokio::time::Instant::from_std(started) + self.first_token_timeout;
         let mut stream = tokio::select! {
             opened = tokio::time::timeout_at(first_deadline, self.client.stream(req)) => match opened {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Ended::Failed { reason: describe(&e), reached: reached_upstream(&e) },
+                // The upstream answered with an error status or could not be reached: it did not
+                // take the request, so it consumed nothing.
+                Ok(Err(e)) => return Ended::Failed { reason: describe(&e), reached: false },
                 Err(_) => return Ended::TimedOut("no first token"),
             },
             () = tx.closed() => return Ended::ClientGone,
             () = self.stop.cancelled() => return Ended::ShuttingDown,
         };
+        *opened = true;
         let mut finish: Option<String> = None;
         loop {
             let deadline = match first_token {

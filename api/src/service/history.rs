@@ -75,7 +75,10 @@ fn feed(user_id: &str, filter: &Filter) -> Select<prompt_logs::Entity> {
         q = q.filter(prompt_logs::Column::Model.eq(model.as_str()));
     }
     if let Some(status) = filter.status {
-        q = q.filter(prompt_logs::Column::Status.eq(status));
+        // A status says how a call ended: calls still in flight have none yet.
+        q = q
+            .filter(prompt_logs::Column::Status.eq(status))
+            .filter(prompt_logs::Column::Completion.is_not_null());
     }
     q
 }

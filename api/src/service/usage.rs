@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 use crate::error::AppResult;
 
 /// Calls, tokens and cost of one group (or of the whole window).
-#[derive(Clone, Debug, Default, PartialEq, Eq, FromQueryResult)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub calls: i64,
     pub prompt_tokens: i64,
@@ -73,12 +73,6 @@ pub async fn summary(
     };
     let values = || -> Vec<Value> { vec![user_id.into(), from.into(), to.into()] };
     let stmt = |sql: String| Statement::from_sql_and_values(backend, sql, values());
-    let totals = Totals::find_by_statement(stmt(format!(
-        "SELECT {sums} FROM token_usage WHERE {window}"
-    )))
-    .one(db)
-    .await?
-    .unwrap_or_default();
     let by_model = ModelRow::find_by_statement(stmt(format!(
         "SELECT model, {sums} FROM token_usage WHERE {window} GROUP BY model ORDER BY model"
     )))
@@ -89,6 +83,14 @@ pub async fn summary(
     )))
     .all(db)
     .await?;
+    // The totals are the sum of the per-model rows, so the two always agree (no separate total
+    // that a commit between two statements could make differ).
+    let totals = by_model.iter().fold(Totals::default(), |t, m| Totals {
+        calls: t.calls + m.calls,
+        prompt_tokens: t.prompt_tokens + m.prompt_tokens,
+        completion_tokens: t.completion_tokens + m.completion_tokens,
+        cost_microcents: t.cost_microcents + m.cost_microcents,
+    });
     Ok(Summary {
         totals,
         by_model,

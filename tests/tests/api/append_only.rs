@@ -86,6 +86,38 @@ async fn token_usage_rows_cannot_be_updated() {
     app.shutdown().await;
 }
 
+/// Upserts are updates (or, in SQLite's REPLACE, a delete and an insert): refused too.
+#[tokio::test]
+async fn token_usage_rows_cannot_be_replaced() {
+    let app = spawn_app().await;
+    let u = fixtures::user(&app.db, "a@example.com").await;
+    let row = fixtures::usage(&app.db, &u.id).await;
+    let (sql, id) = match app.db_backend() {
+        sea_orm::DbBackend::Postgres => (
+            "INSERT INTO token_usage (id, user_id, model, cost_microcents) VALUES ('{id}', '{user}', 'm', 0) \
+             ON CONFLICT (id) DO UPDATE SET cost_microcents = 0",
+            row.id.to_string(),
+        ),
+        _ => (
+            "INSERT OR REPLACE INTO token_usage (id, user_id, model, cost_microcents) VALUES (x'{id}', '{user}', 'm', 0)",
+            row.id.simple().to_string(),
+        ),
+    };
+    let sql = sql.replace("{id}", &id).replace("{user}", &u.id);
+    assert_refused(
+        app.exec(&sql).await,
+        "replacing a token_usage row",
+        "append-only",
+    );
+    let stored = TokenUsage::find_by_id(row.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, row);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn token_usage_rows_cannot_be_deleted() {
     let app = spawn_app().await;

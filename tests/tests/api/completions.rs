@@ -766,6 +766,56 @@ async fn models_lists_the_price_table_and_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_websocket_cannot_call_after_its_session_ended() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    // Signed out elsewhere (the same session, over HTTP).
+    let out = app
+        .gql(Some(&user.token), "mutation { signOut }", json!({}))
+        .await;
+    assert_eq!(out["data"]["signOut"], true);
+    ws.subscribe("1", STREAM, json!({ "i": { "prompt": "still there?" } }))
+        .await;
+    let (payloads, _) = ws.collect("1").await;
+    assert_eq!(
+        payloads[0]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{payloads:?}"
+    );
+    assert_books_balance(&app, &user.id, 0).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn reasoning_models_get_max_completion_tokens_and_no_temperature() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let body = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": "think @@tokens=4", "model": "o4-mini", "maxTokens": 3 } }),
+        )
+        .await;
+    // The local upstream honours max_completion_tokens: 3 of the 4 tokens, cut for length.
+    assert_eq!(body["data"]["complete"]["completionTokens"], 3, "{body}");
+    assert_eq!(
+        body["data"]["complete"]["metadata"]["finish_reason"],
+        "length"
+    );
+    let body = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": "think", "model": "o3", "temperature": 0.5 } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), Some("BAD_USER_INPUT"), "{body}");
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_log_is_visible_to_its_owner_only() {
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.com").await;

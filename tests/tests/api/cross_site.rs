@@ -137,6 +137,14 @@ async fn mutations_over_get_are_refused() {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
+    // A single named mutation without operationName (which async-graphql would run).
+    let res = browser
+        .get(app.url("/graphql"))
+        .query(&[("query", "mutation M { signOut }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
     // The session survived, and queries over GET work.
     let res = browser
         .get(app.url("/graphql"))
