@@ -107,13 +107,17 @@ impl Application {
         }
         // Build the tokenizer tables now, off the executor, rather than in the first call.
         let _ = tokio::task::spawn_blocking(tokenizer::warm_up).await;
-        let calls = Calls::new(
-            db.clone(),
-            config.openai.clone(),
-            config.defaults.clone(),
-            upstream,
-        )
-        .map_err(|e| StartupError::Upstream(e.to_string()))?;
+        let calls = Arc::new(
+            Calls::new(
+                db.clone(),
+                config.openai.clone(),
+                config.defaults.clone(),
+                upstream,
+                config.instance_id.clone(),
+                config.call_lease,
+            )
+            .map_err(|e| StartupError::Upstream(e.to_string()))?,
+        );
         if migrated {
             match calls.recover().await {
                 Ok(0) => {}
@@ -123,6 +127,8 @@ impl Application {
                 ),
                 Err(e) => return Err(StartupError::Recovery(format!("{e:?}"))),
             }
+            // Renew this process's call leases; finalise calls whose process died.
+            tokio::spawn(calls.clone().maintain());
         }
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -131,7 +137,7 @@ impl Application {
         let state = AppState {
             db,
             auth: Arc::new(Auth::new(&config.auth)),
-            calls: Arc::new(calls),
+            calls,
             config: Arc::new(config),
             statements,
         };

@@ -33,6 +33,13 @@ pub struct Config {
     /// they are stopped and finalised.
     pub shutdown_grace: Duration,
     pub graphql: GraphqlConfig,
+    /// `INSTANCE_ID` (default `HOSTNAME:PORT`): this process among replicas sharing a database.
+    /// Keep it stable across restarts of the same replica, unique among live ones: a restarted
+    /// replica finalises the calls its previous life left in flight at once.
+    pub instance_id: String,
+    /// `CALL_LEASE_SECS` (default 60): a running call's lease, renewed every third of it; calls
+    /// whose lease lapsed (their process died) are finalised by any replica.
+    pub call_lease: Duration,
 }
 
 /// Limits and developer features of the GraphQL endpoint.
@@ -372,6 +379,19 @@ impl Config {
             );
         }
         let shutdown_grace = env.seconds("SHUTDOWN_GRACE_SECS", 20);
+        let host_name = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| env.get("HOSTNAME"))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let instance_id = env
+            .get("INSTANCE_ID")
+            .unwrap_or_else(|| format!("{host_name}:{port}"));
+        let call_lease = env.seconds("CALL_LEASE_SECS", 60);
+        if call_lease < Duration::from_secs(3) {
+            env.problem("CALL_LEASE_SECS", "must be at least 3");
+        }
         let at_least_one = |n: &usize| *n >= 1;
         let graphql = GraphqlConfig {
             max_depth: env.parse_where(
@@ -442,6 +462,8 @@ impl Config {
             },
             shutdown_grace,
             graphql,
+            instance_id,
+            call_lease,
         })
     }
 }

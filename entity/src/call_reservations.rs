@@ -10,6 +10,11 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub user_id: String,
     pub tokens: i64,
+    /// The server process running the call.
+    #[sea_orm(column_type = "Text")]
+    pub owner: String,
+    /// Renewed by the owner while the call runs; a lapsed lease means its process died.
+    pub heartbeat_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
 }
 

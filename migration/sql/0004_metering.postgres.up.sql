@@ -18,11 +18,16 @@ ALTER TABLE "usage_monthly" ADD CONSTRAINT "usage_monthly_user_id_user_id_fk" FO
 
 -- call_reservations: what each in-flight call may still use (its prompt plus its maxTokens).
 -- Admission counts these with the month's usage so that simultaneous calls cannot all slip
--- under the budget; the row goes when the call is finalised.
+-- under the budget; the row goes when the call is finalised. It is also the call's lease: the
+-- server process running the call ("owner") renews "heartbeat_at" while it runs, and any
+-- process may finalise a call whose lease has lapsed (its process died), but never a live
+-- call of another replica.
 CREATE TABLE "call_reservations" (
 	"log_id" uuid PRIMARY KEY NOT NULL,
 	"user_id" text NOT NULL,
 	"tokens" bigint NOT NULL,
+	"owner" text NOT NULL,
+	"heartbeat_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "call_reservations_tokens_check" CHECK ("tokens" >= 0)
 );

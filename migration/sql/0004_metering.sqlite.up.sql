@@ -14,6 +14,8 @@ CREATE TABLE "call_reservations" (
 	"log_id" BLOB PRIMARY KEY NOT NULL,
 	"user_id" TEXT NOT NULL,
 	"tokens" INTEGER NOT NULL CHECK ("tokens" >= 0),
+	"owner" TEXT NOT NULL,
+	"heartbeat_at" TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')) NOT NULL,
 	"created_at" TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')) NOT NULL,
 	CONSTRAINT "call_reservations_log_id_prompt_logs_id_fk" FOREIGN KEY ("log_id") REFERENCES "prompt_logs" ("id") ON DELETE CASCADE ON UPDATE NO ACTION,
 	CONSTRAINT "call_reservations_user_id_user_id_fk" FOREIGN KEY ("user_id") REFERENCES "user" ("id") ON DELETE CASCADE ON UPDATE NO ACTION

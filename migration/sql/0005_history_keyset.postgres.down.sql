@@ -1,1 +1,2 @@
+DROP INDEX "idx_log_in_flight";
 DROP INDEX "idx_log_user_time_id";

@@ -10,6 +10,7 @@
 
 pub mod client;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,12 @@ pub struct Calls {
     tracker: TaskTracker,
     stop: CancellationToken,
     running: Arc<Running>,
+    /// This process, as the owner of the calls it runs (`INSTANCE_ID`).
+    instance: String,
+    /// How long a call's lease lasts without renewal (`CALL_LEASE_SECS`).
+    lease: Duration,
+    /// The calls this process is running, whose leases it renews.
+    active: Arc<std::sync::Mutex<HashSet<Uuid>>>,
 }
 
 /// Calls not yet finalised, and a signal when one is.
@@ -101,11 +108,14 @@ impl Drop for RunningGuard {
 }
 
 impl Calls {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: DatabaseConnection,
         config: OpenAiConfig,
         defaults: ProfileDefaults,
         upstream: UpstreamInfo,
+        instance: String,
+        lease: Duration,
     ) -> Result<Self, reqwest::Error> {
         // reqwest uses rustls without a built-in crypto provider: ring is the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -119,6 +129,9 @@ impl Calls {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             running: Arc::default(),
+            instance,
+            lease,
+            active: Arc::default(),
         })
     }
 
@@ -184,6 +197,7 @@ impl Calls {
             prompt_tokens,
             reservation: prompt_tokens + i64::from(max_tokens),
             budget: profile.monthly_token_budget,
+            owner: self.instance.clone(),
             metadata: json!({ "stream": streaming, "max_tokens": max_tokens }),
         };
         let (tx, events) = mpsc::unbounded_channel();
@@ -205,6 +219,7 @@ impl Calls {
         // admitted cannot leave an admitted call with nobody to run and finalise it.
         let (admitted_tx, admitted) = tokio::sync::oneshot::channel();
         let guard = RunningGuard::new(&self.running);
+        let active = self.active.clone();
         tokio::spawn(async move {
             let _tracked = token;
             let _running = guard;
@@ -215,8 +230,17 @@ impl Calls {
                     return;
                 }
             };
-            let _ = admitted_tx.send(Ok(log.id));
+            let log_id = log.id;
+            active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(log_id);
+            let _ = admitted_tx.send(Ok(log_id));
             driver.run(log, request, tx).await;
+            active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&log_id);
         });
         let log_id = admitted
             .await
@@ -224,10 +248,17 @@ impl Calls {
         Ok(Call { log_id, events })
     }
 
-    /// Finalise calls a previous process left in flight (it crashed or was killed): status
-    /// `error`, metered at their prompt tokens (what the upstream had certainly received).
+    /// Finalise calls nobody runs any more (their process crashed or was killed, or could not
+    /// finalise them): status `error`, metered at their prompt tokens (what the upstream had
+    /// certainly received). Live calls of other replicas are left alone (see
+    /// `calls::stranded`). Runs at start and then every third of a lease.
     pub async fn recover(&self) -> AppResult<usize> {
-        let stranded = calls::in_flight(&self.db).await?;
+        let running = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let stranded = calls::stranded(&self.db, &self.instance, self.lease, &running).await?;
         for log in &stranded {
             let price = self.config.prices.get(&log.model);
             let prompt_tokens = i64::from(log.prompt_tokens);
@@ -266,6 +297,32 @@ impl Calls {
             );
             self.stop.cancel();
             self.tracker.wait().await;
+        }
+    }
+
+    /// Keep this process's leases alive and finalise stranded calls, until shutdown.
+    pub async fn maintain(self: Arc<Self>) {
+        let every = self.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => return,
+            }
+            let running: Vec<Uuid> = self
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            if let Err(e) = calls::renew(&self.db, &running).await {
+                tracing::warn!(error = ?e, "could not renew call leases");
+            }
+            match self.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(calls = n, "finalised stranded calls as errors"),
+                Err(e) => tracing::warn!(error = ?e, "could not finalise stranded calls"),
+            }
         }
     }
 

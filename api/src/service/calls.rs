@@ -33,6 +33,8 @@ pub struct NewCall {
     pub reservation: i64,
     /// The user's monthly budget (0 = unlimited).
     pub budget: i64,
+    /// The server process that will run the call (its lease holder).
+    pub owner: String,
     pub metadata: Value,
 }
 
@@ -119,6 +121,8 @@ pub async fn admit(db: &DatabaseConnection, call: NewCall) -> AppResult<prompt_l
         log_id: Set(log.id),
         user_id: Set(call.user_id),
         tokens: Set(std::cmp::max(call.reservation, 0)),
+        owner: Set(call.owner),
+        heartbeat_at: Set(created_at),
         created_at: Set(created_at),
     }
     .insert(&txn)
@@ -251,14 +255,54 @@ async fn add_to_month(
     Ok(())
 }
 
-/// Logs still in flight (completion NULL), oldest first.
-pub async fn in_flight(db: &DatabaseConnection) -> AppResult<Vec<prompt_logs::Model>> {
+/// Renew the leases of the calls this process is running.
+pub async fn renew(db: &DatabaseConnection, log_ids: &[Uuid]) -> AppResult<()> {
+    if log_ids.is_empty() {
+        return Ok(());
+    }
+    call_reservations::Entity::update_many()
+        .col_expr(call_reservations::Column::HeartbeatAt, Expr::value(now()))
+        .filter(call_reservations::Column::LogId.is_in(log_ids.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Calls in flight that nobody is running any more: no lease, a lease that lapsed (its process
+/// died), or a lease of `owner` (this process's earlier life) that `running` does not hold.
+/// Live calls of other processes are never returned.
+pub async fn stranded(
+    db: &DatabaseConnection,
+    owner: &str,
+    lease: std::time::Duration,
+    running: &std::collections::HashSet<Uuid>,
+) -> AppResult<Vec<prompt_logs::Model>> {
     use sea_orm::QueryOrder;
-    Ok(prompt_logs::Entity::find()
+    let in_flight = prompt_logs::Entity::find()
         .filter(prompt_logs::Column::Completion.is_null())
         .order_by_asc(prompt_logs::Column::CreatedAt)
         .all(db)
-        .await?)
+        .await?;
+    if in_flight.is_empty() {
+        return Ok(in_flight);
+    }
+    let leases: std::collections::HashMap<Uuid, call_reservations::Model> =
+        call_reservations::Entity::find()
+            .filter(call_reservations::Column::LogId.is_in(in_flight.iter().map(|l| l.id)))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (r.log_id, r))
+            .collect();
+    let lapsed_before = now() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    Ok(in_flight
+        .into_iter()
+        .filter(|log| !running.contains(&log.id))
+        .filter(|log| match leases.get(&log.id) {
+            None => true,
+            Some(r) => r.owner == owner || r.heartbeat_at < lapsed_before,
+        })
+        .collect())
 }
 
 /// Tokens metered this UTC month for the user, from the rollup (one row, no history scan).

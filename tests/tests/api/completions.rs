@@ -658,6 +658,102 @@ async fn calls_left_in_flight_by_a_crash_are_finalised_at_the_next_start() {
     second.shutdown().await;
 }
 
+/// A lease row for `log`, owned by `owner`, last renewed `age` ago.
+async fn lease(app: &TestApp, log: &prompt_logs::Model, owner: &str, age: chrono::Duration) {
+    use sea_orm::ActiveModelTrait;
+    call_reservations::ActiveModel {
+        log_id: sea_orm::Set(log.id),
+        user_id: sea_orm::Set(log.user_id.clone()),
+        tokens: sea_orm::Set(100),
+        owner: sea_orm::Set(owner.into()),
+        heartbeat_at: sea_orm::Set(chrono::Utc::now() - age),
+        created_at: sea_orm::Set(log.created_at),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_finalises_lapsed_calls_and_leaves_live_ones_alone() {
+    let first = spawn_app().await;
+    let user = first.sign_up("ada@example.com").await;
+    let lapsed = crate::fixtures::log_in_flight(&first.db, &user.id).await;
+    lease(
+        &first,
+        &lapsed,
+        "replica-that-died",
+        chrono::Duration::minutes(10),
+    )
+    .await;
+    let live = crate::fixtures::log_in_flight(&first.db, &user.id).await;
+    lease(
+        &first,
+        &live,
+        "replica-still-running",
+        chrono::Duration::seconds(1),
+    )
+    .await;
+    let database = first.database.clone();
+    first.shutdown().await;
+
+    let second = tests::spawn_app_on(database, |v| {
+        v.insert("INSTANCE_ID".into(), "replica-starting".into());
+    })
+    .await;
+    let get = |id| PromptLogs::find_by_id(id).one(&second.db);
+    let lapsed = get(lapsed.id).await.unwrap().unwrap();
+    assert_eq!(lapsed.status, CallStatus::Error);
+    assert!(!lapsed.in_flight(), "the dead replica's call is finalised");
+    assert!(
+        get(live.id).await.unwrap().unwrap().in_flight(),
+        "a live replica's call is not touched"
+    );
+    assert_eq!(TokenUsage::find().count(&second.db).await.unwrap(), 1);
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_sessions_and_calls_without_stepping_on_each_other() {
+    let a = spawn_app_with(|v| {
+        v.insert("INSTANCE_ID".into(), "replica-a".into());
+    })
+    .await;
+    let user = a.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&a, Some(&user.token)).await;
+    let prompt = "slow @@tokens=40 @@pace_ms=10";
+    ws.subscribe("1", STREAM, json!({ "i": { "prompt": prompt } }))
+        .await;
+    let first = ws.next().await.unwrap();
+    assert!(
+        first["payload"]["data"]["completionStream"]["delta"].is_string(),
+        "{first}"
+    );
+
+    // A second replica starts on the same database while the call runs on the first.
+    let b = tests::spawn_app_on(a.database.clone(), |v| {
+        v.insert("INSTANCE_ID".into(), "replica-b".into());
+    })
+    .await;
+    // The session made on A works on B.
+    let me = b
+        .gql(Some(&user.token), "{ me { email } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["email"], "ada@example.com");
+    // B left A's running call alone: it finishes normally on A.
+    let (payloads, error) = ws.collect("1").await;
+    assert!(error.is_none());
+    let last = &payloads.last().unwrap()["data"]["completionStream"];
+    assert_eq!(last["log"]["status"], "OK", "{last}");
+    assert_eq!(
+        last["log"]["completion"].as_str().unwrap(),
+        upstream::answer(prompt, 40)
+    );
+    assert_books_balance(&a, &user.id, 1).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_calls_finish_within_the_grace_period_then_finalises_the_rest() {
     let app = spawn_app_with(|v| {
