@@ -227,6 +227,25 @@ impl TestApp {
     }
 }
 
+/// The session cookie value Better Auth would write for `token` with the test secret:
+/// `TOKEN.BASE64(HMAC-SHA256(secret, TOKEN))`, URL-encoded, computed independently of the server.
+pub fn signed_cookie_value(token: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes()).expect("any key length");
+    mac.update(token.as_bytes());
+    let sig = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        mac.finalize().into_bytes(),
+    );
+    format!(
+        "{token}.{}",
+        sig.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    )
+}
+
 /// The `extensions.code` of the first error in a GraphQL response.
 pub fn error_code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()

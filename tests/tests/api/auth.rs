@@ -9,7 +9,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
 };
 use serde_json::{Value, json};
-use tests::{TEST_SECRET, TestApp, error_code, spawn_app, spawn_app_with};
+use tests::{TestApp, error_code, spawn_app, spawn_app_with};
 
 const ME: &str = "{ me { id email name emailVerified profile { defaultModel monthlyTokenBudget tokensUsedThisMonth } } }";
 const SIGN_IN: &str =
@@ -236,23 +236,6 @@ fn set_cookie(res: &reqwest::Response) -> String {
         .expect("a session Set-Cookie")
 }
 
-/// `TOKEN.BASE64(HMAC-SHA256(secret, TOKEN))`, URL-encoded, computed independently of the server.
-fn expected_cookie_value(token: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes()).unwrap();
-    mac.update(token.as_bytes());
-    let sig = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        mac.finalize().into_bytes(),
-    );
-    format!(
-        "{token}.{}",
-        sig.replace('+', "%2B")
-            .replace('/', "%2F")
-            .replace('=', "%3D")
-    )
-}
-
 #[tokio::test]
 async fn the_session_cookie_is_better_auths_and_authenticates() {
     let app = spawn_app().await;
@@ -271,7 +254,7 @@ async fn the_session_cookie_is_better_auths_and_authenticates() {
         cookie,
         format!(
             "better-auth.session_token={}; HttpOnly; SameSite=Lax; Path=/; Max-Age=604800",
-            expected_cookie_value(token)
+            tests::signed_cookie_value(token)
         )
     );
     // The browser now sends it back.
@@ -395,7 +378,7 @@ async fn sign_out_deletes_the_session_and_clears_the_cookie() {
             header::COOKIE,
             format!(
                 "better-auth.session_token={}",
-                expected_cookie_value(&u.token)
+                tests::signed_cookie_value(&u.token)
             ),
         )
         .json(&json!({ "query": "mutation { signOut }" }))

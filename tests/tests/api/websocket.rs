@@ -105,22 +105,10 @@ async fn connection_init_bearer_authenticates() {
 async fn the_upgrade_requests_cookie_authenticates() {
     let app = app().await;
     let u = app.sign_up("ada@example.com").await;
-    let cookie = {
-        use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(tests::TEST_SECRET.as_bytes()).unwrap();
-        mac.update(u.token.as_bytes());
-        let sig = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            mac.finalize().into_bytes(),
-        );
-        format!(
-            "better-auth.session_token={}.{}",
-            u.token,
-            sig.replace('+', "%2B")
-                .replace('/', "%2F")
-                .replace('=', "%3D")
-        )
-    };
+    let cookie = format!(
+        "better-auth.session_token={}",
+        tests::signed_cookie_value(&u.token)
+    );
     let mut ws = connect(
         &app,
         "graphql-transport-ws",
