@@ -44,3 +44,22 @@ CREATE TABLE "prompt_log_usage" (
 );
 ALTER TABLE "prompt_log_usage" ADD CONSTRAINT "prompt_log_usage_log_id_prompt_logs_id_fk" FOREIGN KEY ("log_id") REFERENCES "public"."prompt_logs"("id") ON DELETE cascade ON UPDATE no action;
 ALTER TABLE "prompt_log_usage" ADD CONSTRAINT "prompt_log_usage_usage_id_token_usage_id_fk" FOREIGN KEY ("usage_id") REFERENCES "public"."token_usage"("id") ON DELETE cascade ON UPDATE no action;
+
+-- The link is part of the meter: append-only like token_usage (it goes only with its log and
+-- usage row, that is, with their user).
+CREATE FUNCTION "prompt_log_usage_append_only"() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_OP = 'DELETE' THEN
+		IF NOT EXISTS (SELECT 1 FROM "prompt_logs" WHERE "id" = OLD."log_id")
+			OR NOT EXISTS (SELECT 1 FROM "token_usage" WHERE "id" = OLD."usage_id") THEN
+			RETURN OLD;
+		END IF;
+	END IF;
+	RAISE EXCEPTION 'prompt_log_usage is append-only: % refused', TG_OP
+		USING ERRCODE = 'restrict_violation', HINT = 'rows go away only with their log and usage row';
+END;
+$$;
+CREATE TRIGGER "prompt_log_usage_append_only" BEFORE UPDATE OR DELETE ON "prompt_log_usage"
+	FOR EACH ROW EXECUTE FUNCTION "prompt_log_usage_append_only"();
+CREATE TRIGGER "prompt_log_usage_no_truncate" BEFORE TRUNCATE ON "prompt_log_usage"
+	FOR EACH STATEMENT EXECUTE FUNCTION "prompt_log_usage_append_only"();

@@ -29,3 +29,16 @@ CREATE TABLE "prompt_log_usage" (
 	CONSTRAINT "prompt_log_usage_usage_id_token_usage_id_fk" FOREIGN KEY ("usage_id") REFERENCES "token_usage" ("id") ON DELETE CASCADE ON UPDATE NO ACTION
 ) STRICT;
 CREATE UNIQUE INDEX "prompt_log_usage_usage_id_unique" ON "prompt_log_usage" ("usage_id");
+
+-- The link is part of the meter: append-only like token_usage (see the PostgreSQL file).
+CREATE TRIGGER "prompt_log_usage_no_update" BEFORE UPDATE ON "prompt_log_usage"
+BEGIN
+	SELECT RAISE(ABORT, 'prompt_log_usage is append-only: UPDATE refused');
+END;
+
+CREATE TRIGGER "prompt_log_usage_no_delete" BEFORE DELETE ON "prompt_log_usage"
+	WHEN EXISTS (SELECT 1 FROM "prompt_logs" WHERE "id" = OLD."log_id")
+		AND EXISTS (SELECT 1 FROM "token_usage" WHERE "id" = OLD."usage_id")
+BEGIN
+	SELECT RAISE(ABORT, 'prompt_log_usage is append-only: DELETE refused');
+END;

@@ -43,6 +43,12 @@ pub struct ChunkChoice {
 pub struct Delta {
     #[serde(default)]
     pub content: Option<String>,
+    /// Reasoning text some servers stream before the answer (vLLM, DeepSeek: `reasoning_content`;
+    /// others: `reasoning`). Not part of the completion, but proof the model is working.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
 }
 
 /// Token usage as the upstream reports it.

@@ -468,14 +468,19 @@ impl Driver {
         log: &prompt_logs::Model,
         outcome: Outcome,
     ) -> AppResult<prompt_logs::Model> {
-        let mut attempt = 0;
+        // Keep trying (the database may be restarting) until shutdown; a call given up on then
+        // is finalised by a lease sweep once this process is gone.
+        let mut wait = Duration::from_millis(100);
         loop {
             match calls::finalise(&self.db, log, outcome.clone()).await {
                 Ok(done) => return Ok(done),
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(error = ?e, attempt, "finalising failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+                Err(e) if !self.stop.is_cancelled() => {
+                    tracing::warn!(error = ?e, retry_in = ?wait, "finalising failed, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.stop.cancelled() => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
             }
@@ -509,17 +514,22 @@ impl Driver {
         };
         *opened = true;
         let mut finish: Option<String> = None;
+        // The first-token deadline holds until the model shows any output (reasoning included);
+        // from then on, only gaps longer than the idle timeout count.
+        let mut producing = false;
         loop {
-            let deadline = match first_token {
-                None => first_deadline,
-                Some(_) => tokio::time::Instant::now() + self.idle_timeout,
+            let deadline = if producing {
+                tokio::time::Instant::now() + self.idle_timeout
+            } else {
+                first_deadline
             };
             let item = tokio::select! {
                 item = tokio::time::timeout_at(deadline, stream.next()) => match item {
                     Ok(item) => item,
-                    Err(_) => return Ended::TimedOut(if first_token.is_none() { "no first token" } else { "idle" }),
+                    Err(_) => return Ended::TimedOut(if producing { "idle" } else { "no first token" }),
                 },
-                () = tx.closed() => return Ended::ClientGone,
+                // Gone after the upstream finished (waiting for its usage chunk): the call is complete.
+                () = tx.closed() => return finish.map_or(Ended::ClientGone, Ended::Finished),
                 () = self.stop.cancelled() => return Ended::ShuttingDown,
             };
             let chunk = match item {
@@ -548,7 +558,17 @@ impl Driver {
                 *usage = Some(u);
             }
             for choice in chunk.choices {
+                if choice
+                    .delta
+                    .reasoning_content
+                    .as_ref()
+                    .or(choice.delta.reasoning.as_ref())
+                    .is_some_and(|r| !r.is_empty())
+                {
+                    producing = true;
+                }
                 if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
+                    producing = true;
                     first_token.get_or_insert_with(|| started.elapsed().as_millis() as u64);
                     text.push_str(&delta);
                     if tx.send(CallEvent::Delta(delta)).is_err() {

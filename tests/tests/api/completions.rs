@@ -912,6 +912,41 @@ async fn reasoning_models_get_max_completion_tokens_and_no_temperature() {
 }
 
 #[tokio::test]
+async fn the_link_between_a_call_and_its_usage_is_append_only_and_goes_with_the_user() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let other = app.sign_up("bob@example.com").await;
+    for u in [&user, &other] {
+        let body = app
+            .gql(
+                Some(&u.token),
+                COMPLETE,
+                json!({ "i": { "prompt": "hi @@tokens=2" } }),
+            )
+            .await;
+        assert_eq!(body["data"]["complete"]["status"], "OK", "{body}");
+    }
+    for sql in [
+        "DELETE FROM prompt_log_usage",
+        "UPDATE prompt_log_usage SET usage_id = usage_id",
+    ] {
+        let err = app.exec(sql).await.expect_err(sql).to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(PromptLogUsage::find().count(&app.db).await.unwrap(), 2);
+    // Deleting a user takes every row of theirs, the meter's included, and only theirs.
+    User::delete_by_id(user.id.clone())
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(PromptLogUsage::find().count(&app.db).await.unwrap(), 1);
+    assert_eq!(UsageMonthly::find().count(&app.db).await.unwrap(), 1);
+    assert_eq!(PromptLogs::find().count(&app.db).await.unwrap(), 1);
+    assert_eq!(TokenUsage::find().count(&app.db).await.unwrap(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_log_is_visible_to_its_owner_only() {
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.com").await;
