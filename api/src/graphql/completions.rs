@@ -29,11 +29,12 @@ pub enum CallStatus {
     Filtered,
 }
 
-/// One call to the upstream: the auditable record of the exchange.
 pub struct PromptLog(pub prompt_logs::Model);
 
+/// One call to the upstream: the auditable record of the exchange (`prompt_logs`).
 #[Object]
 impl PromptLog {
+    /// The log id (a UUID), carried by every event of a streamed call.
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
@@ -41,6 +42,7 @@ impl PromptLog {
     async fn model(&self) -> &str {
         &self.0.model
     }
+    /// The user message as sent.
     async fn prompt(&self) -> &str {
         &self.0.prompt
     }
@@ -60,6 +62,7 @@ impl PromptLog {
     async fn latency_ms(&self) -> Option<i32> {
         self.0.latency_ms
     }
+    /// How the call ended (`OK` while in flight; see `inFlight`).
     async fn status(&self) -> CallStatus {
         self.0.status.into()
     }
@@ -84,6 +87,7 @@ impl PromptLog {
             .await?
             .map(Int64))
     }
+    /// When the call was admitted.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -247,6 +251,7 @@ impl CompletionMutation {
 #[derive(Default)]
 pub struct Subscription;
 
+/// Operations over WebSocket (`graphql-transport-ws` or legacy `graphql-ws`).
 #[Subscription]
 impl Subscription {
     /// Stream a completion: deltas as the upstream sends them, then a last event with

@@ -32,9 +32,13 @@ pub struct HistoryFilter {
 /// Calls, tokens and cost of a group of calls.
 #[derive(SimpleObject)]
 pub struct ModelUsage {
+    /// The model id.
     pub model: String,
+    /// Metered calls.
     pub calls: i32,
+    /// Prompt tokens metered.
     pub prompt_tokens: Int64,
+    /// Completion tokens metered.
     pub completion_tokens: Int64,
     /// Micro-cents (1 USD = 10^8).
     pub cost_microcents: Int64,
@@ -45,8 +49,11 @@ pub struct ModelUsage {
 pub struct DailyUsage {
     /// The UTC day, `YYYY-MM-DD`.
     pub day: NaiveDate,
+    /// Metered calls.
     pub calls: i32,
+    /// Prompt tokens metered.
     pub prompt_tokens: Int64,
+    /// Completion tokens metered.
     pub completion_tokens: Int64,
     /// Micro-cents (1 USD = 10^8).
     pub cost_microcents: Int64,
@@ -55,11 +62,15 @@ pub struct DailyUsage {
 /// The caller's usage in a window `[from, to)`.
 #[derive(SimpleObject)]
 pub struct UsageSummary {
+    /// Start of the window (included).
     pub from: DateTime<Utc>,
+    /// End of the window (excluded).
     pub to: DateTime<Utc>,
     /// Metered calls (every upstream call, whatever its outcome).
     pub calls: i32,
+    /// Prompt tokens metered.
     pub prompt_tokens: Int64,
+    /// Completion tokens metered.
     pub completion_tokens: Int64,
     /// Micro-cents (1 USD = 10^8).
     pub cost_microcents: Int64,

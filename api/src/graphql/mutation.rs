@@ -23,6 +23,7 @@ pub struct SignUpInput {
 pub struct SignInInput {
     /// Matched case-insensitively.
     pub email: String,
+    /// The account's password.
     pub password: String,
 }
 
