@@ -201,18 +201,21 @@ impl Application {
 
 fn router(state: AppState) -> Router {
     let schema = graphql::build_schema(state.clone());
-    Router::new()
-        .merge(health::routes())
-        .merge(graphql::http::routes())
-        // Bounds every body the handlers read (the GraphQL handler reads `Bytes`, which honours it).
+    // Authentication runs once per request, before the GraphQL handler, and only where a caller
+    // matters: health checks and the IDE's static files never cost a session lookup.
+    let api = graphql::http::routes()
+        // Bounds every body the handler reads (it reads `Bytes`, which honours the limit).
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.graphql.max_body_bytes,
         ))
-        // Runs once per request, before any handler (inside the cookie layer, which it reads).
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ))
+        ));
+    Router::new()
+        .merge(health::routes())
+        .merge(graphql::ide::routes())
+        .merge(api)
         .layer(CookieManagerLayer::new())
         .layer(Extension(schema))
         .layer(cors(&state.config))

@@ -156,11 +156,14 @@ pub struct CompletionEvent {
     pub log: Option<PromptLog>,
 }
 
-/// The caller's user id, with the session checked again: a WebSocket authenticates once, and
-/// its session may have ended since (signed out, expired, revoked).
+/// The caller's user id. Over a WebSocket the session is checked again: the connection
+/// authenticated once, and its session may have ended since (signed out, expired, revoked).
 async fn live_user_id(ctx: &Context<'_>) -> async_graphql::Result<String> {
     let state = ctx.data::<AppState>()?;
     let viewer = ctx.data::<Viewer>()?;
+    if ctx.data_opt::<super::http::OverWebSocket>().is_none() {
+        return Ok(viewer.user.id.clone());
+    }
     match crate::auth::session::resolve(&state.db, &viewer.session.token).await? {
         Some(active) => Ok(active.user.id),
         None => Err(AppError::Unauthenticated.extend()),

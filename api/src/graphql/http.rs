@@ -30,10 +30,13 @@ use crate::auth::{RequestAuth, bearer_token, graphql_error};
 use crate::error::AppError;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/graphql", get(get_graphql).post(post_graphql))
-        .merge(super::ide::routes())
+    Router::new().route("/graphql", get(get_graphql).post(post_graphql))
 }
+
+/// Marks operations that arrive over a WebSocket, whose caller was authenticated once, at
+/// connection time (an HTTP request's caller was authenticated just now, by the middleware).
+#[derive(Clone, Copy, Debug)]
+pub struct OverWebSocket;
 
 /// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
 /// and this request's DataLoaders (so batching and caching never cross requests or users).
@@ -296,7 +299,8 @@ fn websocket(
         .max_frame_size(max)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            let data = request_data(&state, auth, None);
+            let mut data = request_data(&state, auth, None);
+            data.insert(OverWebSocket);
             GraphQLWebSocket::new(socket, schema, protocol)
                 .with_data(data)
                 .on_connection_init(move |payload| connection_init(state, payload))

@@ -610,5 +610,3 @@ pub fn describe_upstream(info: &UpstreamInfo) -> String {
         info.base_url.clone()
     }
 }
-
-pub type SharedCalls = Arc<Calls>;

@@ -314,12 +314,3 @@ pub async fn tokens_this_month(db: &impl ConnectionTrait, user_id: &str) -> AppR
             .map_or(0, |m| m.prompt_tokens + m.completion_tokens),
     )
 }
-
-/// The cost recorded for a call (None while in flight).
-pub async fn cost_of(db: &impl ConnectionTrait, log_id: Uuid) -> AppResult<Option<i64>> {
-    Ok(prompt_log_usage::Entity::find_by_id(log_id)
-        .find_also_related(token_usage::Entity)
-        .one(db)
-        .await?
-        .and_then(|(_, usage)| usage.map(|u| u.cost_microcents)))
-}

@@ -80,9 +80,3 @@ pub async fn update(
     }
     Ok(edit.update(db).await?)
 }
-
-/// Prompt plus completion tokens metered for the user since the start of this UTC month (from
-/// the monthly rollup: one row, no history scan).
-pub async fn tokens_used_this_month(db: &impl ConnectionTrait, user_id: &str) -> AppResult<i64> {
-    crate::service::calls::tokens_this_month(db, user_id).await
-}
