@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::{Extension, Router, middleware};
-use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tower_cookies::CookieManagerLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -20,7 +19,7 @@ use crate::{db, graphql, health};
 /// What every handler and resolver shares. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: DatabaseConnection,
+    pub db: crate::db::Db,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     pub calls: Arc<Calls>,
@@ -63,14 +62,10 @@ impl Application {
                 .await
                 .map_err(StartupError::Migrations)?;
         }
-        let mut db = db::connect(&config.database)
+        let db = db::connect(&config.database)
             .await
             .map_err(StartupError::Database)?;
-        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = statements.clone();
-        db.set_metric_callback(move |_| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        let statements = db.statement_counter();
         let migrated = match db::pending_migrations(&db).await {
             Ok(p) if p.is_empty() => true,
             Ok(p) => {
@@ -194,7 +189,7 @@ impl Application {
         };
         let (served, ()) = tokio::join!(server, drain);
         tracing::info!("stopped: no call left in flight");
-        state.db.close_by_ref().await.ok();
+        state.db.close().await;
         served
     }
 }

@@ -83,6 +83,37 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     /// `DATABASE_IDLE_TIMEOUT_SECS` (default 20, the reference stack's `idle_timeout`).
     pub idle_timeout: Duration,
+    /// `DATABASE_POOL_MODE`: what sits behind `DATABASE_URL` (see [`PoolMode`]).
+    pub pool_mode: PoolMode,
+}
+
+/// What `DATABASE_URL` connects to, which decides how statements are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A PostgreSQL server, or a pooler that keeps one server per client (session mode):
+    /// statements are prepared and cached per connection.
+    Direct,
+    /// A pooler in transaction mode (PgBouncer, Neon's `-pooler` endpoint): a server is lent
+    /// per transaction, so nothing may outlive one. Statements go over the simple query
+    /// protocol with their parameters rendered as typed literals (`crate::db::inline`).
+    Transaction,
+}
+
+impl PoolMode {
+    /// `DATABASE_POOL_MODE=auto` (the default): `transaction` for a Neon pooled host (its
+    /// first label ends in `-pooler`), else `direct`.
+    pub fn detect(url: &str) -> PoolMode {
+        let pooled = Url::parse(url).ok().is_some_and(|u| {
+            u.host_str()
+                .and_then(|h| h.split('.').next())
+                .is_some_and(|label| label.ends_with("-pooler"))
+        });
+        if pooled {
+            PoolMode::Transaction
+        } else {
+            PoolMode::Direct
+        }
+    }
 }
 
 impl DatabaseConfig {
@@ -258,6 +289,21 @@ impl Config {
         );
         let connect_timeout = env.seconds("DATABASE_CONNECT_TIMEOUT_SECS", 10);
         let idle_timeout = env.seconds("DATABASE_IDLE_TIMEOUT_SECS", 20);
+        let pool_mode = match env.get("DATABASE_POOL_MODE").as_deref() {
+            None | Some("auto") => PoolMode::detect(&url),
+            Some("direct") => PoolMode::Direct,
+            Some("transaction") => PoolMode::Transaction,
+            Some(_) => {
+                env.problem("DATABASE_POOL_MODE", "must be auto, direct or transaction");
+                PoolMode::Direct
+            }
+        };
+        if pool_mode == PoolMode::Transaction && backend == Some(Backend::Sqlite) {
+            env.problem(
+                "DATABASE_POOL_MODE",
+                "transaction applies to PostgreSQL only; SQLite has no pooler",
+            );
+        }
         let run_migrations = env.flag("RUN_MIGRATIONS", true);
 
         let default_base = Url::parse(&format!("http://localhost:{port}")).expect("a valid URL");
@@ -434,6 +480,7 @@ impl Config {
                 max_connections,
                 connect_timeout,
                 idle_timeout,
+                pool_mode,
             },
             run_migrations,
             auth: AuthConfig {
@@ -629,6 +676,47 @@ mod tests {
         );
         assert!(!c.run_migrations);
         assert_eq!(c.port, 0);
+        // A Neon `-pooler` host is a transaction-mode PgBouncer.
+        assert_eq!(c.database.pool_mode, PoolMode::Transaction);
+    }
+
+    #[test]
+    fn pool_mode_is_detected_and_can_be_overridden() {
+        let mode =
+            |pairs: &[(&str, &str)]| Config::from_vars(vars(pairs)).map(|c| c.database.pool_mode);
+        assert_eq!(mode(&[]).unwrap(), PoolMode::Direct);
+        for (url, expected) in [
+            (
+                "postgres://u@ep-cool-pond-123-pooler.eu-central-1.aws.neon.tech/db",
+                PoolMode::Transaction,
+            ),
+            (
+                "postgres://u@ep-cool-pond-123.eu-central-1.aws.neon.tech/db",
+                PoolMode::Direct,
+            ),
+            ("postgres://u@localhost:6432/db", PoolMode::Direct),
+            // Only the first label counts.
+            ("postgres://u@db.x-pooler.example.com/db", PoolMode::Direct),
+        ] {
+            assert_eq!(mode(&[("DATABASE_URL", url)]).unwrap(), expected, "{url}");
+        }
+        let pg = "postgres://u@ep-a-pooler.neon.tech/db";
+        assert_eq!(
+            mode(&[("DATABASE_URL", pg), ("DATABASE_POOL_MODE", "direct")]).unwrap(),
+            PoolMode::Direct
+        );
+        assert_eq!(
+            mode(&[
+                ("DATABASE_URL", "postgres://u@localhost:6432/db"),
+                ("DATABASE_POOL_MODE", "transaction")
+            ])
+            .unwrap(),
+            PoolMode::Transaction
+        );
+        let err = mode(&[("DATABASE_POOL_MODE", "session")]).unwrap_err();
+        assert!(err.0[0].starts_with("DATABASE_POOL_MODE"), "{err:?}");
+        let err = mode(&[("DATABASE_POOL_MODE", "transaction")]).unwrap_err();
+        assert!(err.0[0].contains("PostgreSQL only"), "{err:?}");
     }
 
     #[test]

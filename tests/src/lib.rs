@@ -6,8 +6,14 @@
 //! per-test databases on (any database on it, used as the admin connection); without it, the
 //! harness starts a throwaway cluster from the installed server binaries (see [`pg_cluster`]).
 //! If the asked-for backend cannot be had, tests fail; they never fall back or skip.
+//!
+//! `TEST_PGBOUNCER=/path/to/pgbouncer` puts a PgBouncer in transaction mode in front of that
+//! server (see [`pgbouncer`]): servers under test then get it as `DATABASE_URL`, the server
+//! itself as `DATABASE_URL_DIRECT`, and `DATABASE_POOL_MODE=transaction`, as on Neon.
+//! `TEST_PGBOUNCER_PREPARED_STATEMENTS=N` sets its `max_prepared_statements` (PgBouncer ≥ 1.21).
 
 pub mod pg_cluster;
+pub mod pgbouncer;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -16,7 +22,7 @@ use std::sync::OnceLock;
 
 use api::app::Application;
 use api::config::Config;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -58,8 +64,12 @@ fn init_logging() {
 /// A fresh, empty database for one test (clones share it: several servers on one database).
 #[derive(Clone)]
 pub struct TestDatabase {
-    /// The URL the server under test is given.
+    /// The URL the server under test is given as `DATABASE_URL` (PgBouncer's, if one runs).
     pub url: String,
+    /// The server's own URL when `url` goes through PgBouncer.
+    pub direct: Option<String>,
+    /// The PostgreSQL database name (`t_<uuid>`); empty on SQLite.
+    pub name: String,
     /// Keeps a SQLite database's directory alive for the test's lifetime.
     _dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
@@ -76,6 +86,8 @@ impl TestDatabase {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
                 TestDatabase {
                     url,
+                    direct: None,
+                    name: String::new(),
                     _dir: Some(std::sync::Arc::new(dir)),
                 }
             }
@@ -90,12 +102,30 @@ impl TestDatabase {
                     .await
                     .expect("create the test database");
                 admin.close().await.ok();
-                TestDatabase {
-                    url: replace_database(&admin_url, &name),
-                    _dir: None,
+                let direct = replace_database(&admin_url, &name);
+                match pgbouncer::url() {
+                    Some(pooled) => TestDatabase {
+                        url: replace_database(&pooled, &name),
+                        direct: Some(direct),
+                        name,
+                        _dir: None,
+                    },
+                    None => TestDatabase {
+                        url: direct,
+                        direct: None,
+                        name,
+                        _dir: None,
+                    },
                 }
             }
         }
+    }
+}
+
+impl TestDatabase {
+    /// The database's URL that bypasses any pooler (migrations, DDL, session-level checks).
+    pub fn direct_url(&self) -> &str {
+        self.direct.as_deref().unwrap_or(&self.url)
     }
 }
 
@@ -122,7 +152,7 @@ pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub base_url: String,
     /// A connection to the same database, for arranging and checking rows directly.
-    pub db: DatabaseConnection,
+    pub db: api::db::Db,
     pub database: TestDatabase,
     /// The app's OpenAI-compatible upstream: a real local server, its stats inspectable.
     pub upstream: upstream::LocalUpstream,
@@ -162,6 +192,14 @@ impl TestApp {
     }
 
     /// The backend this app's database is on, as SeaORM names it.
+    /// A connection of the test's own on the direct endpoint (for migrations and DDL, which
+    /// do not belong on a transaction-mode pooler).
+    pub async fn direct(&self) -> sea_orm::DatabaseConnection {
+        Database::connect(self.database.direct_url())
+            .await
+            .expect("connect to the direct endpoint")
+    }
+
     pub fn db_backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
@@ -263,11 +301,11 @@ impl Drop for TestApp {
 pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 /// The variables every test server starts with; tests add or override entries.
-pub fn base_vars(database_url: &str) -> HashMap<String, String> {
-    [
+pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
         ("HOST", "127.0.0.1"),
         ("PORT", "0"),
-        ("DATABASE_URL", database_url),
+        ("DATABASE_URL", database.url.as_str()),
         ("DATABASE_MAX_CONNECTIONS", "5"),
         ("BETTER_AUTH_SECRET", TEST_SECRET),
         // Every test client comes from 127.0.0.1; the throttling test sets its own limit.
@@ -275,7 +313,12 @@ pub fn base_vars(database_url: &str) -> HashMap<String, String> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    .collect();
+    if let Some(direct) = &database.direct {
+        vars.insert("DATABASE_URL_DIRECT".into(), direct.clone());
+        vars.insert("DATABASE_POOL_MODE".into(), "transaction".into());
+    }
+    vars
 }
 
 /// A server with default test configuration on a fresh database.
@@ -301,7 +344,7 @@ pub async fn spawn_app_on(
     })
     .await
     .expect("start the local upstream");
-    let mut vars = base_vars(&database.url);
+    let mut vars = base_vars(&database);
     vars.insert("OPENAI_BASE_URL".into(), upstream.base_url());
     customize(&mut vars);
     let config = Config::from_vars(vars).unwrap_or_else(|e| panic!("{e}"));

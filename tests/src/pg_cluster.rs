@@ -206,7 +206,7 @@ fn find_bin_dir() -> Result<PathBuf, String> {
 }
 
 /// The user to run the cluster as: ourselves when not root, else `postgres` (or `nobody`).
-fn unprivileged_user() -> Result<(u32, u32), String> {
+pub(crate) fn unprivileged_user() -> Result<(u32, u32), String> {
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     if uid != 0 {
@@ -228,7 +228,7 @@ fn unprivileged_user() -> Result<(u32, u32), String> {
     Err("running as root and no postgres or nobody user to run initdb as".into())
 }
 
-fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
+pub(crate) fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
     // SAFETY: getuid cannot fail.
     if unsafe { libc::getuid() } == 0 {
         cmd.uid(uid).gid(gid);
@@ -237,7 +237,7 @@ fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
     listener

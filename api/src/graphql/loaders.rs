@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
 use entity::{prompt_log_usage, token_usage, usage_monthly, user, user_profiles};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::config::ProfileDefaults;
+use crate::db::Db;
 use crate::error::AppError;
 use crate::service::profiles;
 
@@ -17,7 +18,7 @@ fn internal(e: impl Into<AppError>) -> async_graphql::Error {
 }
 
 /// Users by id.
-pub struct UserLoader(pub DatabaseConnection);
+pub struct UserLoader(pub Db);
 
 impl Loader<String> for UserLoader {
     type Value = user::Model;
@@ -34,7 +35,7 @@ impl Loader<String> for UserLoader {
 }
 
 /// Profiles by user id; missing ones are created with the defaults.
-pub struct ProfileLoader(pub DatabaseConnection, pub ProfileDefaults);
+pub struct ProfileLoader(pub Db, pub ProfileDefaults);
 
 impl Loader<String> for ProfileLoader {
     type Value = user_profiles::Model;
@@ -61,7 +62,7 @@ impl Loader<String> for ProfileLoader {
 }
 
 /// The recorded cost of calls, by log id (absent while in flight).
-pub struct CostLoader(pub DatabaseConnection);
+pub struct CostLoader(pub Db);
 
 impl Loader<Uuid> for CostLoader {
     type Value = i64;
@@ -82,7 +83,7 @@ impl Loader<Uuid> for CostLoader {
 }
 
 /// Tokens metered this UTC month, by user id (from the monthly rollup).
-pub struct MonthTokensLoader(pub DatabaseConnection);
+pub struct MonthTokensLoader(pub Db);
 
 impl Loader<String> for MonthTokensLoader {
     type Value = i64;

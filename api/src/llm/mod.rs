@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use entity::prompt_logs::{self, CallStatus};
 use futures_util::StreamExt;
-use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::{OpenAiConfig, ProfileDefaults};
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::service::calls::{self, NewCall, Outcome};
 use crate::service::profiles;
@@ -63,7 +63,7 @@ pub struct UpstreamInfo {
 
 /// The call pipeline, shared by every request.
 pub struct Calls {
-    db: DatabaseConnection,
+    db: Db,
     client: LlmClient,
     config: OpenAiConfig,
     defaults: ProfileDefaults,
@@ -110,7 +110,7 @@ impl Drop for RunningGuard {
 impl Calls {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        db: DatabaseConnection,
+        db: Db,
         config: OpenAiConfig,
         defaults: ProfileDefaults,
         upstream: UpstreamInfo,
@@ -345,7 +345,7 @@ impl Calls {
 
 /// Runs one call to the end.
 struct Driver {
-    db: DatabaseConnection,
+    db: Db,
     client: LlmClient,
     first_token_timeout: Duration,
     idle_timeout: Duration,

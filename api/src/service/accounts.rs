@@ -3,13 +3,13 @@
 use email_address::EmailAddress;
 use entity::{account, user, user_profiles};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    Set, SqlErr, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, SqlErr,
 };
 
 use crate::auth::Auth;
 use crate::auth::session::{self, ClientInfo};
 use crate::config::ProfileDefaults;
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 
 /// Better Auth's password length bounds.
@@ -47,7 +47,7 @@ fn check_password(password: &str) -> AppResult<()> {
 
 /// A new account and its first session.
 pub async fn sign_up(
-    db: &DatabaseConnection,
+    db: &Db,
     auth: &Auth,
     defaults: &ProfileDefaults,
     email: &str,
@@ -124,7 +124,7 @@ pub async fn sign_up(
 /// Check email and password and start a session. Unknown email and wrong password are the same
 /// answer, after the same hashing work.
 pub async fn sign_in(
-    db: &DatabaseConnection,
+    db: &Db,
     auth: &Auth,
     email: &str,
     password: String,

@@ -1,21 +1,23 @@
 //! Operator work (the `admin` binary): budgets are set here, not by users.
 
 use entity::{user, user_profiles};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+
+use crate::db::Db;
 
 use crate::config::Config;
 use crate::service::accounts::Email;
 use crate::service::{calls, profiles};
 
-async fn connect(config: &Config) -> Result<DatabaseConnection, String> {
-    let mut direct = config.database.clone();
-    direct.url = direct.direct_url().clone();
-    crate::db::connect(&direct)
+/// Operator commands are one-off, so they use the direct endpoint.
+async fn connect(config: &Config) -> Result<Db, String> {
+    crate::db::connect_direct(&config.database, 1)
         .await
+        .map(Db::orm)
         .map_err(|e| format!("could not connect to the database: {e}"))
 }
 
-async fn find_user(db: &DatabaseConnection, email: &str) -> Result<user::Model, String> {
+async fn find_user(db: &Db, email: &str) -> Result<user::Model, String> {
     let email = Email::parse(email).map_err(|e| e.message())?;
     user::Entity::find()
         .filter(user::Column::Email.eq(email.as_str()))

@@ -6,12 +6,13 @@ use entity::prompt_logs::{self, CallStatus};
 use entity::{call_reservations, prompt_log_usage, token_usage, usage_monthly};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QuerySelect, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::metering::budget::{admits, month_key};
 
@@ -76,7 +77,7 @@ async fn lock_month(
 
 /// Admit a call: within the budget, insert its in-flight log and its reservation. Refused calls
 /// write nothing.
-pub async fn admit(db: &DatabaseConnection, call: NewCall) -> AppResult<prompt_logs::Model> {
+pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     let txn = db.begin().await?;
     let created_at = now();
     let month = lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
@@ -151,7 +152,7 @@ fn clamp_i32(n: i64) -> i32 {
 /// log), add it to the month's rollup and release its reservation, all or nothing. A log that is
 /// already final is returned as it is, and nothing is written.
 pub async fn finalise(
-    db: &DatabaseConnection,
+    db: &Db,
     log: &prompt_logs::Model,
     outcome: Outcome,
 ) -> AppResult<prompt_logs::Model> {
@@ -256,7 +257,7 @@ async fn add_to_month(
 }
 
 /// Renew the leases of the calls this process is running.
-pub async fn renew(db: &DatabaseConnection, log_ids: &[Uuid]) -> AppResult<()> {
+pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
     if log_ids.is_empty() {
         return Ok(());
     }
@@ -272,7 +273,7 @@ pub async fn renew(db: &DatabaseConnection, log_ids: &[Uuid]) -> AppResult<()> {
 /// died), or a lease of `owner` (this process's earlier life) that `running` does not hold.
 /// Live calls of other processes are never returned.
 pub async fn stranded(
-    db: &DatabaseConnection,
+    db: &Db,
     owner: &str,
     lease: std::time::Duration,
     running: &std::collections::HashSet<Uuid>,

@@ -544,7 +544,7 @@ async fn refusals_come_before_any_row_or_upstream_call() {
 
 /// Set a budget the way an operator does (the `admin set-budget` command).
 async fn set_budget(app: &TestApp, email: &str, budget: i64) {
-    let config = api::config::Config::from_vars(tests::base_vars(&app.database.url)).unwrap();
+    let config = api::config::Config::from_vars(tests::base_vars(&app.database)).unwrap();
     let said = api::service::admin::set_budget(&config, email, budget)
         .await
         .unwrap();
@@ -788,7 +788,7 @@ async fn shutdown_lets_calls_finish_within_the_grace_period_then_finalises_the_r
     let database = app.database.clone();
     let user_id = user.id.clone();
     app.shutdown().await; // returns once nothing is in flight
-    let db = sea_orm::Database::connect(database.url.as_str())
+    let db = sea_orm::Database::connect(database.direct_url())
         .await
         .unwrap();
     assert_eq!(calls.running(), 0);

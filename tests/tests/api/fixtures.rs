@@ -1,11 +1,12 @@
 //! Rows written straight to the database, for tests of the data layer itself.
 
+use api::db::Db;
 use chrono::Utc;
 use entity::{account, prompt_logs, session, token_usage, user, user_profiles};
-use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+use sea_orm::{ActiveModelTrait, Set};
 use uuid::Uuid;
 
-pub async fn user(db: &DatabaseConnection, email: &str) -> user::Model {
+pub async fn user(db: &Db, email: &str) -> user::Model {
     let now = Utc::now().naive_utc();
     user::ActiveModel {
         id: Set(Uuid::new_v4().simple().to_string()),
@@ -21,7 +22,7 @@ pub async fn user(db: &DatabaseConnection, email: &str) -> user::Model {
     .expect("insert user")
 }
 
-pub async fn profile(db: &DatabaseConnection, user_id: &str) -> user_profiles::Model {
+pub async fn profile(db: &Db, user_id: &str) -> user_profiles::Model {
     user_profiles::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id.into()),
@@ -35,7 +36,7 @@ pub async fn profile(db: &DatabaseConnection, user_id: &str) -> user_profiles::M
     .expect("insert profile")
 }
 
-pub async fn session(db: &DatabaseConnection, user_id: &str) -> session::Model {
+pub async fn session(db: &Db, user_id: &str) -> session::Model {
     let now = Utc::now().naive_utc();
     session::ActiveModel {
         id: Set(Uuid::new_v4().simple().to_string()),
@@ -52,7 +53,7 @@ pub async fn session(db: &DatabaseConnection, user_id: &str) -> session::Model {
     .expect("insert session")
 }
 
-pub async fn account(db: &DatabaseConnection, user_id: &str) -> account::Model {
+pub async fn account(db: &Db, user_id: &str) -> account::Model {
     let now = Utc::now().naive_utc();
     account::ActiveModel {
         id: Set(Uuid::new_v4().simple().to_string()),
@@ -74,7 +75,7 @@ pub async fn account(db: &DatabaseConnection, user_id: &str) -> account::Model {
     .expect("insert account")
 }
 
-pub async fn usage(db: &DatabaseConnection, user_id: &str) -> token_usage::Model {
+pub async fn usage(db: &Db, user_id: &str) -> token_usage::Model {
     token_usage::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id.into()),
@@ -90,7 +91,7 @@ pub async fn usage(db: &DatabaseConnection, user_id: &str) -> token_usage::Model
 }
 
 /// A log still in flight (completion NULL).
-pub async fn log_in_flight(db: &DatabaseConnection, user_id: &str) -> prompt_logs::Model {
+pub async fn log_in_flight(db: &Db, user_id: &str) -> prompt_logs::Model {
     prompt_logs::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id.into()),

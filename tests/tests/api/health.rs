@@ -50,7 +50,9 @@ async fn readyz_reports_pending_migrations_until_they_are_applied() {
 
     // Applying them out of band (as `cargo run -p migration -- up` would) makes the server ready.
     use migration::MigratorTrait;
-    migration::Migrator::up(&app.db, None).await.unwrap();
+    let direct = app.direct().await;
+    migration::Migrator::up(&direct, None).await.unwrap();
+    direct.close().await.unwrap();
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     app.shutdown().await;
@@ -60,7 +62,7 @@ async fn readyz_reports_pending_migrations_until_they_are_applied() {
 async fn readyz_reports_an_unreachable_database() {
     let app = spawn_app().await;
     // The test's handle shares the server's pool: closing it cuts the server off.
-    app.db.close_by_ref().await.unwrap();
+    app.db.close().await;
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();

@@ -11,7 +11,8 @@ async fn migrations_roll_back_completely_and_reapply() {
     let app = spawn_app().await;
     let before = describe(&app.db).await;
 
-    Migrator::down(&app.db, None)
+    let direct = app.direct().await;
+    Migrator::down(&direct, None)
         .await
         .expect("roll back every migration");
     let tables_left = match app.db_backend() {
@@ -52,9 +53,10 @@ async fn migrations_roll_back_completely_and_reapply() {
         assert_eq!(functions, "0", "trigger functions left after rolling back");
     }
 
-    Migrator::up(&app.db, None)
+    Migrator::up(&direct, None)
         .await
         .expect("re-apply every migration");
+    direct.close().await.unwrap();
     assert_eq!(describe(&app.db).await, before);
     app.shutdown().await;
 }

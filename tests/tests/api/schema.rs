@@ -4,13 +4,14 @@
 //! to rewrite the file after an intended change, then review the diff.
 //! Constraint behaviour the catalog cannot show on SQLite is proven by the tests below.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use api::db::Db;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tests::{TestBackend, spawn_app};
 
 use crate::fixtures;
 
 /// One line per catalog row, every value cast to text by the query itself.
-async fn rows(db: &DatabaseConnection, title: &str, sql: &str, columns: usize) -> String {
+async fn rows(db: &Db, title: &str, sql: &str, columns: usize) -> String {
     let backend = db.get_database_backend();
     let result = db
         .query_all_raw(Statement::from_string(backend, sql.to_owned()))
@@ -32,7 +33,7 @@ async fn rows(db: &DatabaseConnection, title: &str, sql: &str, columns: usize) -
 }
 
 /// The schema as the database reports it.
-pub async fn describe(db: &DatabaseConnection) -> String {
+pub async fn describe(db: &Db) -> String {
     match db.get_database_backend() {
         DbBackend::Postgres => {
             let mut s = rows(db, "columns: table | column | type | nullable | default", "

@@ -1,0 +1,412 @@
+//! Database connections: the request pool ([`Db`]) and the migration connection.
+//!
+//! Every statement the server runs on `DATABASE_URL` goes through [`Db`] or a [`Tx`] it began,
+//! which pick the access path for `DATABASE_POOL_MODE`:
+//!
+//! * `direct` (SQLite, or PostgreSQL without a transaction-mode pooler): SeaORM over sqlx,
+//!   prepared statements cached per connection.
+//! * `transaction` (PgBouncer in transaction mode, Neon's `-pooler`): the simple query protocol
+//!   with typed literals ([`inline`]), no statement cache, nothing that outlives a transaction.
+//!   Transactions are ordinary `BEGIN`/`COMMIT`, which a transaction-mode pooler keeps on one
+//!   server connection from start to end.
+//!
+//! Session-level work (migrations, DDL) opens its own connection on `DATABASE_URL_DIRECT`.
+
+pub mod inline;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::sqlx::{self, AssertSqlSafe, Postgres};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, RuntimeErr, SqlxPostgresConnector, SqlxSqliteConnector, Statement,
+    TransactionTrait,
+};
+use tokio::sync::Mutex;
+
+use crate::config::{Backend, DatabaseConfig, PoolMode};
+
+/// The request pool: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Db {
+    path: Path,
+    statements: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+enum Path {
+    Orm(DatabaseConnection),
+    Simple(PgPool),
+}
+
+/// A transaction begun on a [`Db`]. Dropped without [`Tx::commit`], it rolls back.
+pub struct Tx {
+    path: TxPath,
+    statements: Arc<AtomicU64>,
+}
+
+enum TxPath {
+    Orm(DatabaseTransaction),
+    Simple(Mutex<sqlx::Transaction<'static, Postgres>>),
+}
+
+impl Db {
+    /// Wrap a SeaORM connection (the `direct` path).
+    pub fn orm(connection: DatabaseConnection) -> Db {
+        Db {
+            path: Path::Orm(connection),
+            statements: Arc::default(),
+        }
+    }
+
+    /// The pool mode this handle runs in.
+    pub fn pool_mode(&self) -> PoolMode {
+        match self.path {
+            Path::Orm(_) => PoolMode::Direct,
+            Path::Simple(_) => PoolMode::Transaction,
+        }
+    }
+
+    /// Statements run through this pool since it opened (a metric; tests count with it).
+    pub fn statement_counter(&self) -> Arc<AtomicU64> {
+        self.statements.clone()
+    }
+
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Begin a transaction.
+    pub async fn begin(&self) -> Result<Tx, DbErr> {
+        self.count();
+        let path = match &self.path {
+            Path::Orm(c) => TxPath::Orm(c.begin().await?),
+            Path::Simple(pool) => {
+                TxPath::Simple(Mutex::new(pool.begin().await.map_err(acquire_err)?))
+            }
+        };
+        Ok(Tx {
+            path,
+            statements: self.statements.clone(),
+        })
+    }
+
+    /// Check that the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        match &self.path {
+            Path::Orm(c) => c.ping().await,
+            Path::Simple(pool) => simple_query(pool, "SELECT 1".to_owned()).await.map(|_| ()),
+        }
+    }
+
+    /// Close every connection of the pool.
+    pub async fn close(&self) {
+        match &self.path {
+            Path::Orm(c) => {
+                let _ = c.close_by_ref().await;
+            }
+            Path::Simple(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// Commit the transaction.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match self.path {
+            TxPath::Orm(t) => t.commit().await,
+            TxPath::Simple(t) => t.into_inner().commit().await.map_err(exec_err),
+        }
+    }
+
+    /// Roll the transaction back now (dropping it does so too, on the connection's next use).
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match self.path {
+            TxPath::Orm(t) => t.rollback().await,
+            TxPath::Simple(t) => t.into_inner().rollback().await.map_err(exec_err),
+        }
+    }
+}
+
+fn acquire_err(e: sqlx::Error) -> DbErr {
+    match e {
+        sqlx::Error::PoolTimedOut => {
+            DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)
+        }
+        sqlx::Error::PoolClosed => {
+            DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::ConnectionClosed)
+        }
+        e => DbErr::Conn(RuntimeErr::SqlxError(e.into())),
+    }
+}
+
+fn exec_err(e: sqlx::Error) -> DbErr {
+    match e {
+        e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => acquire_err(e),
+        e => DbErr::Exec(RuntimeErr::SqlxError(e.into())),
+    }
+}
+
+fn query_err(e: sqlx::Error) -> DbErr {
+    match e {
+        e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => acquire_err(e),
+        e => DbErr::Query(RuntimeErr::SqlxError(e.into())),
+    }
+}
+
+/// Run `sql` (one or more statements, no parameters) as one simple-protocol `Query`.
+async fn simple_query<'c, E>(executor: E, sql: String) -> Result<Vec<PgRow>, DbErr>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .fetch_all(executor)
+        .await
+        .map_err(query_err)
+}
+
+async fn simple_execute<'c, E>(executor: E, sql: String) -> Result<ExecResult, DbErr>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(executor)
+        .await
+        .map(ExecResult::from)
+        .map_err(exec_err)
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Db {
+    fn get_database_backend(&self) -> DbBackend {
+        match &self.path {
+            Path::Orm(c) => c.get_database_backend(),
+            Path::Simple(_) => DbBackend::Postgres,
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.count();
+        match &self.path {
+            Path::Orm(c) => c.execute_raw(stmt).await,
+            Path::Simple(pool) => simple_execute(pool, inline::render(&stmt)?).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.count();
+        match &self.path {
+            Path::Orm(c) => c.execute_unprepared(sql).await,
+            Path::Simple(pool) => simple_execute(pool, sql.to_owned()).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.count();
+        match &self.path {
+            Path::Orm(c) => c.query_one_raw(stmt).await,
+            Path::Simple(pool) => Ok(simple_query(pool, inline::render(&stmt)?)
+                .await?
+                .into_iter()
+                .next()
+                .map(QueryResult::from)),
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.count();
+        match &self.path {
+            Path::Orm(c) => c.query_all_raw(stmt).await,
+            Path::Simple(pool) => Ok(simple_query(pool, inline::render(&stmt)?)
+                .await?
+                .into_iter()
+                .map(QueryResult::from)
+                .collect()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Tx {
+    fn get_database_backend(&self) -> DbBackend {
+        match &self.path {
+            TxPath::Orm(t) => t.get_database_backend(),
+            TxPath::Simple(_) => DbBackend::Postgres,
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match &self.path {
+            TxPath::Orm(t) => t.execute_raw(stmt).await,
+            TxPath::Simple(t) => {
+                let sql = inline::render(&stmt)?;
+                simple_execute(&mut **t.lock().await, sql).await
+            }
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match &self.path {
+            TxPath::Orm(t) => t.execute_unprepared(sql).await,
+            TxPath::Simple(t) => simple_execute(&mut **t.lock().await, sql.to_owned()).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match &self.path {
+            TxPath::Orm(t) => t.query_one_raw(stmt).await,
+            TxPath::Simple(t) => {
+                let sql = inline::render(&stmt)?;
+                Ok(simple_query(&mut **t.lock().await, sql)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(QueryResult::from))
+            }
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match &self.path {
+            TxPath::Orm(t) => t.query_all_raw(stmt).await,
+            TxPath::Simple(t) => {
+                let sql = inline::render(&stmt)?;
+                Ok(simple_query(&mut **t.lock().await, sql)
+                    .await?
+                    .into_iter()
+                    .map(QueryResult::from)
+                    .collect())
+            }
+        }
+    }
+}
+
+/// How long a SQLite writer waits for the file lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `application_name` of the request pool's connections (what `pg_stat_activity` shows).
+pub const POOL_APPLICATION_NAME: &str = "aiwrapper-api";
+/// `application_name` of the direct connection used for migrations.
+pub const DIRECT_APPLICATION_NAME: &str = "aiwrapper-migrate";
+
+/// Open the request pool on `DATABASE_URL`, on the access path for `DATABASE_POOL_MODE`.
+pub async fn connect(cfg: &DatabaseConfig) -> Result<Db, DbErr> {
+    let url = cfg.url.expose();
+    match Backend::of(url) {
+        Some(Backend::Postgres) => {
+            let pool = pg_pool(url, cfg, cfg.max_connections, POOL_APPLICATION_NAME).await?;
+            Ok(match cfg.pool_mode {
+                PoolMode::Direct => Db::orm(SqlxPostgresConnector::from_sqlx_postgres_pool(pool)),
+                PoolMode::Transaction => Db {
+                    path: Path::Simple(pool),
+                    statements: Arc::default(),
+                },
+            })
+        }
+        _ => Ok(Db::orm(open_sqlite(url, cfg, cfg.max_connections).await?)),
+    }
+}
+
+/// A SeaORM connection on the direct endpoint (`DATABASE_URL_DIRECT`, else `DATABASE_URL`),
+/// for session-level work: migrations and operator commands.
+pub async fn connect_direct(
+    cfg: &DatabaseConfig,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    let url = cfg.direct_url().expose();
+    match Backend::of(url) {
+        Some(Backend::Postgres) => Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(
+            pg_pool(url, cfg, max_connections, DIRECT_APPLICATION_NAME).await?,
+        )),
+        _ => open_sqlite(url, cfg, max_connections).await,
+    }
+}
+
+/// Apply pending migrations over the direct endpoint, on a connection of its own that is
+/// closed afterwards: DDL is session-level work that does not belong on a transaction-mode
+/// pooler.
+pub async fn migrate(cfg: &DatabaseConfig) -> Result<(), DbErr> {
+    let direct = connect_direct(cfg, 1).await?;
+    let result = Migrator::up(&direct, None).await;
+    direct.close().await?;
+    result
+}
+
+/// Names of migrations not yet applied (without creating the migrations table).
+pub async fn pending_migrations(db: &Db) -> Result<Vec<String>, DbErr> {
+    Ok(Migrator::get_pending_migrations_read_only(db)
+        .await?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect())
+}
+
+#[allow(clippy::needless_pass_by_value)] // the shape map_err wants
+fn bad_url(e: sqlx::Error) -> DbErr {
+    DbErr::Custom(format!("invalid database URL: {e}"))
+}
+
+/// A PostgreSQL pool; it opens one connection first, so a wrong URL fails at start-up.
+async fn pg_pool(
+    url: &str,
+    cfg: &DatabaseConfig,
+    max_connections: u32,
+    application_name: &str,
+) -> Result<PgPool, DbErr> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(bad_url)?
+        .application_name(application_name);
+    let mut pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(cfg.connect_timeout)
+        .idle_timeout(cfg.idle_timeout);
+    if cfg.pool_mode == PoolMode::Transaction {
+        // The health check on acquire is a lone Sync, one more exchange through the pooler
+        // for nothing: the pooler checks its own server connections.
+        pool = pool.test_before_acquire(false);
+    }
+    pool.connect_with(options)
+        .await
+        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e.into())))
+}
+
+async fn open_sqlite(
+    url: &str,
+    cfg: &DatabaseConfig,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    // WAL lets readers proceed while one writer commits; foreign keys are off by default
+    // in SQLite and the cascades depend on them.
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(bad_url)?
+        .foreign_keys(true)
+        // So that REPLACE conflict resolution (which deletes) fires the append-only
+        // delete triggers too.
+        .pragma("recursive_triggers", "ON")
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(cfg.connect_timeout)
+        .idle_timeout(cfg.idle_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e.into())))?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
