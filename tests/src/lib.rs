@@ -11,6 +11,7 @@
 //! server (see [`pgbouncer`]): servers under test then get it as `DATABASE_URL`, the server
 //! itself as `DATABASE_URL_DIRECT`, and `DATABASE_POOL_MODE=transaction`, as on Neon.
 //! `TEST_PGBOUNCER_PREPARED_STATEMENTS=N` sets its `max_prepared_statements` (PgBouncer ≥ 1.21).
+//! `TEST_POOL_MODE=direct|transaction` overrides the pool mode servers under test get.
 
 pub mod pg_cluster;
 pub mod pgbouncer;
@@ -317,6 +318,10 @@ pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
     if let Some(direct) = &database.direct {
         vars.insert("DATABASE_URL_DIRECT".into(), direct.clone());
         vars.insert("DATABASE_POOL_MODE".into(), "transaction".into());
+    }
+    // To see what the other access path does behind the same pooler.
+    if let Ok(mode) = std::env::var("TEST_POOL_MODE") {
+        vars.insert("DATABASE_POOL_MODE".into(), mode);
     }
     vars
 }

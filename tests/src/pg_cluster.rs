@@ -24,6 +24,24 @@ pub struct PgCluster {
     pub version: String,
 }
 
+/// The server's log lines so far (multi-line entries joined), each `database|application|...`.
+static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The log entries of `database` so far, without the database prefix: `application|LOG: ...`.
+/// Only the harness's own cluster has one; with `TEST_DATABASE_URL` this panics.
+pub fn server_log(database: &str) -> Vec<String> {
+    assert!(
+        CLEANUP.lock().unwrap_or_else(|p| p.into_inner()).is_some(),
+        "the server log is only available from the harness's own cluster (unset TEST_DATABASE_URL)"
+    );
+    let prefix = format!("{database}|");
+    LOG.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
 /// What the exit handler needs to stop the server and remove its files.
 static CLEANUP: Mutex<Option<(i32, PathBuf)>> = Mutex::new(None);
 
@@ -108,6 +126,9 @@ fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
                 "timezone=UTC",
                 "-c",
                 "logging_collector=off",
+                // Database and application on every line, for `server_log`.
+                "-c",
+                "log_line_prefix=%d|%a|",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -151,8 +172,21 @@ fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
         unsafe {
             libc::atexit(stop_at_exit);
         }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log so the server never blocks on a full pipe, and keep it for
+        // `server_log`.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+                match log.last_mut() {
+                    // A multi-line statement goes on over lines that start with a tab.
+                    Some(last) if line.starts_with('\t') => {
+                        last.push('\n');
+                        last.push_str(&line);
+                    }
+                    _ => log.push(line),
+                }
+            }
+        });
         Ok((
             child,
             PgCluster {

@@ -9,6 +9,7 @@ mod fixtures;
 mod health;
 mod history;
 mod migrations;
+mod pooling;
 mod schema;
 mod sdl;
 mod websocket;
