@@ -51,6 +51,16 @@ async fn stream(
 /// Exactly one log and one linked usage row per upstream call, none in flight, no reservation
 /// left, and the monthly rollup equal to the sum of the usage rows.
 async fn assert_books_balance(app: &TestApp, user_id: &str, upstream_calls: u64) {
+    assert_rows_balance(app, user_id, upstream_calls).await;
+    assert_eq!(
+        app.upstream.stats.requests.load(Ordering::SeqCst),
+        upstream_calls
+    );
+}
+
+/// The rows of [`assert_books_balance`], for calls served by several servers (each with its own
+/// upstream).
+async fn assert_rows_balance(app: &TestApp, user_id: &str, upstream_calls: u64) {
     let logs = PromptLogs::find()
         .filter(prompt_logs::Column::UserId.eq(user_id))
         .all(&app.db)
@@ -126,10 +136,6 @@ async fn assert_books_balance(app: &TestApp, user_id: &str, upstream_calls: u64)
         )
     });
     assert_eq!(rolled, summed, "the monthly rollup matches the usage rows");
-    assert_eq!(
-        app.upstream.stats.requests.load(Ordering::SeqCst),
-        upstream_calls
-    );
 }
 
 async fn only_log(app: &TestApp) -> prompt_logs::Model {
@@ -630,6 +636,47 @@ async fn twenty_concurrent_calls_against_a_budget_that_fits_five() {
     assert!(used <= 5 * size + size, "overshoot beyond one call: {used}");
     assert_books_balance(&app, &user.id, 5).await;
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_budget_holds_across_two_replicas() {
+    let a = spawn_app_with(|v| {
+        v.insert("INSTANCE_ID".into(), "replica-a".into());
+    })
+    .await;
+    let b = tests::spawn_app_on(a.database.clone(), |v| {
+        v.insert("INSTANCE_ID".into(), "replica-b".into());
+    })
+    .await;
+    let user = a.sign_up("ada@example.com").await;
+    let prompt = "race @@tokens=10 @@pace_ms=5";
+    let size = prompt_tokens(prompt) + 10;
+    set_budget(&a, &user.email, 4 * size).await;
+    let input = json!({ "prompt": prompt, "maxTokens": 10 });
+    // Sixteen calls at once, half on each replica, with the session made on A.
+    let results = futures_util::future::join_all((0..16).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        stream(app, &user, input.clone())
+    }))
+    .await;
+    let ok = results.iter().filter(|(_, _, e)| e.is_none()).count();
+    for (_, _, error) in &results {
+        if let Some(e) = error {
+            assert_eq!(
+                e["errors"][0]["extensions"]["code"], "BUDGET_EXCEEDED",
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(
+        ok, 4,
+        "the budget fits four calls, whichever replica serves them"
+    );
+    assert_rows_balance(&a, &user.id, 4).await;
+    let upstream_calls = [&a, &b].map(|app| app.upstream.stats.requests.load(Ordering::SeqCst));
+    assert_eq!(upstream_calls.iter().sum::<u64>(), 4, "{upstream_calls:?}");
+    b.shutdown().await;
+    a.shutdown().await;
 }
 
 #[tokio::test]
