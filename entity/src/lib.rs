@@ -12,6 +12,7 @@ pub mod prompt_log_usage;
 pub mod prompt_logs;
 pub mod session;
 pub mod token_usage;
+pub mod usage_daily;
 pub mod usage_monthly;
 pub mod user;
 pub mod user_profiles;

@@ -4,6 +4,7 @@ pub use super::prompt_log_usage::Entity as PromptLogUsage;
 pub use super::prompt_logs::{CallStatus, Entity as PromptLogs};
 pub use super::session::Entity as Session;
 pub use super::token_usage::Entity as TokenUsage;
+pub use super::usage_daily::Entity as UsageDaily;
 pub use super::usage_monthly::Entity as UsageMonthly;
 pub use super::user::Entity as User;
 pub use super::user_profiles::Entity as UserProfiles;

@@ -75,6 +75,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0005_history_keyset.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261126_000006_usage_daily",
+                postgres: [
+                    include_str!("../sql/0006_usage_daily.postgres.up.sql"),
+                    include_str!("../sql/0006_usage_daily.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0006_usage_daily.sqlite.up.sql"),
+                    include_str!("../sql/0006_usage_daily.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

@@ -15,6 +15,7 @@
 //! | `@@stall_after=N` | send nothing more after N tokens, keeping the connection open |
 //! | `@@finish=X` | finish with `finish_reason` X (`content_filter`, `length`, an unknown value; `empty` sends "") |
 //! | `@@no_usage` | send no usage chunk even when `stream_options.include_usage` asks for one |
+//! | `@@trace=ID` | record when the request arrived and when each token was sent ([`Stats::take_trace`]) |
 //!
 //! Every token is one token of the model's tokenizer, so the deltas, the usage the server
 //! reports and a local count of the text all agree.
@@ -66,6 +67,16 @@ pub struct Stats {
     /// Content tokens written to clients.
     pub tokens_sent: AtomicU64,
     changed: Notify,
+    /// Timings of streams whose prompt carries `@@trace=ID` (for the benchmark harness).
+    traces: std::sync::Mutex<std::collections::HashMap<String, StreamTrace>>,
+}
+
+/// When a traced stream's request arrived and when each content token was handed to the
+/// response body.
+#[derive(Clone, Debug, Default)]
+pub struct StreamTrace {
+    pub received: Option<std::time::Instant>,
+    pub tokens: Vec<std::time::Instant>,
 }
 
 impl Stats {
@@ -78,6 +89,14 @@ impl Stats {
             }
             changed.await;
         }
+    }
+
+    /// Take the timings recorded for `@@trace=id` (once the stream has ended).
+    pub fn take_trace(&self, id: &str) -> Option<StreamTrace> {
+        self.traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
     }
 
     fn bump(&self, counter: &AtomicU64, by: u64) {
@@ -186,6 +205,7 @@ struct Directives {
     stall_after: Option<usize>,
     finish: Option<String>,
     no_usage: bool,
+    trace: Option<String>,
 }
 
 fn directives(text: &str) -> Directives {
@@ -208,6 +228,7 @@ fn directives(text: &str) -> Directives {
                 })
             }
             "no_usage" => d.no_usage = true,
+            "trace" => d.trace = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -248,6 +269,7 @@ async fn models() -> Json<Value> {
 }
 
 async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Response {
+    let received = std::time::Instant::now();
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -330,6 +352,7 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
     let stream = async_stream::stream! {
         // Counts the stream as abandoned if the client drops it before the end.
         let mut guard = Abandoned { stats: stats.clone(), finished: false };
+        let mut trace = d.trace.as_ref().map(|_| StreamTrace { received: Some(received), tokens: Vec::with_capacity(n) });
         let chunk = |delta: Value, finish: Value| -> Result<Bytes, std::io::Error> {
             let body = json!({
                 "id": id, "object": "chat.completion.chunk", "created": unix_now(), "model": model,
@@ -359,6 +382,9 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
             if d.stall_after == Some(i) {
                 std::future::pending::<()>().await;
             }
+            if let Some(t) = trace.as_mut() {
+                t.tokens.push(std::time::Instant::now());
+            }
             yield chunk(json!({ "content": token(&prompt, i) }), Value::Null);
             stats.bump(&stats.tokens_sent, 1);
         }
@@ -372,6 +398,9 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
             yield Ok(Bytes::from(format!("data: {body}\n\n")));
         }
         yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+        if let (Some(id), Some(t)) = (d.trace.clone(), trace.take()) {
+            stats.traces.lock().unwrap_or_else(|p| p.into_inner()).insert(id, t);
+        }
         guard.finished = true;
         stats.bump(&stats.finished, 1);
     };

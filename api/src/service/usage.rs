@@ -1,5 +1,5 @@
-//! Usage aggregates over a window, computed by the database (GROUP BY over `token_usage`'s
-//! `idx_usage_user_time`), identical on PostgreSQL and SQLite.
+//! Usage aggregates over a window: whole days from the `usage_daily` rollup, the partial edge
+//! days grouped from `token_usage` (see [`summary`]), identical on PostgreSQL and SQLite.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
@@ -41,16 +41,41 @@ pub struct Summary {
     pub by_day: Vec<DayRow>,
 }
 
-const SUMS_PG: &str = "count(*)::bigint AS calls, \
-    coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens, \
-    coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens, \
-    coalesce(sum(cost_microcents), 0)::bigint AS cost_microcents";
-const SUMS_SQLITE: &str = "count(*) AS calls, \
-    coalesce(sum(prompt_tokens), 0) AS prompt_tokens, \
-    coalesce(sum(completion_tokens), 0) AS completion_tokens, \
-    coalesce(sum(cost_microcents), 0) AS cost_microcents";
+/// One (UTC day, model) group, from the rollup or from the window's partial edge days.
+#[derive(Debug, FromQueryResult)]
+struct DayModelRow {
+    day: String,
+    model: String,
+    calls: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_microcents: i64,
+}
+
+/// Midnight UTC at or after `t`.
+fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_day(t);
+    if floor == t {
+        t
+    } else {
+        floor + chrono::Duration::days(1)
+    }
+}
+
+/// Midnight UTC at or before `t`.
+fn floor_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(t, |m| m.and_utc())
+}
 
 /// The user's usage in `[from, to)`.
+///
+/// Whole UTC days come from the `usage_daily` rollup (a few rows per day); only the partial
+/// first and last day of the window are grouped from `token_usage` rows (through
+/// `idx_usage_user_time`), so the cost does not grow with the user's history. Both parts are
+/// one statement, so the answer is one consistent snapshot, and the totals, `byModel` and
+/// `byDay` are sums of the same groups, so they always agree.
 pub async fn summary(
     db: &impl ConnectionTrait,
     user_id: &str,
@@ -58,42 +83,145 @@ pub async fn summary(
     to: DateTime<Utc>,
 ) -> AppResult<Summary> {
     let backend = db.get_database_backend();
-    let (sums, day, window) = match backend {
+    let (first_whole, end_whole) = (ceil_day(from), floor_day(to));
+    // Whole days [first_whole, end_whole); raw rows in [from, first_whole) and [end_whole, to).
+    // A window inside one day has no whole day: its rows are all raw.
+    let (left_end, right_start, days) = if first_whole < end_whole {
+        (first_whole, end_whole, (first_whole, end_whole))
+    } else {
+        (to, to, (first_whole, first_whole))
+    };
+    let day_key = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
+    let (sums, day, p) = match backend {
         DbBackend::Postgres => (
-            SUMS_PG,
+            "count(*)::bigint, coalesce(sum(prompt_tokens), 0)::bigint, \
+             coalesce(sum(completion_tokens), 0)::bigint, coalesce(sum(cost_microcents), 0)::bigint",
             "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-            "user_id = $1 AND created_at >= $2 AND created_at < $3",
+            ["$1", "$2", "$3", "$4", "$5", "$6", "$7"],
         ),
-        // Timestamps are stored as RFC 3339 text in UTC: the first ten characters are the UTC day.
+        // Timestamps are RFC 3339 text in UTC: the first ten characters are the UTC day.
         _ => (
-            SUMS_SQLITE,
+            "count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), \
+             coalesce(sum(cost_microcents), 0)",
             "substr(created_at, 1, 10)",
-            "user_id = ? AND created_at >= ? AND created_at < ?",
+            ["?", "?", "?", "?", "?", "?", "?"],
         ),
     };
-    let values = || -> Vec<Value> { vec![user_id.into(), from.into(), to.into()] };
-    let stmt = |sql: String| Statement::from_sql_and_values(backend, sql, values());
-    let by_model = ModelRow::find_by_statement(stmt(format!(
-        "SELECT model, {sums} FROM token_usage WHERE {window} GROUP BY model ORDER BY model"
-    )))
-    .all(db)
-    .await?;
-    let by_day = DayRow::find_by_statement(stmt(format!(
-        "SELECT {day} AS day, {sums} FROM token_usage WHERE {window} GROUP BY {day} ORDER BY day"
-    )))
-    .all(db)
-    .await?;
-    // The totals are the sum of the per-model rows, so the two always agree (no separate total
-    // that a commit between two statements could make differ).
-    let totals = by_model.iter().fold(Totals::default(), |t, m| Totals {
-        calls: t.calls + m.calls,
-        prompt_tokens: t.prompt_tokens + m.prompt_tokens,
-        completion_tokens: t.completion_tokens + m.completion_tokens,
-        cost_microcents: t.cost_microcents + m.cost_microcents,
-    });
+    let sql = format!(
+        "SELECT day, model, calls, prompt_tokens, completion_tokens, cost_microcents \
+         FROM usage_daily WHERE user_id = {u} AND day >= {d1} AND day < {d2} \
+         UNION ALL \
+         SELECT {day} AS day, model, {sums} FROM token_usage \
+         WHERE user_id = {u2} AND ((created_at >= {l1} AND created_at < {l2}) \
+                                OR (created_at >= {r1} AND created_at < {r2})) \
+         GROUP BY {day}, model",
+        u = p[0],
+        d1 = p[1],
+        d2 = p[2],
+        u2 = if backend == DbBackend::Postgres {
+            "$1"
+        } else {
+            p[3]
+        },
+        l1 = if backend == DbBackend::Postgres {
+            "$4"
+        } else {
+            p[4]
+        },
+        l2 = if backend == DbBackend::Postgres {
+            "$5"
+        } else {
+            p[5]
+        },
+        r1 = if backend == DbBackend::Postgres {
+            "$6"
+        } else {
+            p[6]
+        },
+        r2 = if backend == DbBackend::Postgres {
+            "$7"
+        } else {
+            "?"
+        },
+    );
+    let mut values: Vec<Value> = vec![
+        user_id.into(),
+        day_key(days.0).into(),
+        day_key(days.1).into(),
+    ];
+    if backend != DbBackend::Postgres {
+        values.push(user_id.into());
+    }
+    values.extend([from.into(), left_end.into(), right_start.into(), to.into()]);
+    let groups =
+        DayModelRow::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
+            .all(db)
+            .await?;
+    let mut by_model: std::collections::BTreeMap<String, Totals> = Default::default();
+    let mut by_day: std::collections::BTreeMap<String, Totals> = Default::default();
+    let mut totals = Totals::default();
+    for g in groups {
+        for t in [
+            by_model.entry(g.model.clone()).or_default(),
+            by_day.entry(g.day.clone()).or_default(),
+            &mut totals,
+        ] {
+            t.calls += g.calls;
+            t.prompt_tokens += g.prompt_tokens;
+            t.completion_tokens += g.completion_tokens;
+            t.cost_microcents += g.cost_microcents;
+        }
+    }
     Ok(Summary {
         totals,
-        by_model,
-        by_day,
+        by_model: by_model
+            .into_iter()
+            .map(|(model, t)| ModelRow {
+                model,
+                calls: t.calls,
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                cost_microcents: t.cost_microcents,
+            })
+            .collect(),
+        by_day: by_day
+            .into_iter()
+            .map(|(day, t)| DayRow {
+                day,
+                calls: t.calls,
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                cost_microcents: t.cost_microcents,
+            })
+            .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn day_boundaries() {
+        assert_eq!(
+            floor_day(t("2026-11-26T13:00:00Z")),
+            t("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            ceil_day(t("2026-11-26T13:00:00Z")),
+            t("2026-11-27T00:00:00Z")
+        );
+        assert_eq!(
+            ceil_day(t("2026-11-26T00:00:00Z")),
+            t("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            floor_day(t("2026-11-26T00:00:00Z")),
+            t("2026-11-26T00:00:00Z")
+        );
+    }
 }

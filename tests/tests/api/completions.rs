@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use entity::prelude::*;
 use entity::prompt_logs::{self, CallStatus};
-use entity::{call_reservations, prompt_log_usage, token_usage, usage_monthly};
+use entity::{call_reservations, prompt_log_usage, token_usage, usage_daily, usage_monthly};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use tests::ws::GqlWs;
@@ -136,6 +136,21 @@ async fn assert_rows_balance(app: &TestApp, user_id: &str, upstream_calls: u64) 
         )
     });
     assert_eq!(rolled, summed, "the monthly rollup matches the usage rows");
+    let daily = UsageDaily::find()
+        .filter(usage_daily::Column::UserId.eq(user_id))
+        .all(&app.db)
+        .await
+        .unwrap()
+        .iter()
+        .fold((0, 0, 0, 0), |a, d| {
+            (
+                a.0 + d.calls,
+                a.1 + d.prompt_tokens,
+                a.2 + d.completion_tokens,
+                a.3 + d.cost_microcents,
+            )
+        });
+    assert_eq!(daily, summed, "the daily rollup matches the usage rows");
 }
 
 async fn only_log(app: &TestApp) -> prompt_logs::Model {

@@ -338,6 +338,67 @@ async fn usage_aggregates_match_hand_computed_sums() {
         ])
     );
 
+    // Windows that do not start or end at midnight: whole days come from the daily rollup,
+    // the partial first and last day from the rows themselves.
+    let calls_in = |from: &str, to: &str| {
+        let vars = json!({ "from": from, "to": to });
+        let app = &app;
+        let token = ada.token.clone();
+        async move {
+            let body = app.gql(Some(&token), USAGE, vars).await;
+            let u = &body["data"]["usage"];
+            let by_day: i64 = u["byDay"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["calls"].as_i64().unwrap())
+                .sum();
+            let by_model: i64 = u["byModel"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["calls"].as_i64().unwrap())
+                .sum();
+            assert_eq!(
+                (by_day, by_model),
+                (u["calls"].as_i64().unwrap(), u["calls"].as_i64().unwrap()),
+                "{body}"
+            );
+            (
+                u["calls"].as_i64().unwrap(),
+                u["promptTokens"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    // Mar 1 12:00 .. Mar 31 23:30: the 23:00 rows of both days, not 00:00 or 23:59:59.
+    assert_eq!(
+        calls_in("2026-03-01T12:00:00Z", "2026-03-31T23:30:00Z").await,
+        (2, "1000005".into())
+    );
+    // Within one day.
+    assert_eq!(
+        calls_in("2026-03-01T00:00:00Z", "2026-03-01T12:00:00Z").await,
+        (1, "100".into())
+    );
+    assert_eq!(
+        calls_in("2026-03-01T00:00:01Z", "2026-03-01T22:59:59Z").await,
+        (0, "0".into())
+    );
+    // Across midnight with no whole day: Feb 28 23:59:59 and Mar 1 00:00.
+    assert_eq!(
+        calls_in("2026-02-28T23:00:00Z", "2026-03-01T01:00:00Z").await,
+        (2, "109".into())
+    );
+    // Whole days only, then a window ending exactly at midnight.
+    assert_eq!(
+        calls_in("2026-03-02T00:00:00Z", "2026-03-31T00:00:00Z").await,
+        (0, "0".into())
+    );
+    assert_eq!(
+        calls_in("2026-03-31T00:00:00Z", "2026-04-01T00:00:00Z").await,
+        (2, "1000001".into())
+    );
+
     // Bad windows.
     for vars in [
         json!({ "from": "2026-04-01T00:00:00Z", "to": "2026-03-01T00:00:00Z" }),

@@ -1,0 +1,878 @@
+//! The scenarios of issue 7, each checking correctness while it measures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use crate::client::{Http, Ws};
+use crate::proc_stats::{RssSampler, cpu_time, rss};
+use crate::stats::Samples;
+
+/// What to run.
+pub struct Options {
+    scenarios: Vec<String>,
+    streams: Vec<usize>,
+    tokens: usize,
+    pace_ms: u64,
+    users: usize,
+    rows_per_user: usize,
+    heavy_rows: usize,
+    idle: usize,
+    duration: Duration,
+    out: std::path::PathBuf,
+}
+
+impl Options {
+    pub const USAGE: &'static str =
+        "usage: bench [--scenarios streaming,history,usage,signin,idle] [--streams 100,500,1000]
+             [--tokens 200] [--pace-ms 20] [--users 1000] [--rows-per-user 2000]
+             [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--out bench-results/latest.json]";
+
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            scenarios: ["streaming", "history", "usage", "signin", "idle"]
+                .map(str::to_owned)
+                .to_vec(),
+            streams: vec![100, 500, 1000],
+            tokens: 200,
+            pace_ms: 20,
+            users: 1000,
+            rows_per_user: 2000,
+            heavy_rows: 200_000,
+            idle: 5000,
+            duration: Duration::from_secs(10),
+            out: "bench-results/latest.json".into(),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let n = || {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("{flag}: not a number: {value}"))
+            };
+            match flag.as_str() {
+                "--scenarios" => o.scenarios = value.split(',').map(str::to_owned).collect(),
+                "--streams" => {
+                    o.streams = value
+                        .split(',')
+                        .map(|v| v.parse().map_err(|_| format!("--streams: {v}")))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--tokens" => o.tokens = n()?,
+                "--pace-ms" => o.pace_ms = n()? as u64,
+                "--users" => o.users = n()?,
+                "--rows-per-user" => o.rows_per_user = n()?,
+                "--heavy-rows" => o.heavy_rows = n()?,
+                "--idle" => o.idle = n()?,
+                "--seconds" => o.duration = Duration::from_secs(n()? as u64),
+                "--out" => o.out = value.into(),
+                _ => return Err(format!("unknown option {flag}")),
+            }
+        }
+        for s in &o.scenarios {
+            if !["streaming", "history", "usage", "signin", "idle"].contains(&s.as_str()) {
+                return Err(format!("unknown scenario {s}"));
+            }
+        }
+        Ok(o)
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
+}
+
+/// The server under test and what the harness needs around it.
+struct Stack {
+    server: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+    http: Http,
+    upstream: Arc<upstream::Stats>,
+    db: DatabaseConnection,
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn start(options: &Options) -> Result<Stack, String> {
+    let admin_url = tests::postgres_admin_url();
+    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(admin_url.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .map_err(|e| e.to_string())?;
+    admin.close().await.ok();
+    let mut url = url_with_database(&admin_url, &name);
+    url.push_str(if url.contains('?') { "&" } else { "?" });
+    url.push_str("application_name=bench");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let upstream_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let upstream = Arc::new(upstream::Stats::default());
+    let serving = upstream.clone();
+    let config = upstream::UpstreamConfig {
+        pace: Duration::from_millis(options.pace_ms),
+        default_tokens: options.tokens,
+    };
+    tokio::spawn(async move {
+        let _ = upstream::serve(listener, config, serving, std::future::pending()).await;
+    });
+
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut server = tokio::process::Command::new(exe)
+        .arg("serve")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DATABASE_URL", url_with_database(&admin_url, &name))
+        .env(
+            "BETTER_AUTH_SECRET",
+            "bench-secret-bench-secret-bench-secret-0123",
+        )
+        .env("OPENAI_BASE_URL", format!("http://{upstream_addr}/v1"))
+        .env("AUTH_RATE_LIMIT_MAX", "1000000000")
+        .env("INSTANCE_ID", "bench")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("start the server: {e}"))?;
+    let pid = server.id().ok_or("the server exited at once")?;
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr: SocketAddr = loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if let Some(a) = line.strip_prefix("LISTENING ") {
+                    break a.parse().map_err(|e| format!("address {a}: {e}"))?;
+                }
+            }
+            _ => return Err("the server exited before listening".into()),
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let db = Database::connect(url.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Stack {
+        server,
+        pid,
+        addr,
+        http: Http::new(addr),
+        upstream,
+        db,
+    })
+}
+
+fn url_with_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+async fn scalar(db: &DatabaseConnection, sql: &str) -> Result<i64, String> {
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .map_err(|e| format!("{sql}: {e}"))?
+    .ok_or("no row")?
+    .try_get_by_index::<i64>(0)
+    .map_err(|e| format!("{sql}: {e}"))
+}
+
+/// Sign up `n` users named `{prefix}{i}@bench.example` (a few at a time: hashing is the cost).
+async fn sign_up_many(
+    http: &Http,
+    prefix: &str,
+    n: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let results: Vec<Result<(String, String), String>> = stream::iter(0..n)
+        .map(|i| {
+            let http = http.clone();
+            let email = format!("{prefix}{i}@bench.example");
+            async move { http.sign_up(&email, PASSWORD).await }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// One table row of the report.
+struct Row {
+    scenario: String,
+    figures: Vec<(String, Value)>,
+}
+
+pub async fn run(options: Options) -> Result<(), String> {
+    let started = Instant::now();
+    let stack = start(&options).await?;
+    println!(
+        "server pid {} on {}, PostgreSQL {}, {} CPUs",
+        stack.pid,
+        stack.addr,
+        tests::postgres_admin_url(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut rows = Vec::new();
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    if options.wants("streaming") {
+        warm_up(&stack).await?;
+        for &n in &options.streams {
+            rows.push(streaming(&stack, &options, n, &run_id).await?);
+            print_row(rows.last().expect("a row"));
+        }
+    }
+    if options.wants("signin") {
+        rows.push(signin_storm(&stack, &options).await?);
+        print_row(rows.last().expect("a row"));
+    }
+    if options.wants("idle") {
+        rows.push(idle_connections(&stack, options.idle).await?);
+        print_row(rows.last().expect("a row"));
+    }
+    if options.wants("history") || options.wants("usage") {
+        let data = seed(&stack, &options).await?;
+        if options.wants("history") {
+            for row in history(&stack, &options, &data).await? {
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+        if options.wants("usage") {
+            for row in usage(&stack, &options, &data).await? {
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    let report = json!({
+        "machine": machine(),
+        "started_at": chrono::Utc::now().to_rfc3339(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "results": rows.iter().map(|r| {
+            let mut o = serde_json::Map::new();
+            o.insert("scenario".into(), json!(r.scenario));
+            for (k, v) in &r.figures { o.insert(k.clone(), v.clone()); }
+            Value::Object(o)
+        }).collect::<Vec<_>>(),
+    });
+    if let Some(dir) = options.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        &options.out,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "\nwrote {} ({:.0} s in all)",
+        options.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut server = stack.server;
+    server.start_kill().ok();
+    server.wait().await.ok();
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "memory_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+    })
+}
+
+fn print_row(row: &Row) {
+    let figures: Vec<String> = row
+        .figures
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Number(n) if n.is_f64() => format!("{k}={:.2}", n.as_f64().unwrap_or_default()),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    println!("{:<28} {}", row.scenario, figures.join("  "));
+}
+
+fn f(v: f64) -> Value {
+    json!((v * 1000.0).round() / 1000.0)
+}
+
+/// A few short streams first, so that one-time work (the tokenizer's tables, the first
+/// database and upstream connections) is not counted as per-stream latency.
+async fn warm_up(stack: &Stack) -> Result<(), String> {
+    let users = sign_up_many(&stack.http, "warmup", 4).await?;
+    let results = futures_util::future::join_all((0..16).map(|i| {
+        let token = users[i % users.len()].0.clone();
+        async move {
+            let mut ws = Ws::connect(stack.addr, &token).await?;
+            let r = ws
+                .stream(json!({ "prompt": format!("warm up {i} @@tokens=5 @@pace_ms=1") }))
+                .await?;
+            ws.close().await;
+            match r.error {
+                None => Ok(()),
+                Some(e) => Err(format!("warm-up stream: {e}")),
+            }
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+/// Scenario 1: `n` concurrent `completionStream` subscriptions of `tokens` tokens each, the
+/// upstream pacing them `pace_ms` apart.
+async fn streaming(
+    stack: &Stack,
+    options: &Options,
+    n: usize,
+    run_id: &str,
+) -> Result<Row, String> {
+    let users = sign_up_many(&stack.http, &format!("stream{n}-{run_id}-"), n.min(100)).await?;
+    let sockets: Vec<Result<Ws, String>> = stream::iter(0..n)
+        .map(|i| {
+            let token = users[i % users.len()].0.clone();
+            async move { Ws::connect(stack.addr, &token).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let sockets: Vec<Ws> = sockets.into_iter().collect::<Result<_, _>>()?;
+    let tag = format!("bench-{run_id}-{n}");
+    let tokens = options.tokens;
+    let cpu0 = cpu_time(stack.pid);
+    let sampler = RssSampler::start(stack.pid);
+    let t0 = Instant::now();
+    let results =
+        futures_util::future::join_all(sockets.into_iter().enumerate().map(|(i, mut ws)| {
+            let prompt = format!("{tag} stream {i} @@tokens={tokens} @@trace={tag}-{i}");
+            async move {
+                let subscribed = Instant::now();
+                let received = ws
+                    .stream(json!({ "prompt": prompt, "maxTokens": tokens }))
+                    .await;
+                ws.close().await;
+                (i, prompt, subscribed, received)
+            }
+        }))
+        .await;
+    let wall = t0.elapsed();
+    let cpu = cpu_time(stack.pid).saturating_sub(cpu0);
+    let peak_rss = sampler.peak();
+    drop(sampler);
+
+    let mut added_ttft = Samples::default();
+    let mut relay = Samples::default();
+    let mut problems = Vec::new();
+    for (i, prompt, subscribed, received) in results {
+        let received = match received {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("stream {i}: {e}"));
+                continue;
+            }
+        };
+        let expected = upstream::answer(&prompt, tokens);
+        let text: String = received.deltas.iter().map(|(_, d)| d.as_str()).collect();
+        let log = received.last.as_ref().map(|l| &l["log"]);
+        if received.error.is_some()
+            || text != expected
+            || log.is_none_or(|l| l["status"] != "OK" || l["completion"] != expected.as_str())
+        {
+            problems.push(format!(
+                "stream {i}: error {:?}, {} of {} chars, last {:?}",
+                received.error,
+                text.len(),
+                expected.len(),
+                received.last
+            ));
+            continue;
+        }
+        let Some(trace) = stack.upstream.take_trace(&format!("{tag}-{i}")) else {
+            problems.push(format!("stream {i}: the upstream recorded no trace"));
+            continue;
+        };
+        let (Some(up_received), Some(&up_first)) = (trace.received, trace.tokens.first()) else {
+            problems.push(format!("stream {i}: empty trace"));
+            continue;
+        };
+        let first_delta = received.deltas[0].0;
+        let server_ttft = first_delta.duration_since(subscribed).as_micros() as i64;
+        let upstream_ttft = up_first.duration_since(up_received).as_micros() as i64;
+        added_ttft.push_micros(server_ttft - upstream_ttft);
+        // Token k is complete in the client once the deltas' cumulative length reaches the
+        // length of the first k+1 tokens of the answer.
+        let mut ends = Vec::with_capacity(tokens);
+        let mut len = 0;
+        for k in 0..tokens {
+            len += upstream::answer(&prompt, k + 1).len() - upstream::answer(&prompt, k).len();
+            ends.push(len);
+        }
+        let mut seen = 0;
+        let mut k = 0;
+        for (at, delta) in &received.deltas {
+            seen += delta.len();
+            while k < tokens && ends[k] <= seen {
+                if let Some(sent) = trace.tokens.get(k) {
+                    let d = if *at >= *sent {
+                        at.duration_since(*sent).as_micros() as i64
+                    } else {
+                        -(sent.duration_since(*at).as_micros() as i64)
+                    };
+                    relay.push_micros(d);
+                }
+                k += 1;
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "{} of {n} streams were wrong or lost:\n{}",
+            problems.len(),
+            problems
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    // Exactly one final log and one linked usage row per stream.
+    let logs = scalar(
+        &stack.db,
+        &format!("SELECT count(*) FROM prompt_logs WHERE prompt LIKE '{tag} stream %' AND completion IS NOT NULL AND status = 'ok'"),
+    )
+    .await?;
+    let usage = scalar(
+        &stack.db,
+        &format!("SELECT count(*) FROM prompt_logs l JOIN prompt_log_usage p ON p.log_id = l.id JOIN token_usage u ON u.id = p.usage_id WHERE l.prompt LIKE '{tag} stream %' AND u.completion_tokens = {tokens}"),
+    )
+    .await?;
+    if logs != n as i64 || usage != n as i64 {
+        return Err(format!(
+            "{n} streams but {logs} final logs and {usage} usage rows"
+        ));
+    }
+    let relayed = (n * tokens) as f64;
+    Ok(Row {
+        scenario: format!("streaming {n}"),
+        figures: vec![
+            ("streams_ok".into(), json!(n)),
+            (
+                "added_ttft_p50_ms".into(),
+                f(added_ttft.percentile_ms(50.0)),
+            ),
+            (
+                "added_ttft_p99_ms".into(),
+                f(added_ttft.percentile_ms(99.0)),
+            ),
+            ("relay_p50_ms".into(), f(relay.percentile_ms(50.0))),
+            ("relay_p99_ms".into(), f(relay.percentile_ms(99.0))),
+            ("relay_samples".into(), json!(relay.len())),
+            (
+                "cpu_s_per_1000_tokens".into(),
+                f(cpu.as_secs_f64() / relayed * 1000.0),
+            ),
+            ("server_rss_peak_mib".into(), f(peak_rss as f64 / 1048576.0)),
+            ("wall_s".into(), f(wall.as_secs_f64())),
+        ],
+    })
+}
+
+/// Run `clients` loops of `op` for `duration`; latency samples and the count. Any error fails.
+async fn closed_loop<F, Fut>(
+    clients: usize,
+    duration: Duration,
+    op: F,
+) -> Result<(Samples, u64), String>
+where
+    F: Fn(usize) -> Fut + Sync,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + duration;
+    let results = futures_util::future::join_all((0..clients).map(|c| {
+        let op = &op;
+        async move {
+            let mut samples = Samples::default();
+            let mut count = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op(c).await?;
+                samples.push(t.elapsed());
+                count += 1;
+            }
+            Ok::<_, String>((samples, count))
+        }
+    }))
+    .await;
+    let mut all = Samples::default();
+    let mut total = 0;
+    for r in results {
+        let (s, c) = r?;
+        all.extend(s);
+        total += c;
+    }
+    Ok((all, total))
+}
+
+/// Scenario 4: 20 sign-in loops while 32 clients query `me`.
+async fn signin_storm(stack: &Stack, options: &Options) -> Result<Row, String> {
+    let signers = sign_up_many(&stack.http, "signer", 20).await?;
+    let readers = sign_up_many(&stack.http, "reader", 32).await?;
+    let stop = AtomicBool::new(false);
+    let sign_ins = AtomicU64::new(0);
+    let storm = futures_util::future::join_all((0..20).map(|i| {
+        let http = &stack.http;
+        let (stop, sign_ins) = (&stop, &sign_ins);
+        async move {
+            let email = format!("signer{i}@bench.example");
+            while !stop.load(Ordering::Relaxed) {
+                http.gql(
+                    None,
+                    "mutation($i: SignInInput!) { signIn(input: $i) { token } }",
+                    json!({ "i": { "email": email, "password": PASSWORD } }),
+                )
+                .await?;
+                sign_ins.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), String>(())
+        }
+    }));
+    let me = async {
+        let r = closed_loop(32, options.duration, |c| {
+            let http = &stack.http;
+            let token = &readers[c].0;
+            async move {
+                let body = http
+                    .gql(
+                        Some(token),
+                        "{ me { id email profile { tokensUsedThisMonth } } }",
+                        json!({}),
+                    )
+                    .await?;
+                if body["data"]["me"]["id"].is_string() {
+                    Ok(())
+                } else {
+                    Err(format!("me: {body}"))
+                }
+            }
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        r
+    };
+    let (storm, me) = tokio::join!(storm, me);
+    for r in storm {
+        r?;
+    }
+    let (mut samples, count) = me?;
+    let _ = signers;
+    let secs = options.duration.as_secs_f64();
+    Ok(Row {
+        scenario: "sign-in storm".into(),
+        figures: vec![
+            ("me_p50_ms".into(), f(samples.percentile_ms(50.0))),
+            ("me_p99_ms".into(), f(samples.percentile_ms(99.0))),
+            ("me_per_s".into(), f(count as f64 / secs)),
+            (
+                "sign_ins_per_s".into(),
+                f(sign_ins.load(Ordering::Relaxed) as f64 / secs),
+            ),
+        ],
+    })
+}
+
+/// Scenario 5: memory per idle authenticated WebSocket.
+async fn idle_connections(stack: &Stack, n: usize) -> Result<Row, String> {
+    let users = sign_up_many(&stack.http, "idle", 10).await?;
+    // Settle: one connection first, so lazily built state is not counted per connection.
+    Ws::connect(stack.addr, &users[0].0).await?.close().await;
+    let before = rss(stack.pid);
+    let sockets: Vec<Result<Ws, String>> = stream::iter(0..n)
+        .map(|i| {
+            let token = users[i % users.len()].0.clone();
+            async move { Ws::connect(stack.addr, &token).await }
+        })
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let sockets: Vec<Ws> = sockets.into_iter().collect::<Result<_, _>>()?;
+    let after = rss(stack.pid);
+    // The server still answers while holding them.
+    stack
+        .http
+        .gql(Some(&users[0].0), "{ me { id } }", json!({}))
+        .await?;
+    let open = sockets.len();
+    futures_util::future::join_all(sockets.into_iter().map(Ws::close)).await;
+    Ok(Row {
+        scenario: format!("idle websockets {n}"),
+        figures: vec![
+            ("connections".into(), json!(open)),
+            ("server_rss_before_mib".into(), f(before as f64 / 1048576.0)),
+            ("server_rss_after_mib".into(), f(after as f64 / 1048576.0)),
+            (
+                "kib_per_connection".into(),
+                f(after.saturating_sub(before) as f64 / 1024.0 / open as f64),
+            ),
+        ],
+    })
+}
+
+/// The bulk data the history and usage scenarios read.
+struct Seeded {
+    client_tokens: Vec<String>,
+    heavy_token: String,
+}
+
+/// Users and prompt logs in bulk: `users` users with `rows_per_user` logs each (64 of them
+/// signed up through the API, the rest inserted), and one heavy user with `heavy_rows` finished
+/// calls this month (logs, usage rows, links and the monthly rollup).
+async fn seed(stack: &Stack, options: &Options) -> Result<Seeded, String> {
+    let t = Instant::now();
+    let clients = sign_up_many(&stack.http, "hist", 64.min(options.users)).await?;
+    let (heavy_token, heavy_id) = stack.http.sign_up("heavy@bench.example", PASSWORD).await?;
+    let db = &stack.db;
+    let exec = |sql: String| async move {
+        db.execute_unprepared(&sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e}: {}", &sql[..sql.len().min(200)]))
+    };
+    let others = options.users.saturating_sub(clients.len());
+    exec(format!(
+        "INSERT INTO \"user\" (id, name, email) SELECT 'bulk-' || g, 'Bulk ' || g, 'bulk' || g || '@bench.example' FROM generate_series(1, {others}) g"
+    ))
+    .await?;
+    exec(
+        "INSERT INTO user_profiles (user_id) SELECT id FROM \"user\" WHERE id LIKE 'bulk-%'".into(),
+    )
+    .await?;
+    // Spread over the current month, newest now; every user's rows interleave in time.
+    exec(format!(
+        "INSERT INTO prompt_logs (user_id, model, prompt, completion, prompt_tokens, completion_tokens, latency_ms, status, metadata, created_at)
+         SELECT u.id, 'gpt-4o-mini', 'bulk prompt ' || g, 'bulk completion ' || g, 12, 40, 250, 'ok', '{{}}'::jsonb,
+                now() - (g * interval '1 second') - (random() * interval '1 second')
+         FROM \"user\" u CROSS JOIN generate_series(1, {}) g
+         WHERE u.email LIKE 'bulk%' OR u.email LIKE 'hist%'",
+        options.rows_per_user
+    ))
+    .await?;
+    // The heavy user: finished calls this month, each with its usage row and link (one
+    // statement: the foreign keys are checked at its end), then the monthly rollup.
+    exec(format!(
+        "WITH calls AS (
+           SELECT gen_random_uuid() AS log_id, gen_random_uuid() AS usage_id, g,
+                  greatest(date_trunc('month', now()), now() - (g * interval '5 seconds')) AS at,
+                  (ARRAY['gpt-4o-mini','gpt-4o','gpt-4.1-mini'])[1 + g % 3] AS model
+           FROM generate_series(1, {heavy}) g),
+         logs AS (
+           INSERT INTO prompt_logs (id, user_id, model, prompt, completion, prompt_tokens, completion_tokens, latency_ms, status, metadata, created_at)
+           SELECT log_id, '{heavy_id}', model, 'heavy prompt ' || g, 'heavy completion ' || g, 12, 40, 250, 'ok', '{{}}'::jsonb, at FROM calls),
+         usage AS (
+           INSERT INTO token_usage (id, user_id, model, prompt_tokens, completion_tokens, cost_microcents, created_at)
+           SELECT usage_id, '{heavy_id}', model, 12, 40, 1000, at FROM calls)
+         INSERT INTO prompt_log_usage (log_id, usage_id) SELECT log_id, usage_id FROM calls",
+        heavy = options.heavy_rows
+    ))
+    .await?;
+    exec(format!(
+        "INSERT INTO usage_monthly (user_id, month, calls, prompt_tokens, completion_tokens, cost_microcents)
+         SELECT user_id, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM'), count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_microcents)
+         FROM token_usage WHERE user_id = '{heavy_id}' GROUP BY user_id
+         ON CONFLICT (user_id, month) DO UPDATE SET calls = EXCLUDED.calls, prompt_tokens = EXCLUDED.prompt_tokens,
+           completion_tokens = EXCLUDED.completion_tokens, cost_microcents = EXCLUDED.cost_microcents"
+    ))
+    .await?;
+    exec("VACUUM ANALYZE".into()).await?;
+    let total = scalar(db, "SELECT count(*) FROM prompt_logs").await?;
+    println!(
+        "seeded {total} prompt logs ({} users x {} + {} for the heavy user) in {:.0} s",
+        options.users,
+        options.rows_per_user,
+        options.heavy_rows,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Seeded {
+        client_tokens: clients.into_iter().map(|(t, _)| t).collect(),
+        heavy_token,
+    })
+}
+
+const HISTORY: &str = "query($after: String) { history(first: 20, after: $after) { nodes { id model status createdAt user { id email profile { defaultModel tokensUsedThisMonth } } } pageInfo { hasNextPage endCursor } } }";
+
+/// Scenario 2: 64 clients paging `history(first: 20)` with nested `user { profile }`: page 1
+/// of their own feed, then the heavy user's page 5,000 rows deep.
+async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Row>, String> {
+    let check = |body: &Value| -> Result<(), String> {
+        let h = &body["data"]["history"];
+        let nodes = h["nodes"].as_array().map_or(0, Vec::len);
+        if nodes == 20
+            && h["pageInfo"]["hasNextPage"] == true
+            && h["nodes"][0]["user"]["profile"]["defaultModel"].is_string()
+        {
+            Ok(())
+        } else {
+            Err(format!("a history page with {nodes} nodes: {body}"))
+        }
+    };
+    let clients = data.client_tokens.len();
+    let (mut first, n1) = closed_loop(clients, options.duration, |c| {
+        let token = &data.client_tokens[c];
+        async move { check(&stack.http.gql(Some(token), HISTORY, json!({})).await?) }
+    })
+    .await?;
+    // The heavy user's cursor 5,000 rows deep, by paging to it.
+    let mut after = Value::Null;
+    let mut depth = 0;
+    while depth < 5000 {
+        let body = stack
+            .http
+            .gql(
+                Some(&data.heavy_token),
+                "query($after: String) { history(first: 100, after: $after) { nodes { id } pageInfo { endCursor } } }",
+                json!({ "after": after }),
+            )
+            .await?;
+        depth += body["data"]["history"]["nodes"]
+            .as_array()
+            .map_or(0, Vec::len);
+        after = body["data"]["history"]["pageInfo"]["endCursor"].clone();
+        if !after.is_string() {
+            return Err(format!("no cursor at depth {depth}"));
+        }
+    }
+    let (mut deep, n2) = closed_loop(clients, options.duration, |_| {
+        let after = &after;
+        async move {
+            check(
+                &stack
+                    .http
+                    .gql(Some(&data.heavy_token), HISTORY, json!({ "after": after }))
+                    .await?,
+            )
+        }
+    })
+    .await?;
+    let secs = options.duration.as_secs_f64();
+    Ok(vec![
+        Row {
+            scenario: "history page 1".into(),
+            figures: vec![
+                ("clients".into(), json!(clients)),
+                ("requests_per_s".into(), f(n1 as f64 / secs)),
+                ("p50_ms".into(), f(first.percentile_ms(50.0))),
+                ("p99_ms".into(), f(first.percentile_ms(99.0))),
+            ],
+        },
+        Row {
+            scenario: "history 5,000 rows deep".into(),
+            figures: vec![
+                ("clients".into(), json!(clients)),
+                ("requests_per_s".into(), f(n2 as f64 / secs)),
+                ("p50_ms".into(), f(deep.percentile_ms(50.0))),
+                ("p99_ms".into(), f(deep.percentile_ms(99.0))),
+            ],
+        },
+    ])
+}
+
+/// Scenario 3: `usage` and `me { profile { tokensUsedThisMonth } }` for the heavy user.
+async fn usage(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Row>, String> {
+    const CLIENTS: usize = 8;
+    let calls = options.heavy_rows as u64;
+    let (mut summary, n1) = closed_loop(CLIENTS, options.duration, |_| async move {
+        let body = stack
+            .http
+            .gql(
+                Some(&data.heavy_token),
+                "{ usage { calls promptTokens completionTokens costMicrocents byModel { model calls } byDay { day calls } } }",
+                json!({}),
+            )
+            .await?;
+        if body["data"]["usage"]["calls"].as_u64() == Some(calls) {
+            Ok(())
+        } else {
+            Err(format!("usage: {body}"))
+        }
+    })
+    .await?;
+    let used = (calls * 52).to_string();
+    let (mut month, n2) = closed_loop(CLIENTS, options.duration, |_| {
+        let used = &used;
+        async move {
+            let body = stack
+                .http
+                .gql(
+                    Some(&data.heavy_token),
+                    "{ me { profile { tokensUsedThisMonth } } }",
+                    json!({}),
+                )
+                .await?;
+            if body["data"]["me"]["profile"]["tokensUsedThisMonth"] == used.as_str() {
+                Ok(())
+            } else {
+                Err(format!("me: {body}"))
+            }
+        }
+    })
+    .await?;
+    let secs = options.duration.as_secs_f64();
+    Ok(vec![
+        Row {
+            scenario: "usage (heavy user)".into(),
+            figures: vec![
+                ("clients".into(), json!(CLIENTS)),
+                ("requests_per_s".into(), f(n1 as f64 / secs)),
+                ("p50_ms".into(), f(summary.percentile_ms(50.0))),
+                ("p99_ms".into(), f(summary.percentile_ms(99.0))),
+            ],
+        },
+        Row {
+            scenario: "tokensUsedThisMonth (heavy)".into(),
+            figures: vec![
+                ("clients".into(), json!(CLIENTS)),
+                ("requests_per_s".into(), f(n2 as f64 / secs)),
+                ("p50_ms".into(), f(month.percentile_ms(50.0))),
+                ("p99_ms".into(), f(month.percentile_ms(99.0))),
+            ],
+        },
+    ])
+}
