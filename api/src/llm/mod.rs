@@ -76,7 +76,7 @@ pub struct Calls {
     /// How long a call's lease lasts without renewal (`CALL_LEASE_SECS`).
     lease: Duration,
     /// The calls this process is running, whose leases it renews.
-    active: Arc<std::sync::Mutex<HashSet<Uuid>>>,
+    active: Active,
 }
 
 /// Calls not yet finalised, and a signal when one is.
@@ -87,6 +87,28 @@ struct Running {
 }
 
 /// Counts a call as running for as long as it lives.
+/// This process's calls by log id, from before admission until after finalisation.
+type Active = Arc<std::sync::Mutex<HashSet<Uuid>>>;
+
+/// Holds a call's id in [`Active`] for as long as its task lives.
+struct ActiveGuard(Active, Uuid);
+
+impl ActiveGuard {
+    fn new(active: &Active, id: Uuid) -> Self {
+        active.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        ActiveGuard(active.clone(), id)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 struct RunningGuard(Arc<Running>);
 
 impl RunningGuard {
@@ -190,7 +212,9 @@ impl Calls {
             )));
         }
         let prompt_tokens = tokenizer::count_chat(&model, [("user", prompt.as_str())]) as i64;
+        let log_id = Uuid::now_v7();
         let new_call = NewCall {
+            id: log_id,
             user_id: user_id.to_owned(),
             model: model.clone(),
             prompt: prompt.clone(),
@@ -219,10 +243,13 @@ impl Calls {
         // admitted cannot leave an admitted call with nobody to run and finalise it.
         let (admitted_tx, admitted) = tokio::sync::oneshot::channel();
         let guard = RunningGuard::new(&self.running);
-        let active = self.active.clone();
+        // Registered as running before its row can exist: a lease sweep never mistakes a call
+        // being admitted for a stranded one (see `calls::stranded`).
+        let active = ActiveGuard::new(&self.active, log_id);
         tokio::spawn(async move {
             let _tracked = token;
             let _running = guard;
+            let _active = active;
             let log = match calls::admit(&driver.db, new_call).await {
                 Ok(log) => log,
                 Err(e) => {
@@ -230,17 +257,8 @@ impl Calls {
                     return;
                 }
             };
-            let log_id = log.id;
-            active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(log_id);
             let _ = admitted_tx.send(Ok(log_id));
             driver.run(log, request, tx).await;
-            active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&log_id);
         });
         let log_id = admitted
             .await
@@ -253,12 +271,15 @@ impl Calls {
     /// certainly received). Live calls of other replicas are left alone (see
     /// `calls::stranded`). Runs at start and then every third of a lease.
     pub async fn recover(&self) -> AppResult<usize> {
+        // The cutoff before the snapshot: see `calls::stranded`.
+        let cutoff = calls::now();
         let running = self
             .active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let stranded = calls::stranded(&self.db, &self.instance, self.lease, &running).await?;
+        let stranded =
+            calls::stranded(&self.db, &self.instance, self.lease, &running, cutoff).await?;
         for log in &stranded {
             let price = self.config.prices.get(&log.model);
             let prompt_tokens = i64::from(log.prompt_tokens);

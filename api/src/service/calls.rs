@@ -25,6 +25,9 @@ pub fn now() -> DateTime<Utc> {
 /// A call to admit.
 #[derive(Clone, Debug)]
 pub struct NewCall {
+    /// The log's id, chosen before admission so that the caller can register the call as
+    /// running before its row exists (see [`stranded`]).
+    pub id: Uuid,
     pub user_id: String,
     pub model: String,
     pub prompt: String,
@@ -104,7 +107,7 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
         });
     }
     let log = prompt_logs::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(call.id),
         user_id: Set(call.user_id.clone()),
         model: Set(call.model),
         prompt: Set(call.prompt),
@@ -272,11 +275,17 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
 /// Calls in flight that nobody is running any more: no lease, a lease that lapsed (its process
 /// died), or a lease of `owner` (this process's earlier life) that `running` does not hold.
 /// Live calls of other processes are never returned.
+///
+/// `running` is a snapshot of this process's calls taken at or after `cutoff`, and a call is
+/// registered as running before its row is written (its `created_at` is later than its
+/// registration): so only calls created before `cutoff` are judged, and a call admitted while
+/// the sweep runs is never mistaken for a stranded one.
 pub async fn stranded(
     db: &Db,
     owner: &str,
     lease: std::time::Duration,
     running: &std::collections::HashSet<Uuid>,
+    cutoff: DateTime<Utc>,
 ) -> AppResult<Vec<prompt_logs::Model>> {
     use sea_orm::QueryOrder;
     let in_flight = prompt_logs::Entity::find()
@@ -298,7 +307,7 @@ pub async fn stranded(
     let lapsed_before = now() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     Ok(in_flight
         .into_iter()
-        .filter(|log| !running.contains(&log.id))
+        .filter(|log| !running.contains(&log.id) && log.created_at < cutoff)
         .filter(|log| match leases.get(&log.id) {
             None => true,
             Some(r) => r.owner == owner || r.heartbeat_at < lapsed_before,

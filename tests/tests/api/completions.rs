@@ -776,6 +776,104 @@ async fn a_replica_finalises_lapsed_calls_and_leaves_live_ones_alone() {
 }
 
 #[tokio::test]
+async fn a_call_admitted_while_a_lease_sweep_runs_is_not_taken_for_stranded() {
+    // Found by the benchmark: at 1,000 concurrent streams, a sweep that snapshotted the running
+    // calls just before a call's admission committed finalised that live call as interrupted.
+    let app = spawn_app_with(|v| {
+        v.insert("INSTANCE_ID".into(), "me".into());
+    })
+    .await;
+    let user = app.sign_up("ada@example.com").await;
+    let lease_time = std::time::Duration::from_secs(60);
+    let none = std::collections::HashSet::new();
+    let cutoff = api::service::calls::now();
+    let log = crate::fixtures::log_in_flight(&app.db, &user.id).await;
+    lease(&app, &log, "me", chrono::Duration::zero()).await;
+    // Created after the sweep's snapshot: not judged, although the snapshot lacks it.
+    let stranded = api::service::calls::stranded(&app.db, "me", lease_time, &none, cutoff)
+        .await
+        .unwrap();
+    assert!(stranded.is_empty(), "{stranded:?}");
+    // A later sweep that still does not see it running (its process's earlier life) does.
+    let later = log.created_at + chrono::Duration::microseconds(1);
+    let stranded = api::service::calls::stranded(&app.db, "me", lease_time, &none, later)
+        .await
+        .unwrap();
+    assert_eq!(stranded.iter().map(|l| l.id).collect::<Vec<_>>(), [log.id]);
+    // And one that sees it running leaves it alone.
+    let running = std::collections::HashSet::from([log.id]);
+    let stranded = api::service::calls::stranded(&app.db, "me", lease_time, &running, later)
+        .await
+        .unwrap();
+    assert!(stranded.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_running_through_many_lease_sweeps_all_finish() {
+    // Sweeps every second while calls keep being admitted for about three seconds: each call
+    // starts once the one before it has relayed two tokens (about 100 ms).
+    let app = spawn_app_with(|v| {
+        v.insert("CALL_LEASE_SECS".into(), "3".into());
+    })
+    .await;
+    let user = app.sign_up("ada@example.com").await;
+    let prompt = "sweep @@tokens=30 @@pace_ms=50";
+    const CALLS: usize = 30;
+    let (starts, mut waits): (Vec<_>, Vec<_>) = (0..CALLS)
+        .map(|_| tokio::sync::oneshot::channel::<()>())
+        .unzip();
+    let mut starts: Vec<Option<_>> = starts.into_iter().map(Some).collect();
+    starts.rotate_left(1); // call i signals call i + 1
+    starts[CALLS - 1] = None;
+    let first = waits.remove(0);
+    let mut gates: Vec<Option<tokio::sync::oneshot::Receiver<()>>> = vec![None];
+    gates.extend(waits.into_iter().map(Some));
+    drop(first);
+    let results =
+        futures_util::future::join_all(gates.into_iter().zip(starts).map(|(gate, next)| {
+            let app = &app;
+            let user = &user;
+            async move {
+                if let Some(gate) = gate {
+                    gate.await.unwrap();
+                }
+                let mut ws = GqlWs::connect(app, Some(&user.token)).await;
+                ws.subscribe("1", STREAM, json!({ "i": { "prompt": prompt } }))
+                    .await;
+                let mut text = String::new();
+                let mut next = next;
+                while let Some(m) = ws.next().await {
+                    match m["type"].as_str() {
+                        Some("next") => {
+                            if let Some(d) =
+                                m["payload"]["data"]["completionStream"]["delta"].as_str()
+                            {
+                                text.push_str(d);
+                            }
+                            if text.split_whitespace().count() >= 2
+                                && let Some(n) = next.take()
+                            {
+                                let _ = n.send(());
+                            }
+                            assert!(m["payload"]["errors"].is_null(), "{m}");
+                        }
+                        Some("complete") => break,
+                        _ => panic!("{m}"),
+                    }
+                }
+                text
+            }
+        }))
+        .await;
+    for text in &results {
+        assert_eq!(text, &upstream::answer(prompt, 30));
+    }
+    assert_books_balance(&app, &user.id, CALLS as u64).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn two_replicas_share_sessions_and_calls_without_stepping_on_each_other() {
     let a = spawn_app_with(|v| {
         v.insert("INSTANCE_ID".into(), "replica-a".into());
