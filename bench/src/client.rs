@@ -93,7 +93,11 @@ impl Ws {
             "sec-websocket-protocol",
             HeaderValue::from_static("graphql-transport-ws"),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(req)
+        // A small read buffer: tungstenite zero-fills all of it before every read (see the
+        // server's `READ_BUFFER_SIZE`), and this client reads once per token.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4 * 1024);
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
             .await
             .map_err(|e| format!("WebSocket connect: {e}"))?;
         let mut ws = Ws { socket };

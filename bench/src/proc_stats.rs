@@ -83,3 +83,60 @@ impl Drop for RssSampler {
         self.task.abort();
     }
 }
+
+/// CPU time used by the whole machine so far (all CPUs, busy time only), from `/proc/stat`.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, x)| *x)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_secs_f64(busy as f64 / per_second as f64)
+}
+
+/// Where CPU time went during a measurement: the server, this harness (load generator and
+/// upstream), and everything else (PostgreSQL, mostly).
+pub struct CpuSplit {
+    server_pid: u32,
+    start: (Duration, Duration, Duration),
+}
+
+impl CpuSplit {
+    pub fn start(server_pid: u32) -> CpuSplit {
+        CpuSplit {
+            server_pid,
+            start: (
+                cpu_time(server_pid),
+                cpu_time(std::process::id()),
+                machine_busy(),
+            ),
+        }
+    }
+
+    /// (server, harness, other) CPU seconds since `start`.
+    pub fn finish(&self) -> (f64, f64, f64) {
+        let server = cpu_time(self.server_pid).saturating_sub(self.start.0);
+        let harness = cpu_time(std::process::id()).saturating_sub(self.start.1);
+        let total = machine_busy().saturating_sub(self.start.2);
+        let other = total.saturating_sub(server + harness);
+        (
+            server.as_secs_f64(),
+            harness.as_secs_f64(),
+            other.as_secs_f64(),
+        )
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 use crate::client::{Http, Ws};
-use crate::proc_stats::{RssSampler, cpu_time, rss};
+use crate::proc_stats::{CpuSplit, RssSampler, cpu_time, rss};
 use crate::stats::Samples;
 
 /// What to run.
@@ -21,6 +21,7 @@ pub struct Options {
     streams: Vec<usize>,
     tokens: usize,
     pace_ms: u64,
+    ramp: Duration,
     users: usize,
     rows_per_user: usize,
     heavy_rows: usize,
@@ -32,7 +33,7 @@ pub struct Options {
 impl Options {
     pub const USAGE: &'static str =
         "usage: bench [--scenarios streaming,history,usage,signin,idle] [--streams 100,500,1000]
-             [--tokens 200] [--pace-ms 20] [--users 1000] [--rows-per-user 2000]
+             [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--out bench-results/latest.json]";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
@@ -43,6 +44,7 @@ impl Options {
             streams: vec![100, 500, 1000],
             tokens: 200,
             pace_ms: 20,
+            ramp: Duration::from_millis(1000),
             users: 1000,
             rows_per_user: 2000,
             heavy_rows: 200_000,
@@ -68,6 +70,7 @@ impl Options {
                 }
                 "--tokens" => o.tokens = n()?,
                 "--pace-ms" => o.pace_ms = n()? as u64,
+                "--ramp-ms" => o.ramp = Duration::from_millis(n()? as u64),
                 "--users" => o.users = n()?,
                 "--rows-per-user" => o.rows_per_user = n()?,
                 "--heavy-rows" => o.heavy_rows = n()?,
@@ -235,6 +238,12 @@ pub async fn run(options: Options) -> Result<(), String> {
     );
     let mut rows = Vec::new();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    // Idle connections first, on a fresh server: after the streaming runs the allocator holds
+    // freed memory that new connections would reuse unseen.
+    if options.wants("idle") {
+        rows.push(idle_connections(&stack, options.idle).await?);
+        print_row(rows.last().expect("a row"));
+    }
     if options.wants("streaming") {
         warm_up(&stack).await?;
         for &n in &options.streams {
@@ -243,12 +252,10 @@ pub async fn run(options: Options) -> Result<(), String> {
         }
     }
     if options.wants("signin") {
-        rows.push(signin_storm(&stack, &options).await?);
-        print_row(rows.last().expect("a row"));
-    }
-    if options.wants("idle") {
-        rows.push(idle_connections(&stack, options.idle).await?);
-        print_row(rows.last().expect("a row"));
+        for row in signin_storm(&stack, &options).await? {
+            print_row(&row);
+            rows.push(row);
+        }
     }
     if options.wants("history") || options.wants("usage") {
         let data = seed(&stack, &options).await?;
@@ -377,13 +384,20 @@ async fn streaming(
     let sockets: Vec<Ws> = sockets.into_iter().collect::<Result<_, _>>()?;
     let tag = format!("bench-{run_id}-{n}");
     let tokens = options.tokens;
+    // (A line to attach a profiler at: `perf record -p <server pid>` from here on.)
+    println!("measuring streaming {n}");
     let cpu0 = cpu_time(stack.pid);
+    let harness_cpu0 = cpu_time(std::process::id());
     let sampler = RssSampler::start(stack.pid);
     let t0 = Instant::now();
     let results =
         futures_util::future::join_all(sockets.into_iter().enumerate().map(|(i, mut ws)| {
             let prompt = format!("{tag} stream {i} @@tokens={tokens} @@trace={tag}-{i}");
+            // Starts spread evenly over the ramp, so that all n run at once for most of their
+            // length without every subscription arriving in the same millisecond.
+            let start = t0 + options.ramp.mul_f64(i as f64 / n as f64);
             async move {
+                tokio::time::sleep_until(start.into()).await;
                 let subscribed = Instant::now();
                 let received = ws
                     .stream(json!({ "prompt": prompt, "maxTokens": tokens }))
@@ -395,6 +409,7 @@ async fn streaming(
         .await;
     let wall = t0.elapsed();
     let cpu = cpu_time(stack.pid).saturating_sub(cpu0);
+    let harness_cpu = cpu_time(std::process::id()).saturating_sub(harness_cpu0);
     let peak_rss = sampler.peak();
     drop(sampler);
 
@@ -495,6 +510,7 @@ async fn streaming(
         scenario: format!("streaming {n}"),
         figures: vec![
             ("streams_ok".into(), json!(n)),
+            ("ramp_ms".into(), json!(options.ramp.as_millis() as u64)),
             (
                 "added_ttft_p50_ms".into(),
                 f(added_ttft.percentile_ms(50.0)),
@@ -511,9 +527,38 @@ async fn streaming(
                 f(cpu.as_secs_f64() / relayed * 1000.0),
             ),
             ("server_rss_peak_mib".into(), f(peak_rss as f64 / 1048576.0)),
+            // What the load generator and the upstream (this process) used meanwhile, on the
+            // same two cores.
+            ("server_cpu_s".into(), f(cpu.as_secs_f64())),
+            ("harness_cpu_s".into(), f(harness_cpu.as_secs_f64())),
             ("wall_s".into(), f(wall.as_secs_f64())),
         ],
     })
+}
+
+/// A closed-loop measurement's figures: rate, latency percentiles and the CPU per request of
+/// the server, of the harness and of the rest of the machine (PostgreSQL).
+fn loop_figures(
+    clients: usize,
+    duration: Duration,
+    samples: &mut Samples,
+    count: u64,
+    cpu: (f64, f64, f64),
+) -> Vec<(String, Value)> {
+    let per_req = |s: f64| f(s * 1000.0 / count.max(1) as f64);
+    vec![
+        ("clients".into(), json!(clients)),
+        ("requests".into(), json!(count)),
+        (
+            "requests_per_s".into(),
+            f(count as f64 / duration.as_secs_f64()),
+        ),
+        ("p50_ms".into(), f(samples.percentile_ms(50.0))),
+        ("p99_ms".into(), f(samples.percentile_ms(99.0))),
+        ("server_cpu_ms_per_req".into(), per_req(cpu.0)),
+        ("postgres_cpu_ms_per_req".into(), per_req(cpu.2)),
+        ("harness_cpu_ms_per_req".into(), per_req(cpu.1)),
+    ]
 }
 
 /// Run `clients` loops of `op` for `duration`; latency samples and the count. Any error fails.
@@ -553,9 +598,33 @@ where
 }
 
 /// Scenario 4: 20 sign-in loops while 32 clients query `me`.
-async fn signin_storm(stack: &Stack, options: &Options) -> Result<Row, String> {
-    let signers = sign_up_many(&stack.http, "signer", 20).await?;
+async fn signin_storm(stack: &Stack, options: &Options) -> Result<Vec<Row>, String> {
+    let _signers = sign_up_many(&stack.http, "signer", 20).await?;
     let readers = sign_up_many(&stack.http, "reader", 32).await?;
+    let me_loop = || {
+        closed_loop(32, options.duration, |c| {
+            let http = &stack.http;
+            let token = &readers[c].0;
+            async move {
+                let body = http
+                    .gql(
+                        Some(token),
+                        "{ me { id email profile { tokensUsedThisMonth } } }",
+                        json!({}),
+                    )
+                    .await?;
+                if body["data"]["me"]["id"].is_string() {
+                    Ok(())
+                } else {
+                    Err(format!("me: {body}"))
+                }
+            }
+        })
+    };
+    // The same 32 clients alone first: what the storm changes is the difference.
+    let cpu = CpuSplit::start(stack.pid);
+    let (mut alone, n_alone) = me_loop().await?;
+    let cpu_alone = cpu.finish();
     let stop = AtomicBool::new(false);
     let sign_ins = AtomicU64::new(0);
     let storm = futures_util::future::join_all((0..20).map(|i| {
@@ -575,48 +644,33 @@ async fn signin_storm(stack: &Stack, options: &Options) -> Result<Row, String> {
             Ok::<(), String>(())
         }
     }));
+    let cpu = CpuSplit::start(stack.pid);
     let me = async {
-        let r = closed_loop(32, options.duration, |c| {
-            let http = &stack.http;
-            let token = &readers[c].0;
-            async move {
-                let body = http
-                    .gql(
-                        Some(token),
-                        "{ me { id email profile { tokensUsedThisMonth } } }",
-                        json!({}),
-                    )
-                    .await?;
-                if body["data"]["me"]["id"].is_string() {
-                    Ok(())
-                } else {
-                    Err(format!("me: {body}"))
-                }
-            }
-        })
-        .await;
+        let r = me_loop().await;
         stop.store(true, Ordering::Relaxed);
         r
     };
     let (storm, me) = tokio::join!(storm, me);
+    let cpu_storm = cpu.finish();
     for r in storm {
         r?;
     }
-    let (mut samples, count) = me?;
-    let _ = signers;
-    let secs = options.duration.as_secs_f64();
-    Ok(Row {
-        scenario: "sign-in storm".into(),
-        figures: vec![
-            ("me_p50_ms".into(), f(samples.percentile_ms(50.0))),
-            ("me_p99_ms".into(), f(samples.percentile_ms(99.0))),
-            ("me_per_s".into(), f(count as f64 / secs)),
-            (
-                "sign_ins_per_s".into(),
-                f(sign_ins.load(Ordering::Relaxed) as f64 / secs),
-            ),
-        ],
-    })
+    let (mut during, n_during) = me?;
+    let mut storm_figures = loop_figures(32, options.duration, &mut during, n_during, cpu_storm);
+    storm_figures.push((
+        "sign_ins_per_s".into(),
+        f(sign_ins.load(Ordering::Relaxed) as f64 / options.duration.as_secs_f64()),
+    ));
+    Ok(vec![
+        Row {
+            scenario: "me, 32 clients, alone".into(),
+            figures: loop_figures(32, options.duration, &mut alone, n_alone, cpu_alone),
+        },
+        Row {
+            scenario: "me, 32 clients + 20 signIn".into(),
+            figures: storm_figures,
+        },
+    ])
 }
 
 /// Scenario 5: memory per idle authenticated WebSocket.
@@ -754,11 +808,13 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
         }
     };
     let clients = data.client_tokens.len();
+    let cpu = CpuSplit::start(stack.pid);
     let (mut first, n1) = closed_loop(clients, options.duration, |c| {
         let token = &data.client_tokens[c];
         async move { check(&stack.http.gql(Some(token), HISTORY, json!({})).await?) }
     })
     .await?;
+    let cpu1 = cpu.finish();
     // The heavy user's cursor 5,000 rows deep, by paging to it.
     let mut after = Value::Null;
     let mut depth = 0;
@@ -779,6 +835,7 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
             return Err(format!("no cursor at depth {depth}"));
         }
     }
+    let cpu = CpuSplit::start(stack.pid);
     let (mut deep, n2) = closed_loop(clients, options.duration, |_| {
         let after = &after;
         async move {
@@ -791,88 +848,71 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
         }
     })
     .await?;
-    let secs = options.duration.as_secs_f64();
+    let cpu2 = cpu.finish();
     Ok(vec![
         Row {
             scenario: "history page 1".into(),
-            figures: vec![
-                ("clients".into(), json!(clients)),
-                ("requests_per_s".into(), f(n1 as f64 / secs)),
-                ("p50_ms".into(), f(first.percentile_ms(50.0))),
-                ("p99_ms".into(), f(first.percentile_ms(99.0))),
-            ],
+            figures: loop_figures(clients, options.duration, &mut first, n1, cpu1),
         },
         Row {
             scenario: "history 5,000 rows deep".into(),
-            figures: vec![
-                ("clients".into(), json!(clients)),
-                ("requests_per_s".into(), f(n2 as f64 / secs)),
-                ("p50_ms".into(), f(deep.percentile_ms(50.0))),
-                ("p99_ms".into(), f(deep.percentile_ms(99.0))),
-            ],
+            figures: loop_figures(clients, options.duration, &mut deep, n2, cpu2),
         },
     ])
 }
 
-/// Scenario 3: `usage` and `me { profile { tokensUsedThisMonth } }` for the heavy user.
+/// Scenario 3: `usage` and `me { profile { tokensUsedThisMonth } }` for the heavy user, by one
+/// client (latency without queueing) and by eight at once.
 async fn usage(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Row>, String> {
-    const CLIENTS: usize = 8;
     let calls = options.heavy_rows as u64;
-    let (mut summary, n1) = closed_loop(CLIENTS, options.duration, |_| async move {
-        let body = stack
-            .http
-            .gql(
-                Some(&data.heavy_token),
-                "{ usage { calls promptTokens completionTokens costMicrocents byModel { model calls } byDay { day calls } } }",
-                json!({}),
-            )
-            .await?;
-        if body["data"]["usage"]["calls"].as_u64() == Some(calls) {
-            Ok(())
-        } else {
-            Err(format!("usage: {body}"))
-        }
-    })
-    .await?;
     let used = (calls * 52).to_string();
-    let (mut month, n2) = closed_loop(CLIENTS, options.duration, |_| {
-        let used = &used;
-        async move {
+    let mut rows = Vec::new();
+    for clients in [1, 8] {
+        let cpu = CpuSplit::start(stack.pid);
+        let (mut summary, n) = closed_loop(clients, options.duration, |_| async move {
             let body = stack
                 .http
                 .gql(
                     Some(&data.heavy_token),
-                    "{ me { profile { tokensUsedThisMonth } } }",
+                    "{ usage { calls promptTokens completionTokens costMicrocents byModel { model calls } byDay { day calls } } }",
                     json!({}),
                 )
                 .await?;
-            if body["data"]["me"]["profile"]["tokensUsedThisMonth"] == used.as_str() {
+            if body["data"]["usage"]["calls"].as_u64() == Some(calls) {
                 Ok(())
             } else {
-                Err(format!("me: {body}"))
+                Err(format!("usage: {body}"))
             }
-        }
-    })
-    .await?;
-    let secs = options.duration.as_secs_f64();
-    Ok(vec![
-        Row {
-            scenario: "usage (heavy user)".into(),
-            figures: vec![
-                ("clients".into(), json!(CLIENTS)),
-                ("requests_per_s".into(), f(n1 as f64 / secs)),
-                ("p50_ms".into(), f(summary.percentile_ms(50.0))),
-                ("p99_ms".into(), f(summary.percentile_ms(99.0))),
-            ],
-        },
-        Row {
-            scenario: "tokensUsedThisMonth (heavy)".into(),
-            figures: vec![
-                ("clients".into(), json!(CLIENTS)),
-                ("requests_per_s".into(), f(n2 as f64 / secs)),
-                ("p50_ms".into(), f(month.percentile_ms(50.0))),
-                ("p99_ms".into(), f(month.percentile_ms(99.0))),
-            ],
-        },
-    ])
+        })
+        .await?;
+        rows.push(Row {
+            scenario: format!("usage, heavy user, {clients} client(s)"),
+            figures: loop_figures(clients, options.duration, &mut summary, n, cpu.finish()),
+        });
+        let cpu = CpuSplit::start(stack.pid);
+        let (mut month, n) = closed_loop(clients, options.duration, |_| {
+            let used = &used;
+            async move {
+                let body = stack
+                    .http
+                    .gql(
+                        Some(&data.heavy_token),
+                        "{ me { profile { tokensUsedThisMonth } } }",
+                        json!({}),
+                    )
+                    .await?;
+                if body["data"]["me"]["profile"]["tokensUsedThisMonth"] == used.as_str() {
+                    Ok(())
+                } else {
+                    Err(format!("me: {body}"))
+                }
+            }
+        })
+        .await?;
+        rows.push(Row {
+            scenario: format!("tokensUsedThisMonth, heavy, {clients} client(s)"),
+            figures: loop_figures(clients, options.duration, &mut month, n, cpu.finish()),
+        });
+    }
+    Ok(rows)
 }

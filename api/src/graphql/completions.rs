@@ -93,6 +93,13 @@ impl PromptLog {
     }
     /// Who made the call.
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        // Logs are only ever shown to their owner: the signed-in user, already loaded by
+        // authentication, needs no query (the loader stays for any other path).
+        if let Ok(viewer) = ctx.data::<Viewer>()
+            && viewer.user.id == self.0.user_id
+        {
+            return Ok(User(viewer.user.clone()));
+        }
         let user = ctx
             .data::<DataLoader<UserLoader>>()?
             .load_one(self.0.user_id.clone())

@@ -16,6 +16,9 @@ use async_graphql::{Data, ErrorExtensions};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
+
+/// Per-read buffer of a WebSocket connection (see `websocket`).
+const READ_BUFFER_SIZE: usize = 4 * 1024;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -296,6 +299,12 @@ fn websocket(
     let max = state.config.graphql.max_body_bytes;
     upgrade
         .max_message_size(max)
+        // tungstenite zero-fills its whole read buffer before every read attempt, and the
+        // connection's read side is polled each time an event goes out: with the default 128 KiB
+        // that memset was a third of the server's CPU at 500 streams (perf, see README
+        // Performance; snapview/tungstenite-rs#547). Client messages here are small; larger
+        // ones (up to `max`) are read in several chunks.
+        .read_buffer_size(READ_BUFFER_SIZE)
         .max_frame_size(max)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {

@@ -83,28 +83,32 @@ async fn lock_month(
 pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     let txn = db.begin().await?;
     let created_at = now();
-    let month = lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
-    let reserved = call_reservations::Entity::find()
-        .select_only()
-        // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
-        .column_as(
-            call_reservations::Column::Tokens.sum().cast_as("BIGINT"),
-            "total",
-        )
-        .filter(call_reservations::Column::UserId.eq(call.user_id.as_str()))
-        .into_model::<Sum>()
-        .one(&txn)
-        .await?
-        .and_then(|s| s.total)
-        .unwrap_or(0);
-    if !admits(
-        call.budget,
-        month.prompt_tokens + month.completion_tokens,
-        reserved,
-    ) {
-        return Err(AppError::BudgetExceeded {
-            budget: call.budget,
-        });
+    // An unlimited budget (0) has nothing to check: no lock on the user's month, so one user's
+    // concurrent calls are admitted in parallel.
+    if call.budget > 0 {
+        let month = lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
+        let reserved = call_reservations::Entity::find()
+            .select_only()
+            // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
+            .column_as(
+                call_reservations::Column::Tokens.sum().cast_as("BIGINT"),
+                "total",
+            )
+            .filter(call_reservations::Column::UserId.eq(call.user_id.as_str()))
+            .into_model::<Sum>()
+            .one(&txn)
+            .await?
+            .and_then(|s| s.total)
+            .unwrap_or(0);
+        if !admits(
+            call.budget,
+            month.prompt_tokens + month.completion_tokens,
+            reserved,
+        ) {
+            return Err(AppError::BudgetExceeded {
+                budget: call.budget,
+            });
+        }
     }
     let log = prompt_logs::ActiveModel {
         id: Set(call.id),

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::prompt_logs::{self, CallStatus};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Select,
@@ -51,22 +52,27 @@ pub struct Page {
     pub has_next_page: bool,
 }
 
+/// `(created_at, id) < (p.created_at, p.id)`: a row comparison, which PostgreSQL and SQLite
+/// use as a range on `idx_log_user_time_id`, so a page deep in a long feed starts where it
+/// belongs instead of filtering out every newer row first (the OR-spelled form did that).
 fn older_than(p: Position) -> Condition {
-    use prompt_logs::Column as C;
-    Condition::any().add(C::CreatedAt.lt(p.created_at)).add(
-        Condition::all()
-            .add(C::CreatedAt.eq(p.created_at))
-            .add(C::Id.lt(p.id)),
-    )
+    Condition::all().add(position_expr().lt(position_value(p)))
 }
 
 fn newer_than(p: Position) -> Condition {
+    Condition::all().add(position_expr().gt(position_value(p)))
+}
+
+fn position_expr() -> Expr {
     use prompt_logs::Column as C;
-    Condition::any().add(C::CreatedAt.gt(p.created_at)).add(
-        Condition::all()
-            .add(C::CreatedAt.eq(p.created_at))
-            .add(C::Id.gt(p.id)),
-    )
+    Expr::tuple([
+        Expr::col((prompt_logs::Entity, C::CreatedAt)),
+        Expr::col((prompt_logs::Entity, C::Id)),
+    ])
+}
+
+fn position_value(p: Position) -> Expr {
+    Expr::tuple([Expr::value(p.created_at), Expr::value(p.id)])
 }
 
 fn feed(user_id: &str, filter: &Filter) -> Select<prompt_logs::Entity> {
