@@ -41,17 +41,15 @@ pub fn routes() -> Router<AppState> {
 #[derive(Clone, Copy, Debug)]
 pub struct OverWebSocket;
 
-/// How long a DataLoader collects keys before it queries. async-graphql's default is 1 ms, which
-/// each level of nesting pays in full (`me { profile { tokensUsedThisMonth } }` waited ~3 ms at
-/// one client, see README Performance); the keys of one level are registered in one pass of the
-/// executor, well within this.
-const LOADER_DELAY: std::time::Duration = std::time::Duration::from_micros(100);
-
+/// A per-request DataLoader. async-graphql collects keys for 1 ms before it queries, and each
+/// level of nesting pays that (`me { profile { tokensUsedThisMonth } }`: about 3 ms at one
+/// client, see README Performance). A 100 µs window was tried: in a debug build one page's 100
+/// keys then no longer fit one window and batches split (the statement-count test caught it).
 fn loader<T: async_graphql::dataloader::Loader<K>, K>(l: T) -> DataLoader<T>
 where
     K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
 {
-    DataLoader::new(l, tokio::spawn).delay(LOADER_DELAY)
+    DataLoader::new(l, tokio::spawn)
 }
 
 /// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
