@@ -303,6 +303,13 @@ impl Config {
                 "DATABASE_POOL_MODE",
                 "transaction applies to PostgreSQL only; SQLite has no pooler",
             );
+        } else if pool_mode == PoolMode::Transaction && direct_url.is_none() {
+            // Migrations (DDL, prepared statements) and operator commands must not go through
+            // a transaction-mode pooler: with a pooled DATABASE_URL, the direct one is required.
+            env.problem(
+                "DATABASE_URL_DIRECT",
+                "is required when DATABASE_URL is a transaction-mode pooler (DATABASE_POOL_MODE=transaction, or a Neon -pooler host): set it to the direct endpoint, used for migrations",
+            );
         }
         let run_migrations = env.flag("RUN_MIGRATIONS", true);
 
@@ -698,8 +705,20 @@ mod tests {
             // Only the first label counts.
             ("postgres://u@db.x-pooler.example.com/db", PoolMode::Direct),
         ] {
-            assert_eq!(mode(&[("DATABASE_URL", url)]).unwrap(), expected, "{url}");
+            let direct = "postgres://u@direct.example.com/db";
+            assert_eq!(
+                mode(&[("DATABASE_URL", url), ("DATABASE_URL_DIRECT", direct)]).unwrap(),
+                expected,
+                "{url}"
+            );
         }
+        // A pooled endpoint without a direct one: migrations would have nowhere safe to go.
+        let err = mode(&[(
+            "DATABASE_URL",
+            "postgres://u@ep-cool-pond-123-pooler.eu-central-1.aws.neon.tech/db",
+        )])
+        .unwrap_err();
+        assert!(err.0[0].starts_with("DATABASE_URL_DIRECT"), "{err:?}");
         let pg = "postgres://u@ep-a-pooler.neon.tech/db";
         assert_eq!(
             mode(&[("DATABASE_URL", pg), ("DATABASE_POOL_MODE", "direct")]).unwrap(),
@@ -708,6 +727,7 @@ mod tests {
         assert_eq!(
             mode(&[
                 ("DATABASE_URL", "postgres://u@localhost:6432/db"),
+                ("DATABASE_URL_DIRECT", "postgres://u@localhost:5432/db"),
                 ("DATABASE_POOL_MODE", "transaction")
             ])
             .unwrap(),

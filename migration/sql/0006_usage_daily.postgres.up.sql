@@ -4,6 +4,11 @@
 -- A trigger keeps it: every token_usage insert, whoever writes it, lands in the rollup in the
 -- same transaction, and token_usage rows are never updated or deleted (0003) except by the
 -- user's cascade, which removes the user's rollup rows too.
+-- No usage row may commit between the backfill's snapshot and the trigger's creation (a replica
+-- still running the previous version during a rolling deploy): hold inserts off until this
+-- migration commits.
+LOCK TABLE "token_usage" IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE "usage_daily" (
 	"user_id" text NOT NULL,
 	"day" text NOT NULL,

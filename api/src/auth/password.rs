@@ -135,7 +135,14 @@ impl Hasher {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
-                let _ = tx.send(work());
+                // A request that went away while its job waited needs no hash.
+                if tx.is_closed() {
+                    return;
+                }
+                // A panic must not take the hashing thread with it: the caller gets an error.
+                if let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                    let _ = tx.send(result);
+                }
             }))
             .map_err(|_| AppError::internal("the password hashing threads are gone"))?;
         rx.await
@@ -161,6 +168,7 @@ impl Hasher {
 
 /// Nice 10 for the calling thread (Linux keeps the nice value per thread). Best effort: if the
 /// system refuses, hashing runs at normal priority, still off the executor.
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)] // setpriority on our own thread id
 fn lower_this_threads_priority() {
     // SAFETY: gettid has no preconditions; setpriority with a valid id only changes the
@@ -170,6 +178,10 @@ fn lower_this_threads_priority() {
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
+
+/// Elsewhere the nice value is per process: hashing keeps the normal priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
 
 #[cfg(test)]
 mod tests {

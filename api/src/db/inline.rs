@@ -224,28 +224,19 @@ fn literal(value: &Value) -> Result<String, String> {
             if let Some(d) = v {
                 date_ok(d.year())?;
             }
-            cast(
-                v.map(|d| d.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string()),
-                "timestamptz",
-            )
+            cast(v.map(|d| utc_text(d.naive_utc())), "timestamptz")
         }
         Value::ChronoDateTimeLocal(v) => {
             if let Some(d) = v {
                 date_ok(d.year())?;
             }
-            cast(
-                v.map(|d| d.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string()),
-                "timestamptz",
-            )
+            cast(v.map(|d| utc_text(d.naive_utc())), "timestamptz")
         }
         Value::ChronoDateTimeWithTimeZone(v) => {
             if let Some(d) = v {
                 date_ok(d.year())?;
             }
-            cast(
-                v.map(|d| d.format("%Y-%m-%d %H:%M:%S%.f%:z").to_string()),
-                "timestamptz",
-            )
+            cast(v.map(|d| utc_text(d.naive_utc())), "timestamptz")
         }
         Value::Uuid(v) => cast(v.map(|u| u.hyphenated().to_string()), "uuid"),
         // i8 is PostgreSQL's one-byte "char" in sqlx; nothing here binds one, and the other
@@ -261,6 +252,12 @@ fn literal(value: &Value) -> Result<String, String> {
         );
     }
     Ok(rendered)
+}
+
+/// A UTC instant as `YYYY-MM-DD HH:MM:SS.ffffff+00:00` (exact for any offset, even one with
+/// seconds, which `%:z` would round).
+fn utc_text(t: chrono::NaiveDateTime) -> String {
+    format!("{}+00:00", t.format("%Y-%m-%d %H:%M:%S%.f"))
 }
 
 /// `E'...'` with backslashes and quotes doubled; NUL is refused, as the server would.
@@ -316,6 +313,11 @@ mod tests {
         assert_eq!(
             lit(serde_json::json!({"a": "b'c"})),
             "CAST(E'{\"a\":\"b''c\"}' AS jsonb)"
+        );
+        let east = chrono::DateTime::parse_from_rfc3339("2026-11-27T01:54:54.5+04:00").unwrap();
+        assert_eq!(
+            lit(east),
+            "CAST(E'2026-11-26 21:54:54.500+00:00' AS timestamptz)"
         );
         assert!(literal(&Value::from("nul\0")).is_err());
         assert!(literal(&Value::BigUnsigned(Some(u64::MAX))).is_err());

@@ -24,7 +24,7 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sea_orm::sqlx::{self, AssertSqlSafe, Postgres};
+use sea_orm::sqlx::{self, AssertSqlSafe, ConnectOptions as _, Postgres};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
     QueryResult, RuntimeErr, SqlxPostgresConnector, SqlxSqliteConnector, Statement,
@@ -367,9 +367,14 @@ async fn pg_pool(
     max_connections: u32,
     application_name: &str,
 ) -> Result<PgPool, DbErr> {
-    let options = PgConnectOptions::from_str(url)
+    let mut options = PgConnectOptions::from_str(url)
         .map_err(bad_url)?
         .application_name(application_name);
+    if cfg.pool_mode == PoolMode::Transaction {
+        // Statements on this path carry their values in the SQL text (session tokens, hashes,
+        // prompts): sqlx must not log them (it logs slow statements at WARN by default).
+        options = options.disable_statement_logging();
+    }
     let mut pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)

@@ -283,7 +283,8 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
 /// `running` is a snapshot of this process's calls taken at or after `cutoff`, and a call is
 /// registered as running before its row is written (its `created_at` is later than its
 /// registration): so only calls created before `cutoff` are judged, and a call admitted while
-/// the sweep runs is never mistaken for a stranded one.
+/// the sweep runs is never mistaken for a stranded one. (Both times come from this process's
+/// wall clock; a clock stepping back by more than an admission takes could defeat that.)
 pub async fn stranded(
     db: &Db,
     owner: &str,
