@@ -187,6 +187,27 @@ fn lower_this_threads_priority() {}
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_off_the_executor_on_low_priority_threads() {
+        let hasher = Hasher::new(1);
+        let (name, nice) = hasher
+            .run(|| {
+                #[allow(unsafe_code)]
+                // SAFETY: getpriority of this thread; no memory involved.
+                let nice =
+                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+                (std::thread::current().name().map(str::to_owned), nice)
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("password-hash-0"));
+        assert_eq!(nice, 10);
+        // A job that panics is an error for its caller, and the thread lives on.
+        assert!(hasher.run(|| panic!("boom")).await.is_err());
+        assert!(hasher.hash("pw".into()).await.is_ok());
+    }
+
     #[test]
     fn argon2id_with_owasp_parameters_round_trips() {
         let h = hash("correct horse battery staple");
