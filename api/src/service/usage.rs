@@ -92,67 +92,38 @@ pub async fn summary(
         (to, to, (first_whole, first_whole))
     };
     let day_key = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
-    let (sums, day, p) = match backend {
+    let (sums, day) = match backend {
         DbBackend::Postgres => (
             "count(*)::bigint, coalesce(sum(prompt_tokens), 0)::bigint, \
              coalesce(sum(completion_tokens), 0)::bigint, coalesce(sum(cost_microcents), 0)::bigint",
             "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-            ["$1", "$2", "$3", "$4", "$5", "$6", "$7"],
         ),
         // Timestamps are RFC 3339 text in UTC: the first ten characters are the UTC day.
         _ => (
             "count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), \
              coalesce(sum(cost_microcents), 0)",
             "substr(created_at, 1, 10)",
-            ["?", "?", "?", "?", "?", "?", "?"],
         ),
     };
+    // Numbered placeholders, which SQLite (through sqlx) takes as well as PostgreSQL.
     let sql = format!(
         "SELECT day, model, calls, prompt_tokens, completion_tokens, cost_microcents \
-         FROM usage_daily WHERE user_id = {u} AND day >= {d1} AND day < {d2} \
+         FROM usage_daily WHERE user_id = $1 AND day >= $2 AND day < $3 \
          UNION ALL \
          SELECT {day} AS day, model, {sums} FROM token_usage \
-         WHERE user_id = {u2} AND ((created_at >= {l1} AND created_at < {l2}) \
-                                OR (created_at >= {r1} AND created_at < {r2})) \
-         GROUP BY {day}, model",
-        u = p[0],
-        d1 = p[1],
-        d2 = p[2],
-        u2 = if backend == DbBackend::Postgres {
-            "$1"
-        } else {
-            p[3]
-        },
-        l1 = if backend == DbBackend::Postgres {
-            "$4"
-        } else {
-            p[4]
-        },
-        l2 = if backend == DbBackend::Postgres {
-            "$5"
-        } else {
-            p[5]
-        },
-        r1 = if backend == DbBackend::Postgres {
-            "$6"
-        } else {
-            p[6]
-        },
-        r2 = if backend == DbBackend::Postgres {
-            "$7"
-        } else {
-            "?"
-        },
+         WHERE user_id = $1 AND ((created_at >= $4 AND created_at < $5) \
+                              OR (created_at >= $6 AND created_at < $7)) \
+         GROUP BY {day}, model"
     );
-    let mut values: Vec<Value> = vec![
+    let values: Vec<Value> = vec![
         user_id.into(),
         day_key(days.0).into(),
         day_key(days.1).into(),
+        from.into(),
+        left_end.into(),
+        right_start.into(),
+        to.into(),
     ];
-    if backend != DbBackend::Postgres {
-        values.push(user_id.into());
-    }
-    values.extend([from.into(), left_end.into(), right_start.into(), to.into()]);
     let groups =
         DayModelRow::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
             .all(db)
