@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -103,7 +103,7 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbErr> {
         match &self.path {
             Path::Orm(c) => c.ping().await,
-            Path::Simple(pool) => simple_query(pool, "SELECT 1".to_owned()).await.map(|_| ()),
+            Path::Simple(pool) => simple_one(pool, "SELECT 1".to_owned()).await.map(|_| ()),
         }
     }
 
@@ -119,9 +119,13 @@ impl Db {
 }
 
 impl Tx {
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Commit the transaction.
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.count();
         match self.path {
             TxPath::Orm(t) => t.commit().await,
             TxPath::Simple(t) => t.into_inner().commit().await.map_err(exec_err),
@@ -130,7 +134,7 @@ impl Tx {
 
     /// Roll the transaction back now (dropping it does so too, on the connection's next use).
     pub async fn rollback(self) -> Result<(), DbErr> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.count();
         match self.path {
             TxPath::Orm(t) => t.rollback().await,
             TxPath::Simple(t) => t.into_inner().rollback().await.map_err(exec_err),
@@ -164,15 +168,28 @@ fn query_err(e: sqlx::Error) -> DbErr {
     }
 }
 
-/// Run `sql` (one or more statements, no parameters) as one simple-protocol `Query`.
-async fn simple_query<'c, E>(executor: E, sql: String) -> Result<Vec<PgRow>, DbErr>
+// The simple path: `sql` (no parameters left: see `inline`) as one simple-protocol `Query`.
+
+async fn simple_all<'c, E>(executor: E, sql: String) -> Result<Vec<QueryResult>, DbErr>
 where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
-    sqlx::raw_sql(AssertSqlSafe(sql))
+    let rows = sqlx::raw_sql(AssertSqlSafe(sql))
         .fetch_all(executor)
         .await
-        .map_err(query_err)
+        .map_err(query_err)?;
+    Ok(rows.into_iter().map(QueryResult::from).collect())
+}
+
+async fn simple_one<'c, E>(executor: E, sql: String) -> Result<Option<QueryResult>, DbErr>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    let row = sqlx::raw_sql(AssertSqlSafe(sql))
+        .fetch_optional(executor)
+        .await
+        .map_err(query_err)?;
+    Ok(row.map(QueryResult::from))
 }
 
 async fn simple_execute<'c, E>(executor: E, sql: String) -> Result<ExecResult, DbErr>
@@ -215,11 +232,7 @@ impl ConnectionTrait for Db {
         self.count();
         match &self.path {
             Path::Orm(c) => c.query_one_raw(stmt).await,
-            Path::Simple(pool) => Ok(simple_query(pool, inline::render(&stmt)?)
-                .await?
-                .into_iter()
-                .next()
-                .map(QueryResult::from)),
+            Path::Simple(pool) => simple_one(pool, inline::render(&stmt)?).await,
         }
     }
 
@@ -227,11 +240,7 @@ impl ConnectionTrait for Db {
         self.count();
         match &self.path {
             Path::Orm(c) => c.query_all_raw(stmt).await,
-            Path::Simple(pool) => Ok(simple_query(pool, inline::render(&stmt)?)
-                .await?
-                .into_iter()
-                .map(QueryResult::from)
-                .collect()),
+            Path::Simple(pool) => simple_all(pool, inline::render(&stmt)?).await,
         }
     }
 }
@@ -246,7 +255,7 @@ impl ConnectionTrait for Tx {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.count();
         match &self.path {
             TxPath::Orm(t) => t.execute_raw(stmt).await,
             TxPath::Simple(t) => {
@@ -257,7 +266,7 @@ impl ConnectionTrait for Tx {
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.count();
         match &self.path {
             TxPath::Orm(t) => t.execute_unprepared(sql).await,
             TxPath::Simple(t) => simple_execute(&mut **t.lock().await, sql.to_owned()).await,
@@ -265,31 +274,23 @@ impl ConnectionTrait for Tx {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.count();
         match &self.path {
             TxPath::Orm(t) => t.query_one_raw(stmt).await,
             TxPath::Simple(t) => {
                 let sql = inline::render(&stmt)?;
-                Ok(simple_query(&mut **t.lock().await, sql)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .map(QueryResult::from))
+                simple_one(&mut **t.lock().await, sql).await
             }
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.count();
         match &self.path {
             TxPath::Orm(t) => t.query_all_raw(stmt).await,
             TxPath::Simple(t) => {
                 let sql = inline::render(&stmt)?;
-                Ok(simple_query(&mut **t.lock().await, sql)
-                    .await?
-                    .into_iter()
-                    .map(QueryResult::from)
-                    .collect())
+                simple_all(&mut **t.lock().await, sql).await
             }
         }
     }
