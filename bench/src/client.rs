@@ -2,11 +2,8 @@
 
 use std::time::Instant;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tests::ws::GqlWs;
 
 /// GraphQL over HTTP.
 #[derive(Clone)]
@@ -66,13 +63,8 @@ impl Http {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// One authenticated graphql-transport-ws connection.
-pub struct Ws {
-    socket: Socket,
-}
+/// One authenticated graphql-transport-ws connection (the test suite's client).
+pub struct Ws(GqlWs);
 
 /// A streamed completion as the client saw it.
 pub struct Received {
@@ -85,65 +77,21 @@ pub struct Received {
 }
 
 impl Ws {
+    /// Connect and initialise with `token` (a failure to connect panics, failing the run).
     pub async fn connect(addr: std::net::SocketAddr, token: &str) -> Result<Ws, String> {
-        let mut req = format!("ws://{addr}/graphql")
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
-        req.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static("graphql-transport-ws"),
-        );
-        // A small read buffer: tungstenite zero-fills all of it before every read (see the
-        // server's `READ_BUFFER_SIZE`), and this client reads once per token.
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(4 * 1024);
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
-            .await
-            .map_err(|e| format!("WebSocket connect: {e}"))?;
-        let mut ws = Ws { socket };
-        ws.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
-            .await?;
-        match ws.next().await {
-            Some(m) if m["type"] == "connection_ack" => Ok(ws),
-            other => Err(format!("no connection_ack: {other:?}")),
-        }
+        Ok(Ws(GqlWs::connect_to(addr, Some(token)).await))
     }
 
-    async fn send(&mut self, message: Value) -> Result<(), String> {
-        self.socket
-            .send(Message::text(message.to_string()))
-            .await
-            .map_err(|e| format!("send: {e}"))
-    }
-
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            match self.socket.next().await? {
-                Ok(Message::Text(t)) => {
-                    let m: Value = serde_json::from_str(&t).ok()?;
-                    if m["type"] == "ping" {
-                        self.send(json!({ "type": "pong" })).await.ok()?;
-                        continue;
-                    }
-                    return Some(m);
-                }
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Subscribe to `completionStream` and read it to its end.
+    /// Subscribe to `completionStream` and read it to its end, timing each delta on arrival.
     pub async fn stream(&mut self, input: Value) -> Result<Received, String> {
         const STREAM: &str = "subscription($i: CompletionInput!) { completionStream(input: $i) { delta done log { id status completion completionTokens } } }";
-        self.send(json!({ "id": "1", "type": "subscribe", "payload": { "query": STREAM, "variables": { "i": input } } }))
-            .await?;
+        self.0.subscribe("1", STREAM, json!({ "i": input })).await;
         let mut received = Received {
             deltas: Vec::new(),
             last: None,
             error: None,
         };
-        while let Some(m) = self.next().await {
+        while let Some(m) = self.0.next().await {
             let at = Instant::now();
             match m["type"].as_str() {
                 Some("next") => {
@@ -173,7 +121,7 @@ impl Ws {
         Err("the connection closed before the stream completed".into())
     }
 
-    pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+    pub async fn close(self) {
+        self.0.drop_connection().await;
     }
 }

@@ -28,6 +28,11 @@ pub fn cpu_time(pid: u32) -> Duration {
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
         .sum();
+    from_ticks(ticks)
+}
+
+/// Clock ticks (the unit of `/proc` CPU times) as a duration.
+fn from_ticks(ticks: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
@@ -103,9 +108,7 @@ pub fn machine_busy() -> Duration {
         .take(8)
         .map(|(_, x)| *x)
         .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_secs_f64(busy as f64 / per_second as f64)
+    from_ticks(busy)
 }
 
 /// Where CPU time went during a measurement: the server, this harness (load generator and

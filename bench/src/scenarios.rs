@@ -106,19 +106,7 @@ struct Stack {
 const PASSWORD: &str = "correct horse battery staple";
 
 async fn start(options: &Options) -> Result<Stack, String> {
-    let admin_url = tests::postgres_admin_url();
-    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(admin_url.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .map_err(|e| e.to_string())?;
-    admin.close().await.ok();
-    let mut url = url_with_database(&admin_url, &name);
-    url.push_str(if url.contains('?') { "&" } else { "?" });
-    url.push_str("application_name=bench");
+    let database = tests::TestDatabase::create_postgres().await;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -135,11 +123,18 @@ async fn start(options: &Options) -> Result<Stack, String> {
     });
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut server = tokio::process::Command::new(exe)
+    let mut server = tokio::process::Command::new(exe);
+    if let Some(direct) = &database.direct {
+        // Behind the test harness's PgBouncer (TEST_PGBOUNCER), as a deployment would be.
+        server
+            .env("DATABASE_URL_DIRECT", direct)
+            .env("DATABASE_POOL_MODE", "transaction");
+    }
+    let mut server = server
         .arg("serve")
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
-        .env("DATABASE_URL", url_with_database(&admin_url, &name))
+        .env("DATABASE_URL", &database.url)
         .env(
             "BETTER_AUTH_SECRET",
             "bench-secret-bench-secret-bench-secret-0123",
@@ -166,7 +161,7 @@ async fn start(options: &Options) -> Result<Stack, String> {
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let db = Database::connect(url.as_str())
+    let db = Database::connect(database.direct_url())
         .await
         .map_err(|e| e.to_string())?;
     Ok(Stack {
@@ -177,17 +172,6 @@ async fn start(options: &Options) -> Result<Stack, String> {
         upstream,
         db,
     })
-}
-
-fn url_with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 async fn scalar(db: &DatabaseConnection, sql: &str) -> Result<i64, String> {

@@ -92,38 +92,42 @@ impl TestDatabase {
                     _dir: Some(std::sync::Arc::new(dir)),
                 }
             }
-            TestBackend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str())
-                    .await
-                    .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create the test database");
-                admin.close().await.ok();
-                let direct = replace_database(&admin_url, &name);
-                match pgbouncer::url() {
-                    Some(pooled) => TestDatabase {
-                        url: replace_database(&pooled, &name),
-                        direct: Some(direct),
-                        name,
-                        _dir: None,
-                    },
-                    None => TestDatabase {
-                        url: direct,
-                        direct: None,
-                        name,
-                        _dir: None,
-                    },
-                }
-            }
+            TestBackend::Postgres => TestDatabase::create_postgres().await,
         }
     }
 }
 
 impl TestDatabase {
+    /// An empty PostgreSQL database on the suite's server (behind PgBouncer when
+    /// `TEST_PGBOUNCER` asks for one), whatever `TEST_BACKEND` says (the benchmark uses it).
+    pub async fn create_postgres() -> TestDatabase {
+        let admin_url = postgres_admin_url();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(admin_url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let direct = replace_database(&admin_url, &name);
+        match pgbouncer::url() {
+            Some(pooled) => TestDatabase {
+                url: replace_database(&pooled, &name),
+                direct: Some(direct),
+                name,
+                _dir: None,
+            },
+            None => TestDatabase {
+                url: direct,
+                direct: None,
+                name,
+                _dir: None,
+            },
+        }
+    }
+
     /// The database's URL that bypasses any pooler (migrations, DDL, session-level checks).
     pub fn direct_url(&self) -> &str {
         self.direct.as_deref().unwrap_or(&self.url)

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::TestApp;
 
@@ -19,14 +20,22 @@ pub struct GqlWs {
 impl GqlWs {
     /// Connect and initialise, authenticated with `token` in `connection_init` when given.
     pub async fn connect(app: &TestApp, token: Option<&str>) -> GqlWs {
-        let mut req = format!("ws://{}/graphql", app.addr)
+        GqlWs::connect_to(app.addr, token).await
+    }
+
+    /// [`GqlWs::connect`] to any server address (the benchmark harness uses it).
+    pub async fn connect_to(addr: std::net::SocketAddr, token: Option<&str>) -> GqlWs {
+        let mut req = format!("ws://{addr}/graphql")
             .into_client_request()
             .unwrap();
         req.headers_mut().insert(
             "sec-websocket-protocol",
             HeaderValue::from_static("graphql-transport-ws"),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(req)
+        // A small read buffer: tungstenite zero-fills all of it before every read (see the
+        // server's `READ_BUFFER_SIZE`), and a streaming client reads once per token.
+        let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
             .await
             .expect("WebSocket connect");
         let mut ws = GqlWs { socket };

@@ -820,16 +820,15 @@ async fn streams_running_through_many_lease_sweeps_all_finish() {
     let user = app.sign_up("ada@example.com").await;
     let prompt = "sweep @@tokens=30 @@pace_ms=50";
     const CALLS: usize = 30;
-    let (starts, mut waits): (Vec<_>, Vec<_>) = (0..CALLS)
-        .map(|_| tokio::sync::oneshot::channel::<()>())
-        .unzip();
-    let mut starts: Vec<Option<_>> = starts.into_iter().map(Some).collect();
-    starts.rotate_left(1); // call i signals call i + 1
-    starts[CALLS - 1] = None;
-    let first = waits.remove(0);
-    let mut gates: Vec<Option<tokio::sync::oneshot::Receiver<()>>> = vec![None];
-    gates.extend(waits.into_iter().map(Some));
-    drop(first);
+    // Call i waits on gates[i] (none for the first) and opens gates[i + 1] through starts[i].
+    let mut gates = vec![None];
+    let mut starts = Vec::new();
+    for _ in 1..CALLS {
+        let (start, gate) = tokio::sync::oneshot::channel::<()>();
+        starts.push(Some(start));
+        gates.push(Some(gate));
+    }
+    starts.push(None);
     let results =
         futures_util::future::join_all(gates.into_iter().zip(starts).map(|(gate, next)| {
             let app = &app;
