@@ -1,4 +1,4 @@
-//! The application: state, router, listener and graceful shutdown.
+//! The application: router, listener and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,21 +11,13 @@ use tower_cookies::CookieManagerLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{self, Auth};
+use crate::auth::Auth;
+use crate::calls::Calls;
 use crate::config::Config;
-use crate::llm::{Calls, UpstreamInfo, describe_upstream};
-use crate::{db, graphql, health};
-
-/// What every handler and resolver shares. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: crate::db::Db,
-    pub config: Arc<Config>,
-    pub auth: Arc<Auth>,
-    pub calls: Arc<Calls>,
-    /// SQL statements run through the request pool since start (a metric; tests count with it).
-    pub statements: Arc<std::sync::atomic::AtomicU64>,
-}
+use crate::llm::{UpstreamInfo, describe_upstream};
+use crate::state::AppState;
+use crate::transport::{self, health, ide};
+use crate::{db, graphql};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +49,7 @@ impl Application {
     /// Connect, migrate (unless turned off), finalise calls a previous run left in flight, and
     /// bind the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        if config.run_migrations {
+        if config.database.run_migrations {
             db::migrate(&config.database)
                 .await
                 .map_err(StartupError::Migrations)?;
@@ -77,7 +69,7 @@ impl Application {
                 false
             }
         };
-        let upstream = match &config.openai.base_url {
+        let upstream = match &config.upstream.base_url {
             Some(url) => UpstreamInfo {
                 base_url: url.to_string(),
                 local: false,
@@ -105,11 +97,11 @@ impl Application {
         let calls = Arc::new(
             Calls::new(
                 db.clone(),
-                config.openai.clone(),
+                config.upstream.clone(),
+                config.calls.clone(),
                 config.defaults.clone(),
                 upstream,
-                config.instance_id.clone(),
-                config.call_lease,
+                config.calls.instance_id.clone(),
             )
             .map_err(|e| StartupError::Upstream(e.to_string()))?,
         );
@@ -125,7 +117,7 @@ impl Application {
             // Renew this process's call leases; finalise calls whose process died.
             tokio::spawn(calls.clone().maintain());
         }
-        let addr = SocketAddr::new(config.host, config.port);
+        let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
@@ -182,7 +174,7 @@ impl Application {
         .with_graceful_shutdown(signal.clone())
         .into_future();
         let calls = state.calls.clone();
-        let grace = state.config.shutdown_grace;
+        let grace = state.config.server.shutdown_grace;
         let drain = async move {
             signal.await;
             calls.shutdown(grace).await;
@@ -198,18 +190,18 @@ fn router(state: AppState) -> Router {
     let schema = graphql::build_schema(state.clone());
     // Authentication runs once per request, before the GraphQL handler, and only where a caller
     // matters: health checks and the IDE's static files never cost a session lookup.
-    let api = graphql::http::routes()
+    let api = transport::http::routes()
         // Bounds every body the handler reads (it reads `Bytes`, which honours the limit).
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.graphql.max_body_bytes,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::authenticate,
+            transport::authenticate,
         ));
     Router::new()
         .merge(health::routes())
-        .merge(graphql::ide::routes())
+        .merge(ide::routes())
         .merge(api)
         .layer(CookieManagerLayer::new())
         .layer(Extension(schema))

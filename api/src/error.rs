@@ -3,6 +3,8 @@
 //! reach clients only as "internal server error".
 
 use async_graphql::ErrorExtensions;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 /// An error a request can end with.
 ///
@@ -33,6 +35,9 @@ pub enum AppError {
     /// The server cannot take the request now (shutting down).
     Unavailable(String),
     UnsupportedMediaType(String),
+    /// The client accepts none of the response types offered.
+    NotAcceptable(String),
+    /// Only POST may carry this request (a mutation sent with GET).
     MethodNotAllowed(String),
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -57,6 +62,7 @@ impl AppError {
             | AppError::BadRequest(m)
             | AppError::Unavailable(m)
             | AppError::UnsupportedMediaType(m)
+            | AppError::NotAcceptable(m)
             | AppError::MethodNotAllowed(m) => m.clone(),
             AppError::Internal(_) => "internal server error".into(),
         }
@@ -77,6 +83,7 @@ impl AppError {
             AppError::BadRequest(_) => "BAD_REQUEST",
             AppError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             AppError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            AppError::NotAcceptable(_) => "NOT_ACCEPTABLE",
             AppError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
@@ -89,6 +96,55 @@ impl AppError {
 
     pub fn bad_input(message: impl Into<String>) -> Self {
         AppError::BadUserInput(message.into())
+    }
+
+    /// The HTTP status of a response that ends with this error before any GraphQL executed
+    /// (inside a GraphQL response, errors travel with the response's own status).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::BadUserInput(_) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::EmailTaken => StatusCode::CONFLICT,
+            AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A GraphQL-shaped error body (`{"errors": [{message, extensions: {code}}]}`) with the error's
+/// own status, for failures before the schema runs. A 405 says which method to use.
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let err = self.extend();
+        let body = serde_json::json!({
+            "errors": [{ "message": err.message, "extensions": err.extensions }]
+        });
+        let mut response = (
+            self.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if let AppError::MethodNotAllowed(_) = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if let AppError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
     }
 }
 

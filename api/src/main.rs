@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 /// mimalloc: fewer cycles per allocation than glibc's malloc under the many short-lived
-/// allocations of GraphQL execution across threads (see README Performance).
+/// allocations of GraphQL execution across threads (see docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

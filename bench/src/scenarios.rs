@@ -1,4 +1,4 @@
-//! The scenarios of issue 7, each checking correctness while it measures.
+//! The benchmark scenarios, each checking correctness while it measures.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
--- Addition to the seed: token_usage and prompt_logs are the meter and the audit trail, so the
+-- Addition to the app's original tables: token_usage and prompt_logs are the meter and the audit trail, so the
 -- database itself refuses to rewrite them (a bug or an ad-hoc statement cannot either):
 --   * token_usage: no UPDATE ever; no DELETE except the cascade from deleting the owning user;
 --   * prompt_logs: UPDATE only while the call is in flight (completion IS NULL), and never of the

@@ -1,4 +1,4 @@
--- Addition to the seed: the same append-only rules as on PostgreSQL (see the PostgreSQL file for
+-- Addition to the app's original tables: the same append-only rules as on PostgreSQL (see the PostgreSQL file for
 -- the reasoning). SQLite fires these triggers for ON DELETE CASCADE too, after the parent row is
 -- gone, so "the owning user no longer exists" recognises the cascade here as well.
 -- (SQLite has no TRUNCATE; its "truncate optimisation" is disabled for tables with triggers.)

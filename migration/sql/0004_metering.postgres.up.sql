@@ -1,4 +1,4 @@
--- Additions for metering and budgets (not in the seed; each says why):
+-- Additions for metering and budgets (beyond the app's original tables; each says why):
 --
 -- usage_monthly: a per-user, per-UTC-month rollup of token_usage, maintained in the same
 -- transaction that appends each token_usage row. Budget admission and tokensUsedThisMonth read

@@ -1,7 +1,7 @@
 //! Schema migrations, one reversible step each.
 //!
 //! Each step is plain SQL per backend (`sql/NNNN_name.{postgres,sqlite}.{up,down}.sql`), so the
-//! DDL on PostgreSQL is byte-for-byte what the reference stack generates (constraint and index
+//! DDL of Better Auth's and the app's tables on PostgreSQL is byte-for-byte what Better Auth's and Drizzle's generators produce (constraint and index
 //! names included) and can be read and reviewed as SQL. Every step runs in a transaction on both
 //! backends, so a failed step leaves nothing half-applied.
 
@@ -84,6 +84,17 @@ impl MigratorTrait for Migrator {
                 sqlite: [
                     include_str!("../sql/0006_usage_daily.sqlite.up.sql"),
                     include_str!("../sql/0006_usage_daily.sqlite.down.sql"),
+                ],
+            }),
+            Box::new(SqlMigration {
+                name: "m20261130_000007_usage_rollups",
+                postgres: [
+                    include_str!("../sql/0007_usage_rollups.postgres.up.sql"),
+                    include_str!("../sql/0007_usage_rollups.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0007_usage_rollups.sqlite.up.sql"),
+                    include_str!("../sql/0007_usage_rollups.sqlite.down.sql"),
                 ],
             }),
         ]

@@ -161,7 +161,7 @@ pub struct TestApp {
     pub database: TestDatabase,
     /// The app's OpenAI-compatible upstream: a real local server, its stats inspectable.
     pub upstream: upstream::LocalUpstream,
-    calls: std::sync::Arc<api::llm::Calls>,
+    calls: std::sync::Arc<api::calls::Calls>,
     statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -188,7 +188,7 @@ impl TestApp {
     }
 
     /// The server's call pipeline (to wait for calls to be finalised).
-    pub fn app_calls(&self) -> std::sync::Arc<api::llm::Calls> {
+    pub fn app_calls(&self) -> std::sync::Arc<api::calls::Calls> {
         self.calls.clone()
     }
 

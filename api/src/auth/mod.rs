@@ -1,6 +1,6 @@
-//! Authentication, in one place: once per request, before the schema runs, the caller is
-//! resolved from `Authorization: Bearer TOKEN` or the signed session cookie, and handed to the
-//! resolvers as a [`Viewer`] (or nobody). Fields that need a caller use [`SignedIn`].
+//! Authentication: who the caller is, from `Authorization: Bearer TOKEN` or the signed session
+//! cookie, as a [`Viewer`] (or nobody). The transport resolves it once per request, before the
+//! schema runs (`crate::transport::authenticate`); fields that need a caller use [`SignedIn`].
 
 pub mod cookie;
 pub mod password;
@@ -9,15 +9,12 @@ pub mod session;
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use entity::{session as session_entity, user};
 use tower_cookies::Cookies;
 
-use crate::app::AppState;
 use crate::config::AuthConfig;
+use crate::db::Db;
 use crate::error::AppError;
 use cookie::SessionCookies;
 use password::Hasher;
@@ -119,11 +116,11 @@ impl Auth {
     /// Resolve a token to the caller (None when unknown or expired).
     pub async fn viewer(
         &self,
-        state: &AppState,
+        db: &Db,
         token: &str,
         via: AuthVia,
     ) -> Result<Option<(Viewer, bool)>, AppError> {
-        Ok(session::resolve(&state.db, token).await?.map(|active| {
+        Ok(session::resolve(db, token).await?.map(|active| {
             (
                 Viewer {
                     user: active.user,
@@ -141,64 +138,6 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Middleware: authenticate once, before any handler, and refuse cookie-authenticated requests
-/// from untrusted origins.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let auth = &state.auth;
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let client = auth.client_info(req.headers(), peer);
-    let cookies = req.extensions().get::<Cookies>().cloned();
-    let mut viewer = None;
-    if let Some((token, via)) = auth.credentials(req.headers(), cookies.as_ref()) {
-        if via == AuthVia::Cookie && !auth.origin_allowed(req.headers()) {
-            return graphql_error(
-                StatusCode::FORBIDDEN,
-                &AppError::Forbidden(
-                    "cross-site request refused: this origin is not trusted".into(),
-                ),
-            );
-        }
-        match auth.viewer(&state, &token, via).await {
-            Ok(Some((v, refreshed))) => {
-                if refreshed
-                    && via == AuthVia::Cookie
-                    && let Some(cookies) = &cookies
-                {
-                    cookies.add(auth.cookies.issue(&v.session.token));
-                }
-                viewer = Some(v);
-            }
-            Ok(None) => {
-                if via == AuthVia::Cookie
-                    && let Some(cookies) = &cookies
-                {
-                    cookies.add(auth.cookies.clear());
-                }
-            }
-            Err(e) => return graphql_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        }
-    }
-    req.extensions_mut().insert(RequestAuth { viewer, client });
-    next.run(req).await
-}
-
-/// A GraphQL-shaped error response for failures before the schema runs.
-pub fn graphql_error(status: StatusCode, e: &AppError) -> Response {
-    let err: async_graphql::Error = async_graphql::ErrorExtensions::extend(e);
-    let body = serde_json::json!({
-        "errors": [{ "message": err.message, "extensions": err.extensions }]
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// Guard for fields that need a signed-in caller.

@@ -4,7 +4,7 @@
 //! [`Hasher`], which runs it on threads of its own, one fewer than the cores, at a lower
 //! scheduling priority (nice 10). A burst of sign-ins queues instead of taking every core, and
 //! while hashes run, request handling still comes first (the sign-in storm benchmark: `me` p99
-//! with 20 sign-in loops going on; see README Performance).
+//! with 20 sign-in loops going on; see docs/performance.md).
 
 use std::sync::{Arc, LazyLock};
 

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
 use entity::{session, user};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 use crate::error::AppResult;
+use crate::time::now_millis_naive;
 
 /// How long a session lives (Better Auth's `expiresIn`).
 pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -23,15 +23,6 @@ pub fn random_id() -> String {
         .take(32)
         .map(char::from)
         .collect()
-}
-
-/// Now, as stored in Better Auth's `timestamp` columns (UTC, millisecond precision as
-/// JavaScript dates have).
-pub fn now() -> NaiveDateTime {
-    let now = Utc::now().naive_utc();
-    now - chrono::Duration::nanoseconds(i64::from(
-        now.and_utc().timestamp_subsec_nanos() % 1_000_000,
-    ))
 }
 
 fn ttl() -> chrono::Duration {
@@ -51,7 +42,7 @@ pub async fn create(
     user_id: &str,
     client: &ClientInfo,
 ) -> AppResult<session::Model> {
-    let now = now();
+    let now = now_millis_naive();
     let row = session::ActiveModel {
         id: Set(random_id()),
         expires_at: Set(now + ttl()),
@@ -87,7 +78,7 @@ pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option
     else {
         return Ok(None);
     };
-    let now = now();
+    let now = now_millis_naive();
     if session.expires_at <= now {
         session::Entity::delete_by_id(session.id).exec(db).await?;
         return Ok(None);
@@ -132,10 +123,5 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn now_has_millisecond_precision() {
-        assert_eq!(now().and_utc().timestamp_subsec_nanos() % 1_000_000, 0);
     }
 }

@@ -4,7 +4,7 @@
 //! Why: behind PgBouncer in transaction mode a server connection is lent per transaction. The
 //! extended protocol that sqlx (and so SeaORM) uses sends Parse/Describe and Bind/Execute as two
 //! exchanges, each ending in a Sync, and a pooler may hand them to different servers; named
-//! statements left on one server collide with another client's (see issue 6's measurements).
+//! statements left on one server collide with another client's (docs/pooling.md).
 //! A simple-protocol `Query` message is self-contained: one message, one round trip, no state
 //! left behind, on every pooler version. This is what Rails (`prepared_statements: false`) and
 //! pgx (`QueryExecModeSimpleProtocol`) do for the same reason.

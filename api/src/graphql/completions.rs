@@ -1,113 +1,17 @@
-//! Completions, their logs and the models they may use.
+//! Completions: the models this server routes to, `complete`, and `completionStream`.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{
-    Context, Enum, ErrorExtensions, ID, InputObject, Json, Object, SimpleObject, Subscription,
+    Context, ErrorExtensions, ID, InputObject, Object, SimpleObject, Subscription,
 };
-use chrono::{DateTime, Utc};
 use entity::prompt_logs::{self, CallStatus as DbCallStatus};
 use futures_util::Stream;
-use sea_orm::EntityTrait;
 
-use super::loaders::{CostLoader, UserLoader};
+use super::history::PromptLog;
 use super::scalars::Int64;
-use super::types::User;
-use crate::app::AppState;
 use crate::auth::{SignedIn, Viewer};
+use crate::calls::{CallEvent, CallRequest, error_of};
 use crate::error::AppError;
-use crate::llm::{CallEvent, CallRequest, error_of};
-
-/// How a call ended.
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-#[graphql(remote = "entity::prompt_logs::CallStatus")]
-pub enum CallStatus {
-    /// The upstream finished normally.
-    Ok,
-    /// The call failed or was interrupted; `metadata.error` says why.
-    Error,
-    /// The upstream stopped with `finish_reason = content_filter`.
-    Filtered,
-}
-
-pub struct PromptLog(pub prompt_logs::Model);
-
-/// One call to the upstream: the auditable record of the exchange (`prompt_logs`).
-#[Object]
-impl PromptLog {
-    /// The log id (a UUID), carried by every event of a streamed call.
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
-    }
-    /// The model the call was routed to.
-    async fn model(&self) -> &str {
-        &self.0.model
-    }
-    /// The user message as sent.
-    async fn prompt(&self) -> &str {
-        &self.0.prompt
-    }
-    /// The completion (what was received, for calls that ended early); null while in flight.
-    async fn completion(&self) -> Option<&str> {
-        self.0.completion.as_deref()
-    }
-    /// Prompt tokens metered (the upstream's count, else the model's tokenizer's).
-    async fn prompt_tokens(&self) -> i32 {
-        self.0.prompt_tokens
-    }
-    /// Completion tokens metered.
-    async fn completion_tokens(&self) -> i32 {
-        self.0.completion_tokens
-    }
-    /// From sending the request to the end of the answer, in milliseconds.
-    async fn latency_ms(&self) -> Option<i32> {
-        self.0.latency_ms
-    }
-    /// How the call ended (`OK` while in flight; see `inFlight`).
-    async fn status(&self) -> CallStatus {
-        self.0.status.into()
-    }
-    /// True until the call is finalised.
-    async fn in_flight(&self) -> bool {
-        self.0.in_flight()
-    }
-    /// `finish_reason`, `ttft_ms` (time to first token), `usage_source` (`upstream`, `local`:
-    /// counted with the model's tokenizer, `none`: the upstream refused the request,
-    /// `estimate`: recovered after a crash), `error`, `stream`, `max_tokens`.
-    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
-        self.0.metadata.clone().map(Json)
-    }
-    /// What the call cost in micro-cents (1 USD = 10^8); null while in flight.
-    async fn cost_microcents(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Int64>> {
-        if self.0.in_flight() {
-            return Ok(None);
-        }
-        Ok(ctx
-            .data::<DataLoader<CostLoader>>()?
-            .load_one(self.0.id)
-            .await?
-            .map(Int64))
-    }
-    /// When the call was admitted.
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-    /// Who made the call.
-    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        // Logs are only ever shown to their owner: the signed-in user, already loaded by
-        // authentication, needs no query (the loader stays for any other path).
-        if let Ok(viewer) = ctx.data::<Viewer>()
-            && viewer.user.id == self.0.user_id
-        {
-            return Ok(User(viewer.user.clone()));
-        }
-        let user = ctx
-            .data::<DataLoader<UserLoader>>()?
-            .load_one(self.0.user_id.clone())
-            .await?
-            .ok_or_else(|| AppError::internal("a log without its user"))?;
-        Ok(User(user))
-    }
-}
+use crate::state::AppState;
 
 /// A model this server routes to, with its prices.
 #[derive(SimpleObject)]
@@ -168,7 +72,7 @@ pub struct CompletionEvent {
 async fn live_user_id(ctx: &Context<'_>) -> async_graphql::Result<String> {
     let state = ctx.data::<AppState>()?;
     let viewer = ctx.data::<Viewer>()?;
-    if ctx.data_opt::<super::http::OverWebSocket>().is_none() {
+    if ctx.data_opt::<super::OverWebSocket>().is_none() {
         return Ok(viewer.user.id.clone());
     }
     match crate::auth::session::resolve(&state.db, &viewer.session.token).await? {
@@ -206,26 +110,6 @@ impl CompletionQuery {
                 local_upstream: state.calls.upstream.local,
             })
             .collect())
-    }
-
-    /// One of the caller's logs; null when it does not exist or is someone else's.
-    #[graphql(guard = "SignedIn")]
-    async fn prompt_log(
-        &self,
-        ctx: &Context<'_>,
-        id: ID,
-    ) -> async_graphql::Result<Option<PromptLog>> {
-        let state = ctx.data::<AppState>()?;
-        let viewer = ctx.data::<Viewer>()?;
-        let Ok(id) = uuid::Uuid::parse_str(&id) else {
-            return Ok(None);
-        };
-        let log = prompt_logs::Entity::find_by_id(id)
-            .one(&state.db)
-            .await
-            .map_err(AppError::from)?
-            .filter(|log| log.user_id == viewer.user.id);
-        Ok(log.map(PromptLog))
     }
 }
 

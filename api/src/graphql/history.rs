@@ -1,24 +1,117 @@
-//! The read side: the history feed and usage aggregates.
+//! The history feed: the signed-in user's calls (`prompt_logs`), newest first, and one call by id.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, InputObject, Object, SimpleObject};
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object};
+use chrono::{DateTime, Utc};
+use entity::prompt_logs;
+use sea_orm::EntityTrait;
 
-use super::completions::{CallStatus, PromptLog};
+use super::account::User;
 use super::cursor;
+use super::loaders::{CostLoader, UserLoader};
 use super::scalars::Int64;
-use crate::app::AppState;
 use crate::auth::{SignedIn, Viewer};
 use crate::error::AppError;
 use crate::service::history::{self, Filter, Window};
-use crate::service::usage;
+use crate::state::AppState;
 
 /// Largest page `first`/`last` may ask for.
 pub const MAX_PAGE: i32 = 100;
 /// Page size when neither `first` nor `last` is given.
 pub const DEFAULT_PAGE: u64 = 20;
-/// Longest `usage` window.
-pub const MAX_USAGE_DAYS: i64 = 400;
+
+/// How a call ended.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "entity::prompt_logs::CallStatus")]
+pub enum CallStatus {
+    /// The upstream finished normally.
+    Ok,
+    /// The call failed or was interrupted; `metadata.error` says why.
+    Error,
+    /// The upstream stopped with `finish_reason = content_filter`.
+    Filtered,
+}
+
+pub struct PromptLog(pub prompt_logs::Model);
+
+/// One call to the upstream: the auditable record of the exchange (`prompt_logs`).
+#[Object]
+impl PromptLog {
+    /// The log id (a UUID), carried by every event of a streamed call.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The model the call was routed to.
+    async fn model(&self) -> &str {
+        &self.0.model
+    }
+    /// The user message as sent.
+    async fn prompt(&self) -> &str {
+        &self.0.prompt
+    }
+    /// The completion (what was received, for calls that ended early); null while in flight.
+    async fn completion(&self) -> Option<&str> {
+        self.0.completion.as_deref()
+    }
+    /// Prompt tokens metered (the upstream's count, else the model's tokenizer's).
+    async fn prompt_tokens(&self) -> i32 {
+        self.0.prompt_tokens
+    }
+    /// Completion tokens metered.
+    async fn completion_tokens(&self) -> i32 {
+        self.0.completion_tokens
+    }
+    /// From sending the request to the end of the answer, in milliseconds.
+    async fn latency_ms(&self) -> Option<i32> {
+        self.0.latency_ms
+    }
+    /// How the call ended (`OK` while in flight; see `inFlight`).
+    async fn status(&self) -> CallStatus {
+        self.0.status.into()
+    }
+    /// True until the call is finalised.
+    async fn in_flight(&self) -> bool {
+        self.0.in_flight()
+    }
+    /// `finish_reason`, `ttft_ms` (time to first token), `usage_source` (`upstream`, `local`:
+    /// counted with the model's tokenizer, `none`: the upstream refused the request,
+    /// `estimate`: recovered after a crash), `error`, `stream`, `max_tokens`.
+    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
+        self.0.metadata.clone().map(Json)
+    }
+    /// What the call cost in micro-cents (1 USD = 10^8); null while in flight.
+    async fn cost_microcents(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Int64>> {
+        if self.0.in_flight() {
+            return Ok(None);
+        }
+        Ok(ctx
+            .data::<DataLoader<CostLoader>>()?
+            .load_one(self.0.id)
+            .await?
+            .map(Int64))
+    }
+    /// When the call was admitted.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// Who made the call.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        // Logs are only ever shown to their owner: the signed-in user, already loaded by
+        // authentication, needs no query (the loader stays for any other path).
+        if let Ok(viewer) = ctx.data::<Viewer>()
+            && viewer.user.id == self.0.user_id
+        {
+            return Ok(User(viewer.user.clone()));
+        }
+        let user = ctx
+            .data::<DataLoader<UserLoader>>()?
+            .load_one(self.0.user_id.clone())
+            .await?
+            .ok_or_else(|| AppError::internal("a log without its user"))?;
+        Ok(User(user))
+    }
+}
 
 /// Narrows the history feed.
 #[derive(InputObject, Default)]
@@ -27,79 +120,6 @@ pub struct HistoryFilter {
     pub model: Option<String>,
     /// Only calls that ended so.
     pub status: Option<CallStatus>,
-}
-
-/// Calls, tokens and cost of a group of calls.
-#[derive(SimpleObject)]
-pub struct ModelUsage {
-    /// The model id.
-    pub model: String,
-    /// Metered calls.
-    pub calls: i32,
-    /// Prompt tokens metered.
-    pub prompt_tokens: Int64,
-    /// Completion tokens metered.
-    pub completion_tokens: Int64,
-    /// Micro-cents (1 USD = 10^8).
-    pub cost_microcents: Int64,
-}
-
-/// Usage of one UTC day.
-#[derive(SimpleObject)]
-pub struct DailyUsage {
-    /// The UTC day, `YYYY-MM-DD`.
-    pub day: NaiveDate,
-    /// Metered calls.
-    pub calls: i32,
-    /// Prompt tokens metered.
-    pub prompt_tokens: Int64,
-    /// Completion tokens metered.
-    pub completion_tokens: Int64,
-    /// Micro-cents (1 USD = 10^8).
-    pub cost_microcents: Int64,
-}
-
-/// The caller's usage in a window `[from, to)`.
-#[derive(SimpleObject)]
-pub struct UsageSummary {
-    /// Start of the window (included).
-    pub from: DateTime<Utc>,
-    /// End of the window (excluded).
-    pub to: DateTime<Utc>,
-    /// Metered calls (every upstream call, whatever its outcome).
-    pub calls: i32,
-    /// Prompt tokens metered.
-    pub prompt_tokens: Int64,
-    /// Completion tokens metered.
-    pub completion_tokens: Int64,
-    /// Micro-cents (1 USD = 10^8).
-    pub cost_microcents: Int64,
-    /// Per model, by model id.
-    pub by_model: Vec<ModelUsage>,
-    /// Per UTC day with any usage, oldest first.
-    pub by_day: Vec<DailyUsage>,
-}
-
-fn int(n: i64) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// Start of the UTC calendar month `at` is in, and of the next one.
-pub fn month_window(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = Utc
-        .with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0)
-        .single()
-        .expect("the first of a month exists");
-    let (y, m) = if at.month() == 12 {
-        (at.year() + 1, 1)
-    } else {
-        (at.year(), at.month() + 1)
-    };
-    let end = Utc
-        .with_ymd_and_hms(y, m, 1, 0, 0, 0)
-        .single()
-        .expect("the first of a month exists");
-    (start, end)
 }
 
 fn page_size(name: &str, n: i32) -> Result<u64, AppError> {
@@ -181,73 +201,23 @@ impl HistoryQuery {
         Ok(connection)
     }
 
-    /// The signed-in user's usage in `[from, to)`: totals, per model and per UTC day. The
-    /// window defaults to the current UTC calendar month and may span at most 400 days.
+    /// One of the caller's logs; null when it does not exist or is someone else's.
     #[graphql(guard = "SignedIn")]
-    async fn usage(
+    async fn prompt_log(
         &self,
         ctx: &Context<'_>,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
-    ) -> async_graphql::Result<UsageSummary> {
+        id: ID,
+    ) -> async_graphql::Result<Option<PromptLog>> {
         let state = ctx.data::<AppState>()?;
         let viewer = ctx.data::<Viewer>()?;
-        let (month_start, month_end) = month_window(Utc::now());
-        let from = from.unwrap_or(month_start);
-        let to = to.unwrap_or(month_end);
-        if from >= to {
-            return Err(AppError::bad_input("from must be before to").into());
-        }
-        if to - from > Duration::days(MAX_USAGE_DAYS) {
-            return Err(AppError::bad_input(format!(
-                "the window may span at most {MAX_USAGE_DAYS} days"
-            ))
-            .into());
-        }
-        let s = usage::summary(&state.db, &viewer.user.id, from, to).await?;
-        Ok(UsageSummary {
-            from,
-            to,
-            calls: int(s.totals.calls),
-            prompt_tokens: Int64(s.totals.prompt_tokens),
-            completion_tokens: Int64(s.totals.completion_tokens),
-            cost_microcents: Int64(s.totals.cost_microcents),
-            by_model: s
-                .by_model
-                .into_iter()
-                .map(|m| ModelUsage {
-                    model: m.model,
-                    calls: int(m.calls),
-                    prompt_tokens: Int64(m.prompt_tokens),
-                    completion_tokens: Int64(m.completion_tokens),
-                    cost_microcents: Int64(m.cost_microcents),
-                })
-                .collect(),
-            by_day: s
-                .by_day
-                .into_iter()
-                .filter_map(|d| {
-                    Some(DailyUsage {
-                        day: NaiveDate::parse_from_str(&d.day, "%Y-%m-%d").ok()?,
-                        calls: int(d.calls),
-                        prompt_tokens: Int64(d.prompt_tokens),
-                        completion_tokens: Int64(d.completion_tokens),
-                        cost_microcents: Int64(d.cost_microcents),
-                    })
-                })
-                .collect(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn month_windows_are_utc_calendar_months() {
-        let (a, b) = month_window(Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap());
-        assert_eq!(a, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
-        assert_eq!(b, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+        let Ok(id) = uuid::Uuid::parse_str(&id) else {
+            return Ok(None);
+        };
+        let log = prompt_logs::Entity::find_by_id(id)
+            .one(&state.db)
+            .await
+            .map_err(AppError::from)?
+            .filter(|log| log.user_id == viewer.user.id);
+        Ok(log.map(PromptLog))
     }
 }

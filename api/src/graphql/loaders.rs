@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use entity::{prompt_log_usage, token_usage, usage_monthly, user, user_profiles};
+use entity::{prompt_log_usage, token_usage, user, user_profiles};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
@@ -90,17 +90,8 @@ impl Loader<String> for MonthTokensLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        let month = crate::metering::budget::month_key(chrono::Utc::now());
-        let rows = usage_monthly::Entity::find()
-            .filter(usage_monthly::Column::UserId.is_in(keys.iter().cloned()))
-            .filter(usage_monthly::Column::Month.eq(month))
-            .all(&self.0)
+        crate::metering::rollup::tokens_this_month(&self.0, keys)
             .await
-            .map_err(internal)?;
-        let mut used: HashMap<String, i64> = keys.iter().map(|k| (k.clone(), 0)).collect();
-        for r in rows {
-            used.insert(r.user_id, r.prompt_tokens + r.completion_tokens);
-        }
-        Ok(used)
+            .map_err(internal)
     }
 }

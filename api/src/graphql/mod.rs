@@ -1,33 +1,39 @@
-//! The GraphQL schema and its HTTP/WebSocket transport.
+//! The GraphQL schema, one module per domain: [`account`] (me, sign-up/in/out, profile),
+//! [`history`] (the feed and one log), [`usage`] (aggregates), [`completions`] (models,
+//! `complete`, `completionStream`); with the per-request [`loaders`], the [`cursor`]s of the
+//! feed and the [`scalars`]. How requests reach it is `crate::transport`.
 
+pub mod account;
 pub mod completions;
 pub mod cursor;
 pub mod history;
-pub mod http;
-pub mod ide;
 pub mod loaders;
-pub mod mutation;
-pub mod query;
 pub mod scalars;
-pub mod types;
+pub mod usage;
 
-use async_graphql::{MergedObject, Schema};
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Data, MergedObject, Schema};
+use tower_cookies::Cookies;
 
-use crate::app::AppState;
+use crate::auth::Viewer;
+use crate::auth::session::ClientInfo;
+use crate::state::AppState;
+use loaders::{CostLoader, MonthTokensLoader, ProfileLoader, UserLoader};
 
 /// Every query field, per domain.
 #[derive(MergedObject, Default)]
 pub struct Query(
-    query::AccountQuery,
-    completions::CompletionQuery,
+    account::AccountQuery,
     history::HistoryQuery,
+    usage::UsageQuery,
+    completions::CompletionQuery,
 );
 
 /// Every mutation, per domain.
 #[derive(MergedObject, Default)]
 pub struct Mutation(
-    mutation::AccountMutation,
-    mutation::ProfileMutation,
+    account::AccountMutation,
+    account::ProfileMutation,
     completions::CompletionMutation,
 );
 
@@ -60,4 +66,46 @@ pub fn build_schema(state: AppState) -> AppSchema {
         builder = builder.disable_introspection();
     }
     builder.finish()
+}
+
+/// Marks operations that arrive over a WebSocket, whose caller was authenticated once, at
+/// connection time (an HTTP request's caller was authenticated just now, by the transport).
+#[derive(Clone, Copy, Debug)]
+pub struct OverWebSocket;
+
+/// A per-request DataLoader. async-graphql collects keys for 1 ms before it queries, and each
+/// level of nesting pays that (`me { profile { tokensUsedThisMonth } }`: about 3 ms at one
+/// client, see docs/performance.md). A 100 µs window was tried: in a debug build one page's
+/// 100 keys then no longer fit one window and batches split (the statement-count test caught it).
+fn loader<T: Loader<K>, K>(l: T) -> DataLoader<T>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+{
+    DataLoader::new(l, tokio::spawn)
+}
+
+/// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
+/// and this request's DataLoaders (so batching and caching never cross requests or users).
+pub fn request_data(
+    state: &AppState,
+    viewer: Option<Viewer>,
+    client: ClientInfo,
+    cookies: Option<Cookies>,
+) -> Data {
+    let mut data = Data::default();
+    data.insert(loader(UserLoader(state.db.clone())));
+    data.insert(loader(ProfileLoader(
+        state.db.clone(),
+        state.config.defaults.clone(),
+    )));
+    data.insert(loader(CostLoader(state.db.clone())));
+    data.insert(loader(MonthTokensLoader(state.db.clone())));
+    if let Some(viewer) = viewer {
+        data.insert(viewer);
+    }
+    data.insert(client);
+    if let Some(cookies) = cookies {
+        data.insert(cookies);
+    }
+    data
 }

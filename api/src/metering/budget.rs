@@ -6,13 +6,6 @@
 //! rollup row is locked), so N simultaneous calls overshoot the budget by at most one call's
 //! reservation.
 
-use chrono::{DateTime, Datelike, Utc};
-
-/// The rollup key of the UTC month `at` falls in: `YYYY-MM`.
-pub fn month_key(at: DateTime<Utc>) -> String {
-    format!("{:04}-{:02}", at.year(), at.month())
-}
-
 /// Whether a user with `budget` (0 = unlimited), `used` tokens metered this month and `reserved`
 /// tokens held by in-flight calls may start another call.
 pub fn admits(budget: i64, used: i64, reserved: i64) -> bool {
@@ -22,14 +15,6 @@ pub fn admits(budget: i64, used: i64, reserved: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn months_are_utc() {
-        let t = Utc.with_ymd_and_hms(2026, 1, 31, 23, 59, 59).unwrap();
-        assert_eq!(month_key(t), "2026-01");
-        assert_eq!(month_key(t + chrono::Duration::seconds(1)), "2026-02");
-    }
 
     #[test]
     fn admission_is_strictly_under_the_budget() {

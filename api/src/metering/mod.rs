@@ -1,4 +1,5 @@
-//! Prices, cost arithmetic and budget admission.
+//! Prices, cost arithmetic, budget admission and the usage rollups.
 
 pub mod budget;
 pub mod prices;
+pub mod rollup;

@@ -28,10 +28,9 @@ impl Price {
     }
 }
 
-/// USD per million tokens → micro-cents per million tokens (exact for prices in 10^-8 USD).
-const fn usd(cents_times_100: i64) -> i64 {
-    // `cents_times_100` is the price in 1/100 of a cent per million, i.e. 10^-4 USD.
-    cents_times_100 * 10_000
+/// A price in units of 10^-4 USD (1/100 of a cent) → micro-cents (10^-8 USD).
+const fn microcents_from_usd_e4(usd_e4: i64) -> i64 {
+    usd_e4 * 10_000
 }
 
 /// The models this server routes to and their prices.
@@ -64,8 +63,8 @@ impl PriceTable {
                     (
                         m.to_owned(),
                         Price {
-                            input: usd(i),
-                            output: usd(o),
+                            input: microcents_from_usd_e4(i),
+                            output: microcents_from_usd_e4(o),
                         },
                     )
                 })

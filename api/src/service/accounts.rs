@@ -6,11 +6,12 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, SqlErr,
 };
 
-use crate::auth::Auth;
+use crate::auth::password::Hasher;
 use crate::auth::session::{self, ClientInfo};
 use crate::config::ProfileDefaults;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::time::{now_micros, now_millis_naive};
 
 /// Better Auth's password length bounds.
 pub const PASSWORD_MIN: usize = 8;
@@ -35,7 +36,8 @@ impl Email {
     }
 }
 
-fn check_password(password: &str) -> AppResult<()> {
+/// A password within Better Auth's length bounds (checked before any hashing).
+pub fn check_password(password: &str) -> AppResult<()> {
     let n = password.chars().count();
     if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
         return Err(AppError::bad_input(format!(
@@ -45,34 +47,36 @@ fn check_password(password: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// A new account and its first session.
-pub async fn sign_up(
-    db: &Db,
-    auth: &Auth,
-    defaults: &ProfileDefaults,
-    email: &str,
-    password: String,
-    name: &str,
-    client: &ClientInfo,
-) -> AppResult<(user::Model, entity::session::Model)> {
-    let email = Email::parse(email)?;
-    check_password(&password)?;
+/// A display name as stored: trimmed, 1 to 256 characters.
+pub fn check_name(name: &str) -> AppResult<&str> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > NAME_MAX {
         return Err(AppError::bad_input(format!(
             "name must be 1 to {NAME_MAX} characters"
         )));
     }
-    auth.limiter
-        .check(client.ip_address.as_deref().unwrap_or(""), email.as_str())?;
+    Ok(name)
+}
+
+/// A new account and its first session. `password` and `name` have passed [`check_password`]
+/// and [`check_name`].
+pub async fn sign_up(
+    db: &Db,
+    hasher: &Hasher,
+    defaults: &ProfileDefaults,
+    email: Email,
+    password: String,
+    name: &str,
+    client: &ClientInfo,
+) -> AppResult<(user::Model, entity::session::Model)> {
     if find_user(db, &email).await?.is_some() {
         return Err(AppError::EmailTaken);
     }
-    let hash = auth.hasher.hash(password).await?;
+    let hash = hasher.hash(password).await?;
 
     // One transaction: a failure anywhere leaves nothing behind (dropping `txn` rolls back).
     let txn = db.begin().await?;
-    let now = session::now();
+    let now = now_millis_naive();
     let user = user::ActiveModel {
         id: Set(session::random_id()),
         name: Set(name.to_owned()),
@@ -112,7 +116,7 @@ pub async fn sign_up(
         display_name: Set(None),
         default_model: Set(defaults.model.clone()),
         monthly_token_budget: Set(defaults.monthly_token_budget),
-        created_at: Set(chrono::Utc::now()),
+        created_at: Set(now_micros()),
     }
     .insert(&txn)
     .await?;
@@ -125,22 +129,12 @@ pub async fn sign_up(
 /// answer, after the same hashing work.
 pub async fn sign_in(
     db: &Db,
-    auth: &Auth,
-    email: &str,
+    hasher: &Hasher,
+    email: &Email,
     password: String,
     client: &ClientInfo,
 ) -> AppResult<(user::Model, entity::session::Model)> {
-    let email = match Email::parse(email) {
-        Ok(e) => e,
-        Err(_) => {
-            // Still pay for a hash, so malformed emails answer as slowly as unknown ones.
-            auth.hasher.verify(password, None).await?;
-            return Err(AppError::InvalidCredentials);
-        }
-    };
-    auth.limiter
-        .check(client.ip_address.as_deref().unwrap_or(""), email.as_str())?;
-    let user = find_user(db, &email).await?;
+    let user = find_user(db, email).await?;
     let stored = match &user {
         Some(u) => account::Entity::find()
             .filter(account::Column::UserId.eq(u.id.as_str()))
@@ -150,7 +144,7 @@ pub async fn sign_in(
             .and_then(|a| a.password),
         None => None,
     };
-    let matches = auth.hasher.verify(password, stored).await?;
+    let matches = hasher.verify(password, stored).await?;
     let Some(user) = user.filter(|_| matches) else {
         return Err(AppError::InvalidCredentials);
     };

@@ -6,8 +6,9 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use crate::db::Db;
 
 use crate::config::Config;
+use crate::metering::rollup;
 use crate::service::accounts::Email;
-use crate::service::{calls, profiles};
+use crate::service::profiles;
 
 /// Operator commands are one-off, so they use the direct endpoint.
 async fn connect(config: &Config) -> Result<Db, String> {
@@ -51,9 +52,12 @@ pub async fn show_budget(config: &Config, email: &str) -> Result<String, String>
     let profile = profiles::get_or_create(&db, &user.id, &config.defaults)
         .await
         .map_err(|e| e.message())?;
-    let used = calls::tokens_this_month(&db, &user.id)
+    let used = rollup::tokens_this_month(&db, std::slice::from_ref(&user.id))
         .await
-        .map_err(|e| e.message())?;
+        .map_err(|e| e.message())?
+        .get(&user.id)
+        .copied()
+        .unwrap_or(0);
     Ok(format!(
         "{}: budget {} tokens/month, used {used} this month",
         user.email, profile.monthly_token_budget

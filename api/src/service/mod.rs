@@ -1,8 +1,8 @@
-//! Database work, one module per domain. Functions take any connection or transaction.
+//! Database work, one module per domain. Functions take what they use (a connection or
+//! transaction, configuration parts), never the whole application state.
 
 pub mod accounts;
 pub mod admin;
-pub mod calls;
 pub mod history;
 pub mod profiles;
 pub mod usage;

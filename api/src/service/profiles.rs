@@ -1,6 +1,5 @@
 //! The per-user profile (1:1 with `user`).
 
-use chrono::Utc;
 use entity::user_profiles;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
@@ -23,7 +22,7 @@ pub async fn get_or_create(
         display_name: Set(None),
         default_model: Set(defaults.model.clone()),
         monthly_token_budget: Set(defaults.monthly_token_budget),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::time::now_micros()),
     })
     .on_conflict_do_nothing_on([user_profiles::Column::UserId])
     .exec(db)

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
 
 use crate::error::AppResult;
+use crate::time::{ceil_day, day_key, floor_day};
 
 /// Calls, tokens and cost of one group (or of the whole window).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,23 +53,6 @@ struct DayModelRow {
     cost_microcents: i64,
 }
 
-/// Midnight UTC at or after `t`.
-fn ceil_day(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = floor_day(t);
-    if floor == t {
-        t
-    } else {
-        floor + chrono::Duration::days(1)
-    }
-}
-
-/// Midnight UTC at or before `t`.
-fn floor_day(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map_or(t, |m| m.and_utc())
-}
-
 /// The user's usage in `[from, to)`.
 ///
 /// Whole UTC days come from the `usage_daily` rollup (a few rows per day); only the partial
@@ -91,7 +75,6 @@ pub async fn summary(
     } else {
         (to, to, (first_whole, first_whole))
     };
-    let day_key = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
     let (sums, day) = match backend {
         DbBackend::Postgres => (
             "count(*)::bigint, coalesce(sum(prompt_tokens), 0)::bigint, \
@@ -166,33 +149,4 @@ pub async fn summary(
             })
             .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn day_boundaries() {
-        assert_eq!(
-            floor_day(t("2026-11-26T13:00:00Z")),
-            t("2026-11-26T00:00:00Z")
-        );
-        assert_eq!(
-            ceil_day(t("2026-11-26T13:00:00Z")),
-            t("2026-11-27T00:00:00Z")
-        );
-        assert_eq!(
-            ceil_day(t("2026-11-26T00:00:00Z")),
-            t("2026-11-26T00:00:00Z")
-        );
-        assert_eq!(
-            floor_day(t("2026-11-26T00:00:00Z")),
-            t("2026-11-26T00:00:00Z")
-        );
-    }
 }

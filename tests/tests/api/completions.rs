@@ -564,7 +564,7 @@ async fn refusals_come_before_any_row_or_upstream_call() {
 }
 
 /// Set a budget the way an operator does (the `admin set-budget` command).
-async fn set_budget(app: &TestApp, email: &str, budget: i64) {
+pub(crate) async fn set_budget(app: &TestApp, email: &str, budget: i64) {
     let config = api::config::Config::from_vars(tests::base_vars(&app.database)).unwrap();
     let said = api::service::admin::set_budget(&config, email, budget)
         .await
@@ -786,23 +786,23 @@ async fn a_call_admitted_while_a_lease_sweep_runs_is_not_taken_for_stranded() {
     let user = app.sign_up("ada@example.com").await;
     let lease_time = std::time::Duration::from_secs(60);
     let none = std::collections::HashSet::new();
-    let cutoff = api::service::calls::now();
+    let cutoff = api::time::now_micros();
     let log = crate::fixtures::log_in_flight(&app.db, &user.id).await;
     lease(&app, &log, "me", chrono::Duration::zero()).await;
     // Created after the sweep's snapshot: not judged, although the snapshot lacks it.
-    let stranded = api::service::calls::stranded(&app.db, "me", lease_time, &none, cutoff)
+    let stranded = api::calls::store::stranded(&app.db, "me", lease_time, &none, cutoff)
         .await
         .unwrap();
     assert!(stranded.is_empty(), "{stranded:?}");
     // A later sweep that still does not see it running (its process's earlier life) does.
     let later = log.created_at + chrono::Duration::microseconds(1);
-    let stranded = api::service::calls::stranded(&app.db, "me", lease_time, &none, later)
+    let stranded = api::calls::store::stranded(&app.db, "me", lease_time, &none, later)
         .await
         .unwrap();
     assert_eq!(stranded.iter().map(|l| l.id).collect::<Vec<_>>(), [log.id]);
     // And one that sees it running leaves it alone.
     let running = std::collections::HashSet::from([log.id]);
-    let stranded = api::service::calls::stranded(&app.db, "me", lease_time, &running, later)
+    let stranded = api::calls::store::stranded(&app.db, "me", lease_time, &running, later)
         .await
         .unwrap();
     assert!(stranded.is_empty());

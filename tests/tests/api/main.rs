@@ -10,6 +10,7 @@ mod health;
 mod history;
 mod migrations;
 mod pooling;
+mod rollups;
 mod schema;
 mod sdl;
 mod websocket;

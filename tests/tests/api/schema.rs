@@ -207,7 +207,7 @@ async fn constraints_refuse_bad_rows() {
         .await
     );
 
-    // Defaults, as the seed defines them.
+    // Defaults, as the app's original schema defines them.
     app.exec(&format!(
         "INSERT INTO token_usage (user_id, model) VALUES ('{id}', 'gpt-4o-mini')"
     ))

@@ -6,8 +6,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::db;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

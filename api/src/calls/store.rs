@@ -1,10 +1,10 @@
-//! The database side of a call: admission against the budget, finalisation, and recovery of
-//! calls a crash left in flight. Each is one transaction.
+//! The database side of a call: admission against the budget, finalisation, lease renewal and
+//! the search for stranded calls. Admission and finalisation are one transaction each.
 
 use chrono::{DateTime, Utc};
 use entity::prompt_logs::{self, CallStatus};
-use entity::{call_reservations, prompt_log_usage, token_usage, usage_monthly};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use entity::{call_reservations, prompt_log_usage, token_usage};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
     QuerySelect, Set,
@@ -14,13 +14,8 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
-use crate::metering::budget::{admits, month_key};
-
-/// Now, at the microsecond precision both databases store.
-pub fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000))
-}
+use crate::metering::{budget, rollup};
+use crate::time::{month_key, now_micros};
 
 /// A call to admit.
 #[derive(Clone, Debug)]
@@ -42,69 +37,17 @@ pub struct NewCall {
     pub metadata: Value,
 }
 
-#[derive(FromQueryResult)]
-struct Sum {
-    total: Option<i64>,
-}
-
-/// Lock the user's rollup row for `month` (creating it), so admissions of one user run one at a
-/// time on both databases: the first statement of the transaction is a write to that row.
-async fn lock_month(
-    db: &impl ConnectionTrait,
-    user_id: &str,
-    month: &str,
-) -> AppResult<usage_monthly::Model> {
-    usage_monthly::Entity::insert(usage_monthly::ActiveModel {
-        user_id: Set(user_id.to_owned()),
-        month: Set(month.to_owned()),
-        calls: Set(0),
-        prompt_tokens: Set(0),
-        completion_tokens: Set(0),
-        cost_microcents: Set(0),
-    })
-    .on_conflict(
-        OnConflict::columns([usage_monthly::Column::UserId, usage_monthly::Column::Month])
-            .value(
-                usage_monthly::Column::Calls,
-                Expr::col((usage_monthly::Entity, usage_monthly::Column::Calls)),
-            )
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    usage_monthly::Entity::find_by_id((user_id.to_owned(), month.to_owned()))
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::internal("usage rollup row missing right after its upsert"))
-}
-
 /// Admit a call: within the budget, insert its in-flight log and its reservation. Refused calls
 /// write nothing.
 pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     let txn = db.begin().await?;
-    let created_at = now();
+    let created_at = now_micros();
     // An unlimited budget (0) has nothing to check: no lock on the user's month, so one user's
     // concurrent calls are admitted in parallel.
     if call.budget > 0 {
-        let month = lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
-        let reserved = call_reservations::Entity::find()
-            .select_only()
-            // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
-            .column_as(
-                call_reservations::Column::Tokens.sum().cast_as("BIGINT"),
-                "total",
-            )
-            .filter(call_reservations::Column::UserId.eq(call.user_id.as_str()))
-            .into_model::<Sum>()
-            .one(&txn)
-            .await?
-            .and_then(|s| s.total)
-            .unwrap_or(0);
-        if !admits(
-            call.budget,
-            month.prompt_tokens + month.completion_tokens,
-            reserved,
-        ) {
+        let used = rollup::lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
+        let reserved = reserved_tokens(&txn, &call.user_id).await?;
+        if !budget::admits(call.budget, used, reserved) {
             return Err(AppError::BudgetExceeded {
                 budget: call.budget,
             });
@@ -139,6 +82,28 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     Ok(log)
 }
 
+#[derive(FromQueryResult)]
+struct Sum {
+    total: Option<i64>,
+}
+
+/// What the user's in-flight calls may still use.
+async fn reserved_tokens(db: &impl ConnectionTrait, user_id: &str) -> AppResult<i64> {
+    Ok(call_reservations::Entity::find()
+        .select_only()
+        // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
+        .column_as(
+            call_reservations::Column::Tokens.sum().cast_as("BIGINT"),
+            "total",
+        )
+        .filter(call_reservations::Column::UserId.eq(user_id))
+        .into_model::<Sum>()
+        .one(db)
+        .await?
+        .and_then(|s| s.total)
+        .unwrap_or(0))
+}
+
 /// How a call ended, ready to record.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -156,8 +121,8 @@ fn clamp_i32(n: i64) -> i32 {
 }
 
 /// Finalise an in-flight call: complete its log, append its one `token_usage` row (linked to the
-/// log), add it to the month's rollup and release its reservation, all or nothing. A log that is
-/// already final is returned as it is, and nothing is written.
+/// log; the database's trigger adds it to the rollups) and release its reservation, all or
+/// nothing. A log that is already final is returned as it is, and nothing is written.
 pub async fn finalise(
     db: &Db,
     log: &prompt_logs::Model,
@@ -188,7 +153,6 @@ pub async fn finalise(
         .exec(&txn)
         .await?;
     if updated.rows_affected == 1 {
-        let at = now();
         let usage = token_usage::ActiveModel {
             id: Set(Uuid::now_v7()),
             user_id: Set(log.user_id.clone()),
@@ -196,7 +160,7 @@ pub async fn finalise(
             prompt_tokens: Set(clamp_i32(outcome.prompt_tokens)),
             completion_tokens: Set(clamp_i32(outcome.completion_tokens)),
             cost_microcents: Set(outcome.cost_microcents),
-            created_at: Set(at),
+            created_at: Set(now_micros()),
         }
         .insert(&txn)
         .await?;
@@ -206,7 +170,6 @@ pub async fn finalise(
         }
         .insert(&txn)
         .await?;
-        add_to_month(&txn, &log.user_id, &month_key(at), &usage).await?;
         call_reservations::Entity::delete_by_id(log.id)
             .exec(&txn)
             .await?;
@@ -219,57 +182,16 @@ pub async fn finalise(
     Ok(log)
 }
 
-async fn add_to_month(
-    db: &impl ConnectionTrait,
-    user_id: &str,
-    month: &str,
-    usage: &token_usage::Model,
-) -> AppResult<()> {
-    use usage_monthly::Column as C;
-    let (p, c) = (
-        i64::from(usage.prompt_tokens),
-        i64::from(usage.completion_tokens),
-    );
-    usage_monthly::Entity::insert(usage_monthly::ActiveModel {
-        user_id: Set(user_id.to_owned()),
-        month: Set(month.to_owned()),
-        calls: Set(1),
-        prompt_tokens: Set(p),
-        completion_tokens: Set(c),
-        cost_microcents: Set(usage.cost_microcents),
-    })
-    .on_conflict(
-        OnConflict::columns([C::UserId, C::Month])
-            .value(
-                C::Calls,
-                Expr::col((usage_monthly::Entity, C::Calls)).add(1),
-            )
-            .value(
-                C::PromptTokens,
-                Expr::col((usage_monthly::Entity, C::PromptTokens)).add(p),
-            )
-            .value(
-                C::CompletionTokens,
-                Expr::col((usage_monthly::Entity, C::CompletionTokens)).add(c),
-            )
-            .value(
-                C::CostMicrocents,
-                Expr::col((usage_monthly::Entity, C::CostMicrocents)).add(usage.cost_microcents),
-            )
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
-}
-
 /// Renew the leases of the calls this process is running.
 pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
     if log_ids.is_empty() {
         return Ok(());
     }
     call_reservations::Entity::update_many()
-        .col_expr(call_reservations::Column::HeartbeatAt, Expr::value(now()))
+        .col_expr(
+            call_reservations::Column::HeartbeatAt,
+            Expr::value(now_micros()),
+        )
         .filter(call_reservations::Column::LogId.is_in(log_ids.iter().copied()))
         .exec(db)
         .await?;
@@ -309,7 +231,8 @@ pub async fn stranded(
             .into_iter()
             .map(|r| (r.log_id, r))
             .collect();
-    let lapsed_before = now() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let lapsed_before =
+        now_micros() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     Ok(in_flight
         .into_iter()
         .filter(|log| !running.contains(&log.id) && log.created_at < cutoff)
@@ -318,14 +241,4 @@ pub async fn stranded(
             Some(r) => r.owner == owner || r.heartbeat_at < lapsed_before,
         })
         .collect())
-}
-
-/// Tokens metered this UTC month for the user, from the rollup (one row, no history scan).
-pub async fn tokens_this_month(db: &impl ConnectionTrait, user_id: &str) -> AppResult<i64> {
-    Ok(
-        usage_monthly::Entity::find_by_id((user_id.to_owned(), month_key(Utc::now())))
-            .one(db)
-            .await?
-            .map_or(0, |m| m.prompt_tokens + m.completion_tokens),
-    )
 }

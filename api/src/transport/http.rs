@@ -1,76 +1,28 @@
-//! `/graphql` over HTTP and WebSocket.
+//! `/graphql` over HTTP, per the GraphQL-over-HTTP spec.
 //!
 //! * `POST` accepts only `application/json` bodies: the content types a browser may send
 //!   cross-site without a CORS preflight (`text/plain`, form-encoded, multipart) are refused, so
 //!   a foreign page cannot make a signed-in browser run mutations.
 //! * `GET` runs queries from the URL; a mutation over `GET` is refused with 405. Browsers asking
 //!   for HTML get the GraphQL IDE.
-//! * WebSocket upgrades (`graphql-transport-ws` and legacy `graphql-ws`) from an untrusted
-//!   `Origin` are refused; the connection authenticates from the upgrade's cookie or from
-//!   `connection_init`'s `{"authorization": "Bearer TOKEN"}`.
+//! * WebSocket upgrades on `GET` go to [`super::websocket`].
 
-use async_graphql::dataloader::DataLoader;
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Data, ErrorExtensions};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
-use axum::extract::ws::WebSocketUpgrade;
-
-/// Per-read buffer of a WebSocket connection (see `websocket`).
-const READ_BUFFER_SIZE: usize = 4 * 1024;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use tower_cookies::Cookies;
 
-use super::AppSchema;
-use super::loaders::{CostLoader, MonthTokensLoader, ProfileLoader, UserLoader};
-use crate::app::AppState;
-use crate::auth::{RequestAuth, bearer_token, graphql_error};
+use crate::auth::RequestAuth;
 use crate::error::AppError;
+use crate::graphql::{AppSchema, request_data};
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/graphql", get(get_graphql).post(post_graphql))
-}
-
-/// Marks operations that arrive over a WebSocket, whose caller was authenticated once, at
-/// connection time (an HTTP request's caller was authenticated just now, by the middleware).
-#[derive(Clone, Copy, Debug)]
-pub struct OverWebSocket;
-
-/// A per-request DataLoader. async-graphql collects keys for 1 ms before it queries, and each
-/// level of nesting pays that (`me { profile { tokensUsedThisMonth } }`: about 3 ms at one
-/// client, see README Performance). A 100 µs window was tried: in a debug build one page's 100
-/// keys then no longer fit one window and batches split (the statement-count test caught it).
-fn loader<T: async_graphql::dataloader::Loader<K>, K>(l: T) -> DataLoader<T>
-where
-    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
-{
-    DataLoader::new(l, tokio::spawn)
-}
-
-/// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
-/// and this request's DataLoaders (so batching and caching never cross requests or users).
-fn request_data(state: &AppState, auth: RequestAuth, cookies: Option<Cookies>) -> Data {
-    let mut data = Data::default();
-    data.insert(loader(UserLoader(state.db.clone())));
-    data.insert(loader(ProfileLoader(
-        state.db.clone(),
-        state.config.defaults.clone(),
-    )));
-    data.insert(loader(CostLoader(state.db.clone())));
-    data.insert(loader(MonthTokensLoader(state.db.clone())));
-    if let Some(viewer) = auth.viewer {
-        data.insert(viewer);
-    }
-    data.insert(auth.client);
-    if let Some(cookies) = cookies {
-        data.insert(cookies);
-    }
-    data
 }
 
 fn media_type(headers: &HeaderMap, name: header::HeaderName) -> String {
@@ -97,23 +49,19 @@ async fn post_graphql(
         return not_acceptable();
     };
     if media_type(&headers, header::CONTENT_TYPE) != "application/json" {
-        return graphql_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &AppError::UnsupportedMediaType(
-                "POST /graphql accepts Content-Type: application/json only".into(),
-            ),
-        );
+        return AppError::UnsupportedMediaType(
+            "POST /graphql accepts Content-Type: application/json only".into(),
+        )
+        .into_response();
     }
     let mut request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return graphql_error(
-                StatusCode::BAD_REQUEST,
-                &AppError::BadRequest(format!("the body is not a GraphQL request: {e}")),
-            );
+            return AppError::BadRequest(format!("the body is not a GraphQL request: {e}"))
+                .into_response();
         }
     };
-    request.data = request_data(&state, auth, Some(cookies));
+    request.data = request_data(&state, auth.viewer, auth.client, Some(cookies));
     respond(media, &schema.execute(request).await)
 }
 
@@ -177,12 +125,10 @@ fn respond(media: &'static str, response: &async_graphql::Response) -> Response 
 }
 
 fn not_acceptable() -> Response {
-    graphql_error(
-        StatusCode::NOT_ACCEPTABLE,
-        &AppError::BadRequest(format!(
-            "accepted response types are {GRAPHQL_RESPONSE_JSON} and {JSON}"
-        )),
-    )
+    AppError::NotAcceptable(format!(
+        "accepted response types are {GRAPHQL_RESPONSE_JSON} and {JSON}"
+    ))
+    .into_response()
 }
 
 async fn get_graphql(
@@ -191,28 +137,14 @@ async fn get_graphql(
     Extension(auth): Extension<RequestAuth>,
     req: Request,
 ) -> Response {
-    let (mut parts, _body) = req.into_parts();
+    let (parts, _body) = req.into_parts();
     let is_upgrade = parts
         .headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        if !state.auth.origin_allowed(&parts.headers) {
-            return graphql_error(
-                StatusCode::FORBIDDEN,
-                &AppError::Forbidden("WebSocket from an untrusted origin refused".into()),
-            );
-        }
-        let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
-            Ok(p) => p,
-            Err(rejection) => return rejection.into_response(),
-        };
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(u) => u,
-            Err(rejection) => return rejection.into_response(),
-        };
-        return websocket(state, schema, auth, protocol, upgrade);
+        return super::websocket::upgrade(state, schema, auth, parts).await;
     }
 
     let query = parts.uri.query().unwrap_or("");
@@ -229,22 +161,14 @@ async fn get_graphql(
     };
     let mut request = match parse_get_request(query) {
         Ok(r) => r,
-        Err(message) => {
-            return graphql_error(StatusCode::BAD_REQUEST, &AppError::BadRequest(message));
-        }
+        Err(message) => return AppError::BadRequest(message).into_response(),
     };
     if is_mutation(&request) {
-        let mut response = graphql_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &AppError::MethodNotAllowed("mutations must be sent with POST".into()),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+        return AppError::MethodNotAllowed("mutations must be sent with POST".into())
+            .into_response();
     }
     let cookies = parts.extensions.get::<Cookies>().cloned();
-    request.data = request_data(&state, auth, cookies);
+    request.data = request_data(&state, auth.viewer, auth.client, cookies);
     respond(media, &schema.execute(request).await)
 }
 
@@ -295,63 +219,6 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
             None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
         },
     }
-}
-
-fn websocket(
-    state: AppState,
-    schema: AppSchema,
-    auth: RequestAuth,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let max = state.config.graphql.max_body_bytes;
-    upgrade
-        .max_message_size(max)
-        // tungstenite zero-fills its whole read buffer before every read attempt, and the
-        // connection's read side is polled each time an event goes out: with the default 128 KiB
-        // that memset was a third of the server's CPU at 500 streams (perf, see README
-        // Performance; snapview/tungstenite-rs#547). Client messages here are small; larger
-        // ones (up to `max`) are read in several chunks.
-        .read_buffer_size(READ_BUFFER_SIZE)
-        .max_frame_size(max)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let mut data = request_data(&state, auth, None);
-            data.insert(OverWebSocket);
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .with_data(data)
-                .on_connection_init(move |payload| connection_init(state, payload))
-                .serve()
-        })
-        .into_response()
-}
-
-/// `connection_init` may carry `{"authorization": "Bearer TOKEN"}`; a token that does not
-/// resolve to a live session refuses the connection.
-async fn connection_init(
-    state: AppState,
-    payload: serde_json::Value,
-) -> async_graphql::Result<Data> {
-    let mut data = Data::default();
-    let value = payload
-        .get("authorization")
-        .or_else(|| payload.get("Authorization"))
-        .and_then(|v| v.as_str());
-    if let Some(value) = value {
-        let Some(token) = bearer_token(value) else {
-            return Err(AppError::Unauthenticated.extend());
-        };
-        match state
-            .auth
-            .viewer(&state, token, crate::auth::AuthVia::Bearer)
-            .await
-        {
-            Ok(Some((viewer, _))) => data.insert(viewer),
-            Ok(None) => return Err(AppError::Unauthenticated.extend()),
-            Err(e) => return Err(e.extend()),
-        }
-    }
-    Ok(data)
 }
 
 #[cfg(test)]

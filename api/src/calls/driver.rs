@@ -1,0 +1,265 @@
+//! Runs one admitted call to the end: relays the upstream's chunks to whoever started the call,
+//! stops at once when that receiver goes away, at a timeout or at shutdown, and finalises the
+//! log and its usage row with what was received.
+
+use std::time::{Duration, Instant};
+
+use entity::prompt_logs::{self, CallStatus};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::CallEvent;
+use super::store::{self, Outcome};
+use crate::db::Db;
+use crate::error::AppResult;
+use crate::llm::{self, LlmClient, UpstreamRequest, describe};
+use crate::metering::prices::Price;
+
+/// Runs one call to the end.
+pub(super) struct Driver {
+    pub db: Db,
+    pub client: LlmClient,
+    pub first_token_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub stop: CancellationToken,
+    pub price: Price,
+}
+
+/// What a call received before it ended.
+#[derive(Default)]
+struct Progress {
+    /// The completion so far.
+    text: String,
+    /// Usage, if the upstream reported it.
+    usage: Option<llm::Usage>,
+    /// Milliseconds to the first token.
+    first_token: Option<u64>,
+    /// Whether the upstream accepted the request (and so processed the prompt).
+    opened: bool,
+}
+
+/// Why the stream stopped.
+enum Ended {
+    /// The upstream finished (with this `finish_reason`).
+    Finished(String),
+    /// The upstream failed; `reached` when it had accepted the request.
+    Failed {
+        reason: String,
+        reached: bool,
+    },
+    ClientGone,
+    ShuttingDown,
+    TimedOut(&'static str),
+}
+
+impl Driver {
+    #[tracing::instrument(name = "llm_call", skip_all, fields(log_id = %log.id, model = %req.model))]
+    pub async fn run(
+        self,
+        log: prompt_logs::Model,
+        req: UpstreamRequest,
+        tx: mpsc::UnboundedSender<CallEvent>,
+    ) {
+        let started = Instant::now();
+        let mut progress = Progress::default();
+        let ended = self.relay(&req, &tx, started, &mut progress).await;
+        let Progress {
+            text,
+            usage,
+            first_token,
+            opened,
+        } = progress;
+        let latency_ms = started.elapsed().as_millis() as i64;
+
+        let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
+        if let Some(ttft) = first_token {
+            metadata["ttft_ms"] = json!(ttft);
+        }
+        let (status, reached) = match &ended {
+            Ended::Finished(reason) => {
+                metadata["finish_reason"] = json!(reason);
+                let status = if reason == "content_filter" {
+                    CallStatus::Filtered
+                } else {
+                    CallStatus::Ok
+                };
+                (status, true)
+            }
+            Ended::Failed { reason, reached } => {
+                metadata["error"] = json!(reason);
+                (CallStatus::Error, *reached)
+            }
+            Ended::ClientGone => {
+                metadata["error"] = json!("client disconnected: the upstream request was aborted");
+                (CallStatus::Error, opened)
+            }
+            Ended::ShuttingDown => {
+                metadata["error"] = json!("server shutting down: the upstream request was aborted");
+                (CallStatus::Error, opened)
+            }
+            Ended::TimedOut(which) => {
+                metadata["error"] = json!(format!("upstream timed out ({which})"));
+                (CallStatus::Error, true)
+            }
+        };
+        // Exact when the upstream reported usage; otherwise counted with the model's tokenizer.
+        // A request the upstream refused (HTTP error, no connection) consumed nothing.
+        let (prompt_tokens, completion_tokens, source) = match usage {
+            Some(u) => (u.prompt_tokens, u.completion_tokens, "upstream"),
+            None if reached => (
+                i64::from(log.prompt_tokens),
+                tokenizer::count_text(&req.model, &text) as i64,
+                "local",
+            ),
+            None => (0, 0, "none"),
+        };
+        metadata["usage_source"] = json!(source);
+        let outcome = Outcome {
+            completion: text,
+            prompt_tokens,
+            completion_tokens,
+            latency_ms,
+            status,
+            metadata,
+            cost_microcents: self.price.cost(prompt_tokens, completion_tokens),
+        };
+        match self.finalise_with_retry(&log, outcome).await {
+            Ok(done) => {
+                tracing::info!(status = ?done.status, prompt_tokens, completion_tokens, latency_ms, "call finalised");
+                let _ = tx.send(CallEvent::Finished(done));
+            }
+            Err(e) => {
+                // Left in flight: the next start finalises it (see `Calls::recover` in `leases`).
+                tracing::error!(error = ?e, "could not finalise the call");
+            }
+        }
+    }
+
+    async fn finalise_with_retry(
+        &self,
+        log: &prompt_logs::Model,
+        outcome: Outcome,
+    ) -> AppResult<prompt_logs::Model> {
+        // Keep trying (the database may be restarting) until shutdown; a call given up on then
+        // is finalised by a lease sweep once this process is gone.
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match store::finalise(&self.db, log, outcome.clone()).await {
+                Ok(done) => return Ok(done),
+                Err(e) if !self.stop.is_cancelled() => {
+                    tracing::warn!(error = ?e, retry_in = ?wait, "finalising failed, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.stop.cancelled() => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn relay(
+        &self,
+        req: &UpstreamRequest,
+        tx: &mpsc::UnboundedSender<CallEvent>,
+        started: Instant,
+        progress: &mut Progress,
+    ) -> Ended {
+        let Progress {
+            text,
+            usage,
+            first_token,
+            opened,
+        } = progress;
+        let first_deadline = tokio::time::Instant::from_std(started) + self.first_token_timeout;
+        let mut stream = tokio::select! {
+            opened = tokio::time::timeout_at(first_deadline, self.client.stream(req)) => match opened {
+                Ok(Ok(s)) => s,
+                // The upstream answered with an error status or could not be reached: it did not
+                // take the request, so it consumed nothing.
+                Ok(Err(e)) => return Ended::Failed { reason: describe(&e), reached: false },
+                Err(_) => return Ended::TimedOut("no first token"),
+            },
+            () = tx.closed() => return Ended::ClientGone,
+            () = self.stop.cancelled() => return Ended::ShuttingDown,
+        };
+        *opened = true;
+        let mut finish: Option<String> = None;
+        // The first-token deadline holds until the model shows any output (reasoning included);
+        // from then on, only gaps longer than the idle timeout count.
+        let mut producing = false;
+        loop {
+            let deadline = if producing {
+                tokio::time::Instant::now() + self.idle_timeout
+            } else {
+                first_deadline
+            };
+            let item = tokio::select! {
+                item = tokio::time::timeout_at(deadline, stream.next()) => match item {
+                    Ok(item) => item,
+                    Err(_) => return Ended::TimedOut(if producing { "idle" } else { "no first token" }),
+                },
+                // Gone after the upstream finished (waiting for its usage chunk): the call is complete.
+                () = tx.closed() => return finish.map_or(Ended::ClientGone, Ended::Finished),
+                () = self.stop.cancelled() => return Ended::ShuttingDown,
+            };
+            let chunk = match item {
+                None => break,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    return Ended::Failed {
+                        reason: describe(&e),
+                        reached: true,
+                    };
+                }
+            };
+            if let Some(error) = chunk.error {
+                let message = error["message"]
+                    .as_str()
+                    .unwrap_or("error event")
+                    .chars()
+                    .take(300)
+                    .collect::<String>();
+                return Ended::Failed {
+                    reason: format!("upstream error event: {message}"),
+                    reached: true,
+                };
+            }
+            if let Some(u) = chunk.usage {
+                *usage = Some(u);
+            }
+            for choice in chunk.choices {
+                if choice
+                    .delta
+                    .reasoning_content
+                    .as_ref()
+                    .or(choice.delta.reasoning.as_ref())
+                    .is_some_and(|r| !r.is_empty())
+                {
+                    producing = true;
+                }
+                if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
+                    producing = true;
+                    first_token.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                    text.push_str(&delta);
+                    if tx.send(CallEvent::Delta(delta)).is_err() {
+                        return Ended::ClientGone;
+                    }
+                }
+                if let Some(reason) = choice.finish_reason {
+                    finish = Some(reason);
+                }
+            }
+        }
+        match finish {
+            Some(reason) => Ended::Finished(reason),
+            None => Ended::Failed {
+                reason: "the upstream ended the stream without finishing".into(),
+                reached: true,
+            },
+        }
+    }
+}

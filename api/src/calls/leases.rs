@@ -1,0 +1,73 @@
+//! Leases and recovery: this process renews the leases of the calls it runs, and finalises calls
+//! nobody runs any more (their process crashed or was killed, or could not finalise them).
+
+use std::sync::Arc;
+
+use entity::prompt_logs::CallStatus;
+use serde_json::json;
+
+use super::Calls;
+use super::store::{self, Outcome};
+use crate::error::AppResult;
+use crate::time::now_micros;
+
+impl Calls {
+    /// Finalise stranded calls: status `error`, metered at their prompt tokens (what the
+    /// upstream had certainly received). Live calls of other replicas are left alone (see
+    /// `store::stranded`). Runs at start and then every third of a lease.
+    pub async fn recover(&self) -> AppResult<usize> {
+        // The cutoff before the snapshot: see `store::stranded`.
+        let cutoff = now_micros();
+        let running = self.in_flight.snapshot();
+        let stranded = store::stranded(
+            &self.db,
+            &self.instance,
+            self.config.lease,
+            &running,
+            cutoff,
+        )
+        .await?;
+        for log in &stranded {
+            let price = self.config.prices.get(&log.model);
+            let prompt_tokens = i64::from(log.prompt_tokens);
+            let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
+            metadata["error"] = json!("interrupted: the server stopped before the call finished");
+            metadata["usage_source"] = json!("estimate");
+            store::finalise(
+                &self.db,
+                log,
+                Outcome {
+                    completion: String::new(),
+                    prompt_tokens,
+                    completion_tokens: 0,
+                    latency_ms: (now_micros() - log.created_at).num_milliseconds(),
+                    status: CallStatus::Error,
+                    metadata,
+                    cost_microcents: price.map_or(0, |p| p.cost(prompt_tokens, 0)),
+                },
+            )
+            .await?;
+        }
+        Ok(stranded.len())
+    }
+
+    /// Keep this process's leases alive and finalise stranded calls, until shutdown.
+    pub async fn maintain(self: Arc<Self>) {
+        let every = self.config.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => return,
+            }
+            let running: Vec<_> = self.in_flight.snapshot().into_iter().collect();
+            if let Err(e) = store::renew(&self.db, &running).await {
+                tracing::warn!(error = ?e, "could not renew call leases");
+            }
+            match self.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(calls = n, "finalised stranded calls as errors"),
+                Err(e) => tracing::warn!(error = ?e, "could not finalise stranded calls"),
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The call pipeline, one for `complete` and `completionStream`:
+//! validate → admit against the budget (logging the call as in flight) → call the upstream →
+//! forward deltas as they arrive → finalise the log and append exactly one `token_usage` row.
+//!
+//! Each call runs in a task of its own that outlives the request that started it, so the log is
+//! finalised whatever happens to the client: when the receiver of its events goes away, the task
+//! drops the upstream stream at once (aborting the HTTP request, so no tokens are paid for
+//! nobody) and records what was consumed. On shutdown, calls get a grace period, then are stopped
+//! and finalised the same way. Calls whose process died are finalised by a lease sweep.
+//!
+//! * [`validate`]: what a request may ask for (pure);
+//! * [`store`]: admission, finalisation and leases in the database;
+//! * [`driver`]: relaying one call and finalising it;
+//! * [`leases`]: lease renewal and the recovery of stranded calls;
+//! * [`tracker`]: the one record of this process's calls in flight.
+
+mod driver;
+mod leases;
+pub mod store;
+pub mod tracker;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use entity::prompt_logs;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{CallsConfig, ProfileDefaults, UpstreamConfig};
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::llm::{LlmClient, UpstreamInfo, UpstreamRequest};
+use crate::service::profiles;
+use driver::Driver;
+use store::NewCall;
+use tracker::InFlight;
+pub use validate::CallRequest;
+
+/// What a running call reports to whoever started it.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// Text as the upstream sent it.
+    Delta(String),
+    /// The call is over: its finalised log.
+    Finished(prompt_logs::Model),
+}
+
+/// A started call.
+pub struct Call {
+    pub log_id: Uuid,
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+}
+
+/// The call pipeline, shared by every request.
+pub struct Calls {
+    db: Db,
+    client: LlmClient,
+    upstream_config: UpstreamConfig,
+    config: CallsConfig,
+    defaults: ProfileDefaults,
+    pub upstream: UpstreamInfo,
+    /// Cancelled when the shutdown grace period is over: running calls stop.
+    stop: CancellationToken,
+    in_flight: Arc<InFlight>,
+    /// This process, as the owner of the calls it runs (`INSTANCE_ID`).
+    instance: String,
+}
+
+impl Calls {
+    pub fn new(
+        db: Db,
+        upstream_config: UpstreamConfig,
+        config: CallsConfig,
+        defaults: ProfileDefaults,
+        upstream: UpstreamInfo,
+        instance: String,
+    ) -> Result<Self, reqwest::Error> {
+        // reqwest uses rustls without a built-in crypto provider: ring is the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = LlmClient::new(&upstream_config, &upstream.base_url)?;
+        Ok(Self {
+            db,
+            client,
+            upstream_config,
+            config,
+            defaults,
+            upstream,
+            stop: CancellationToken::new(),
+            in_flight: Arc::default(),
+            instance,
+        })
+    }
+
+    /// The price table (models this server routes to).
+    pub fn prices(&self) -> &crate::metering::prices::PriceTable {
+        &self.config.prices
+    }
+
+    /// Validate, admit and start a call for `user_id`. Refusals (bad input, unknown model, budget)
+    /// happen before anything is written or sent upstream.
+    pub async fn start(&self, user_id: &str, req: CallRequest, streaming: bool) -> AppResult<Call> {
+        let log_id = Uuid::now_v7();
+        // Registered as in flight before its row can exist: shutdown waits for it, and a lease
+        // sweep never mistakes a call being admitted for a stranded one (see `store::stranded`).
+        // Once shutdown has begun, no call starts.
+        let Some(guard) = self.in_flight.register(log_id) else {
+            return Err(AppError::Unavailable("the server is shutting down".into()));
+        };
+        let profile = profiles::get_or_create(&self.db, user_id, &self.defaults).await?;
+        let call = validate::validate(req, &profile.default_model, &self.config)?;
+        let prompt_tokens =
+            tokenizer::count_chat(&call.model, [("user", call.prompt.as_str())]) as i64;
+        let new_call = NewCall {
+            id: log_id,
+            user_id: user_id.to_owned(),
+            model: call.model.clone(),
+            prompt: call.prompt.clone(),
+            prompt_tokens,
+            reservation: prompt_tokens + i64::from(call.max_tokens),
+            budget: profile.monthly_token_budget,
+            owner: self.instance.clone(),
+            metadata: json!({ "stream": streaming, "max_tokens": call.max_tokens }),
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        let driver = Driver {
+            db: self.db.clone(),
+            client: self.client.clone(),
+            first_token_timeout: self.upstream_config.first_token_timeout,
+            idle_timeout: self.upstream_config.idle_timeout,
+            stop: self.stop.clone(),
+            price: call.price,
+        };
+        let request = UpstreamRequest {
+            model: call.model,
+            prompt: call.prompt,
+            max_tokens: call.max_tokens,
+            temperature: call.temperature,
+        };
+        // Admission runs in the call's own task: a client that goes away while its call is being
+        // admitted cannot leave an admitted call with nobody to run and finalise it.
+        let (admitted_tx, admitted) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _in_flight = guard;
+            let log = match store::admit(&driver.db, new_call).await {
+                Ok(log) => log,
+                Err(e) => {
+                    let _ = admitted_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = admitted_tx.send(Ok(log_id));
+            driver.run(log, request, tx).await;
+        });
+        let log_id = admitted
+            .await
+            .map_err(|_| AppError::internal("the call's task ended before admission"))??;
+        Ok(Call { log_id, events })
+    }
+
+    /// Let running calls finish for up to `grace`, then stop the rest (they finalise as
+    /// `error`); returns once every call is finalised. New calls are refused from the start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.in_flight.close();
+        if tokio::time::timeout(grace, self.in_flight.wait_empty())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.in_flight.len(),
+                "shutdown grace period over: stopping calls"
+            );
+            self.stop.cancel();
+            self.in_flight.wait_empty().await;
+        }
+        // Nothing runs any more: the lease maintenance ends too.
+        self.stop.cancel();
+    }
+
+    /// Calls running now (started and not yet finalised).
+    pub fn running(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Wait until no call is running.
+    pub async fn wait_idle(&self) {
+        self.in_flight.wait_empty().await;
+    }
+}
+
+/// Why a finalised call failed, as recorded in its `metadata.error`.
+pub fn error_of(log: &prompt_logs::Model) -> Option<String> {
+    log.metadata
+        .as_ref()
+        .and_then(|m| m.get("error"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}

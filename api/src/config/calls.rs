@@ -1,0 +1,187 @@
+//! What calls may ask for, what they cost, who runs them, and what new users start with:
+//! `MAX_PROMPT_CHARS`, `MAX_COMPLETION_TOKENS`, `DEFAULT_MAX_TOKENS`, `MODEL_PRICES`,
+//! `INSTANCE_ID`, `CALL_LEASE_SECS`, `DEFAULT_MODEL`, `DEFAULT_MONTHLY_TOKEN_BUDGET`.
+
+use std::time::Duration;
+
+use super::env::Env;
+use crate::metering::prices::PriceTable;
+
+/// Limits on calls, the price table, and this process as the runner of calls.
+#[derive(Clone, Debug)]
+pub struct CallsConfig {
+    /// `MAX_PROMPT_CHARS` (default 32 000).
+    pub max_prompt_chars: usize,
+    /// `MAX_COMPLETION_TOKENS` (default 4096): the largest `maxTokens` a call may ask for.
+    pub max_completion_tokens: u32,
+    /// `DEFAULT_MAX_TOKENS` (default 1024): `maxTokens` when a call gives none.
+    pub default_max_tokens: u32,
+    /// The models routed to and their prices: the defaults, with `MODEL_PRICES` applied.
+    pub prices: PriceTable,
+    /// `INSTANCE_ID` (default `HOSTNAME:PORT`): this process among replicas sharing a database.
+    /// Keep it stable across restarts of the same replica, unique among live ones: a restarted
+    /// replica finalises the calls its previous life left in flight at once.
+    pub instance_id: String,
+    /// `CALL_LEASE_SECS` (default 60): a running call's lease, renewed every third of it; calls
+    /// whose lease lapsed (their process died) are finalised by any replica.
+    pub lease: Duration,
+}
+
+/// The profile a new user gets.
+#[derive(Clone, Debug)]
+pub struct ProfileDefaults {
+    /// `DEFAULT_MODEL` (default `gpt-4o-mini`, the `user_profiles.default_model` column default).
+    pub model: String,
+    /// `DEFAULT_MONTHLY_TOKEN_BUDGET` (default 0 = unlimited).
+    pub monthly_token_budget: i64,
+}
+
+impl CallsConfig {
+    /// `port` is the server's, for the default `INSTANCE_ID`.
+    pub fn read(env: &mut Env, port: u16) -> Self {
+        let max_prompt_chars = env.parse_where(
+            "MAX_PROMPT_CHARS",
+            32_000usize,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let max_completion_tokens = env.parse_where(
+            "MAX_COMPLETION_TOKENS",
+            4096u32,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let default_max_tokens = env.parse_where(
+            "DEFAULT_MAX_TOKENS",
+            1024u32.min(max_completion_tokens),
+            |n| *n >= 1 && *n <= max_completion_tokens,
+            "a whole number from 1 to MAX_COMPLETION_TOKENS",
+        );
+        let prices = match env.get("MODEL_PRICES") {
+            None => PriceTable::defaults(),
+            Some(json) => PriceTable::defaults()
+                .with_overrides(&json)
+                .unwrap_or_else(|why| {
+                    env.problem("MODEL_PRICES", &why);
+                    PriceTable::defaults()
+                }),
+        };
+        let host_name = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| env.get("HOSTNAME"))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let instance_id = env
+            .get("INSTANCE_ID")
+            .unwrap_or_else(|| format!("{host_name}:{port}"));
+        let lease = env.seconds("CALL_LEASE_SECS", 60);
+        if lease < Duration::from_secs(3) {
+            env.problem("CALL_LEASE_SECS", "must be at least 3");
+        }
+        CallsConfig {
+            max_prompt_chars,
+            max_completion_tokens,
+            default_max_tokens,
+            prices,
+            instance_id,
+            lease,
+        }
+    }
+}
+
+impl ProfileDefaults {
+    /// The default model must be one the price table routes to.
+    pub fn read(env: &mut Env, prices: &PriceTable) -> Self {
+        let model = env
+            .get("DEFAULT_MODEL")
+            .unwrap_or_else(|| "gpt-4o-mini".to_owned());
+        if prices.get(&model).is_none() {
+            env.problem(
+                "DEFAULT_MODEL",
+                "must be a model in the price table (see MODEL_PRICES)",
+            );
+        }
+        let monthly_token_budget = env.parse_where(
+            "DEFAULT_MONTHLY_TOKEN_BUDGET",
+            0i64,
+            |n| *n >= 0,
+            "a whole number of tokens, 0 for unlimited",
+        );
+        ProfileDefaults {
+            model,
+            monthly_token_budget,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let mut e = env(&[]);
+        let c = CallsConfig::read(&mut e, 4000);
+        let d = ProfileDefaults::read(&mut e, &c.prices);
+        assert!(e.problems.is_empty(), "{:?}", e.problems);
+        assert_eq!(
+            (
+                c.max_prompt_chars,
+                c.max_completion_tokens,
+                c.default_max_tokens
+            ),
+            (32_000, 4096, 1024)
+        );
+        assert!(c.instance_id.ends_with(":4000"));
+        assert_eq!(c.lease, Duration::from_secs(60));
+        assert_eq!(
+            (d.model.as_str(), d.monthly_token_budget),
+            ("gpt-4o-mini", 0)
+        );
+    }
+
+    #[test]
+    fn the_default_max_tokens_follows_a_lower_maximum_and_may_not_exceed_it() {
+        let mut e = env(&[("MAX_COMPLETION_TOKENS", "256")]);
+        assert_eq!(CallsConfig::read(&mut e, 0).default_max_tokens, 256);
+        let mut e = env(&[
+            ("MAX_COMPLETION_TOKENS", "256"),
+            ("DEFAULT_MAX_TOKENS", "300"),
+        ]);
+        CallsConfig::read(&mut e, 0);
+        assert!(
+            e.problems[0].starts_with("DEFAULT_MAX_TOKENS"),
+            "{:?}",
+            e.problems
+        );
+    }
+
+    #[test]
+    fn the_default_model_must_be_priced_and_leases_long_enough() {
+        let mut e = env(&[
+            (
+                "MODEL_PRICES",
+                r#"{"local-llama": {"input": 0, "output": 0}, "gpt-4o-mini": null}"#,
+            ),
+            ("CALL_LEASE_SECS", "2"),
+        ]);
+        let c = CallsConfig::read(&mut e, 0);
+        ProfileDefaults::read(&mut e, &c.prices);
+        let names: Vec<&str> = e
+            .problems
+            .iter()
+            .map(|p| p.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(names, ["CALL_LEASE_SECS", "DEFAULT_MODEL"]);
+    }
+}

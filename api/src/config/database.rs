@@ -1,0 +1,251 @@
+//! `DATABASE_*` and `RUN_MIGRATIONS`: where the data lives and how the pool behaves.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::env::{Env, Secret};
+
+/// Where the data lives and how the pool behaves.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: the endpoint request traffic uses (pooled on Neon). Defaults to an
+    /// embedded SQLite file.
+    pub url: Secret,
+    /// `DATABASE_URL_DIRECT`: the endpoint for migrations and other session-level work; falls
+    /// back to `url`.
+    pub direct_url: Option<Secret>,
+    /// `DATABASE_MAX_CONNECTIONS` (default 10).
+    pub max_connections: u32,
+    /// `DATABASE_CONNECT_TIMEOUT_SECS` (default 10 s: a pooled serverless endpoint that does not answer by then will not).
+    pub connect_timeout: Duration,
+    /// `DATABASE_IDLE_TIMEOUT_SECS` (default 20 s: a scaled-down replica does not hold pooler slots).
+    pub idle_timeout: Duration,
+    /// `DATABASE_POOL_MODE`: what sits behind `DATABASE_URL` (see [`PoolMode`]).
+    pub pool_mode: PoolMode,
+    /// Apply pending migrations at start (`RUN_MIGRATIONS`, default true).
+    pub run_migrations: bool,
+}
+
+/// What `DATABASE_URL` connects to, which decides how statements are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A PostgreSQL server, or a pooler that keeps one server per client (session mode):
+    /// statements are prepared and cached per connection.
+    Direct,
+    /// A pooler in transaction mode (PgBouncer, Neon's `-pooler` endpoint): a server is lent
+    /// per transaction, so nothing may outlive one. Statements go over the simple query
+    /// protocol with their parameters rendered as typed literals (`crate::db::inline`).
+    Transaction,
+}
+
+impl PoolMode {
+    /// `DATABASE_POOL_MODE=auto` (the default): `transaction` for a Neon pooled host (its
+    /// first label ends in `-pooler`), else `direct`.
+    pub fn detect(url: &str) -> PoolMode {
+        let pooled = Url::parse(url).ok().is_some_and(|u| {
+            u.host_str()
+                .and_then(|h| h.split('.').next())
+                .is_some_and(|label| label.ends_with("-pooler"))
+        });
+        if pooled {
+            PoolMode::Transaction
+        } else {
+            PoolMode::Direct
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The URL for session-level work (migrations).
+    pub fn direct_url(&self) -> &Secret {
+        self.direct_url.as_ref().unwrap_or(&self.url)
+    }
+
+    /// Which kind of database the URL names.
+    pub fn backend(&self) -> Backend {
+        Backend::of(self.url.expose()).unwrap_or(Backend::Sqlite)
+    }
+}
+
+/// The supported databases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a database URL names, if supported.
+    pub fn of(url: &str) -> Option<Backend> {
+        let scheme = url.split_once(':').map(|(s, _)| s)?;
+        match scheme {
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            "sqlite" => Some(Backend::Sqlite),
+            _ => None,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn read(env: &mut Env) -> Self {
+        let url = env
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| migration::DEFAULT_DATABASE_URL.to_owned());
+        let backend = Backend::of(&url);
+        if backend.is_none() {
+            env.problem(
+                "DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite:",
+            );
+        }
+        let direct_url = env.get("DATABASE_URL_DIRECT");
+        if let Some(direct) = &direct_url {
+            match (Backend::of(direct), backend) {
+                (Some(Backend::Postgres), Some(Backend::Postgres)) => {}
+                (_, Some(Backend::Sqlite)) => env.problem(
+                    "DATABASE_URL_DIRECT",
+                    "applies to PostgreSQL only; unset it when DATABASE_URL is sqlite:",
+                ),
+                _ => env.problem(
+                    "DATABASE_URL_DIRECT",
+                    "must start with postgres:// or postgresql://",
+                ),
+            }
+        }
+        let max_connections = env.parse_where(
+            "DATABASE_MAX_CONNECTIONS",
+            10u32,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let connect_timeout = env.seconds("DATABASE_CONNECT_TIMEOUT_SECS", 10);
+        let idle_timeout = env.seconds("DATABASE_IDLE_TIMEOUT_SECS", 20);
+        let pool_mode = match env.get("DATABASE_POOL_MODE").as_deref() {
+            None | Some("auto") => PoolMode::detect(&url),
+            Some("direct") => PoolMode::Direct,
+            Some("transaction") => PoolMode::Transaction,
+            Some(_) => {
+                env.problem("DATABASE_POOL_MODE", "must be auto, direct or transaction");
+                PoolMode::Direct
+            }
+        };
+        if pool_mode == PoolMode::Transaction && backend == Some(Backend::Sqlite) {
+            env.problem(
+                "DATABASE_POOL_MODE",
+                "transaction applies to PostgreSQL only; SQLite has no pooler",
+            );
+        } else if pool_mode == PoolMode::Transaction && direct_url.is_none() {
+            // Migrations (DDL, prepared statements) and operator commands must not go through
+            // a transaction-mode pooler: with a pooled DATABASE_URL, the direct one is required.
+            env.problem(
+                "DATABASE_URL_DIRECT",
+                "is required when DATABASE_URL is a transaction-mode pooler (DATABASE_POOL_MODE=transaction, or a Neon -pooler host): set it to the direct endpoint, used for migrations",
+            );
+        }
+        let run_migrations = env.flag("RUN_MIGRATIONS", true);
+
+        DatabaseConfig {
+            url: Secret::new(url),
+            direct_url: direct_url.map(Secret::new),
+            max_connections,
+            connect_timeout,
+            idle_timeout,
+            pool_mode,
+            run_migrations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn postgres_with_a_direct_endpoint() {
+        let c = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u:p@ep-x-pooler.neon.tech/db"),
+            ("DATABASE_URL_DIRECT", "postgresql://u:p@ep-x.neon.tech/db"),
+            ("RUN_MIGRATIONS", "false"),
+            ("PORT", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(c.database.backend(), Backend::Postgres);
+        assert_eq!(
+            c.database.direct_url().expose(),
+            "postgresql://u:p@ep-x.neon.tech/db"
+        );
+        assert!(!c.database.run_migrations);
+        assert_eq!(c.server.port, 0);
+        // A Neon `-pooler` host is a transaction-mode PgBouncer.
+        assert_eq!(c.database.pool_mode, PoolMode::Transaction);
+    }
+
+    #[test]
+    fn pool_mode_is_detected_and_can_be_overridden() {
+        let mode =
+            |pairs: &[(&str, &str)]| Config::from_vars(vars(pairs)).map(|c| c.database.pool_mode);
+        assert_eq!(mode(&[]).unwrap(), PoolMode::Direct);
+        for (url, expected) in [
+            (
+                "postgres://u@ep-cool-pond-123-pooler.eu-central-1.aws.neon.tech/db",
+                PoolMode::Transaction,
+            ),
+            (
+                "postgres://u@ep-cool-pond-123.eu-central-1.aws.neon.tech/db",
+                PoolMode::Direct,
+            ),
+            ("postgres://u@localhost:6432/db", PoolMode::Direct),
+            // Only the first label counts.
+            ("postgres://u@db.x-pooler.example.com/db", PoolMode::Direct),
+        ] {
+            let direct = "postgres://u@direct.example.com/db";
+            assert_eq!(
+                mode(&[("DATABASE_URL", url), ("DATABASE_URL_DIRECT", direct)]).unwrap(),
+                expected,
+                "{url}"
+            );
+        }
+        // A pooled endpoint without a direct one: migrations would have nowhere safe to go.
+        let err = mode(&[(
+            "DATABASE_URL",
+            "postgres://u@ep-cool-pond-123-pooler.eu-central-1.aws.neon.tech/db",
+        )])
+        .unwrap_err();
+        assert!(err.0[0].starts_with("DATABASE_URL_DIRECT"), "{err:?}");
+        let pg = "postgres://u@ep-a-pooler.neon.tech/db";
+        assert_eq!(
+            mode(&[("DATABASE_URL", pg), ("DATABASE_POOL_MODE", "direct")]).unwrap(),
+            PoolMode::Direct
+        );
+        assert_eq!(
+            mode(&[
+                ("DATABASE_URL", "postgres://u@localhost:6432/db"),
+                ("DATABASE_URL_DIRECT", "postgres://u@localhost:5432/db"),
+                ("DATABASE_POOL_MODE", "transaction")
+            ])
+            .unwrap(),
+            PoolMode::Transaction
+        );
+        let err = mode(&[("DATABASE_POOL_MODE", "session")]).unwrap_err();
+        assert!(err.0[0].starts_with("DATABASE_POOL_MODE"), "{err:?}");
+        let err = mode(&[("DATABASE_POOL_MODE", "transaction")]).unwrap_err();
+        assert!(err.0[0].contains("PostgreSQL only"), "{err:?}");
+    }
+
+    #[test]
+    fn direct_endpoint_must_match_the_backend() {
+        let err =
+            Config::from_vars(vars(&[("DATABASE_URL_DIRECT", "postgres://x/y")])).unwrap_err();
+        assert!(err.0[0].starts_with("DATABASE_URL_DIRECT applies to PostgreSQL only"));
+    }
+}

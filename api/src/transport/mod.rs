@@ -1,0 +1,61 @@
+//! How requests reach the schema: `/graphql` over HTTP ([`http`]) and WebSocket ([`websocket`]),
+//! the IDE ([`ide`]), health checks ([`health`]), and authentication once per request before
+//! any of them runs ([`authenticate`]).
+
+pub mod health;
+pub mod http;
+pub mod ide;
+pub mod websocket;
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_cookies::Cookies;
+
+use crate::auth::{AuthVia, RequestAuth};
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Middleware: authenticate once, before any handler, and refuse cookie-authenticated requests
+/// from untrusted origins.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let auth = &state.auth;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = auth.client_info(req.headers(), peer);
+    let cookies = req.extensions().get::<Cookies>().cloned();
+    let mut viewer = None;
+    if let Some((token, via)) = auth.credentials(req.headers(), cookies.as_ref()) {
+        if via == AuthVia::Cookie && !auth.origin_allowed(req.headers()) {
+            return AppError::Forbidden(
+                "cross-site request refused: this origin is not trusted".into(),
+            )
+            .into_response();
+        }
+        match auth.viewer(&state.db, &token, via).await {
+            Ok(Some((v, refreshed))) => {
+                if refreshed
+                    && via == AuthVia::Cookie
+                    && let Some(cookies) = &cookies
+                {
+                    cookies.add(auth.cookies.issue(&v.session.token));
+                }
+                viewer = Some(v);
+            }
+            Ok(None) => {
+                if via == AuthVia::Cookie
+                    && let Some(cookies) = &cookies
+                {
+                    cookies.add(auth.cookies.clear());
+                }
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    req.extensions_mut().insert(RequestAuth { viewer, client });
+    next.run(req).await
+}
