@@ -90,7 +90,7 @@ impl Application {
                 describe_upstream(&upstream)
             );
         } else {
-            tracing::info!(upstream = %upstream.base_url, "completions go to the configured upstream");
+            tracing::info!(upstream = %describe_upstream(&upstream), "completions go to the configured upstream");
         }
         // Build the tokenizer tables now, off the executor, rather than in the first call.
         let _ = tokio::task::spawn_blocking(tokenizer::warm_up).await;

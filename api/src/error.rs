@@ -22,6 +22,11 @@ pub enum AppError {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// A per-user call limit (concurrency or rate): `RATE_LIMITED`, saying which.
+    CallLimit {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The monthly token budget is used up (including what in-flight calls may still use).
     BudgetExceeded {
         budget: i64,
@@ -56,7 +61,9 @@ impl AppError {
             AppError::BudgetExceeded { budget } => {
                 format!("the monthly token budget of {budget} tokens is used up")
             }
-            AppError::Upstream { message, .. } => message.clone(),
+            AppError::Upstream { message, .. } | AppError::CallLimit { message, .. } => {
+                message.clone()
+            }
             AppError::Forbidden(m)
             | AppError::BadUserInput(m)
             | AppError::BadRequest(m)
@@ -77,7 +84,7 @@ impl AppError {
             AppError::NotFound => "NOT_FOUND",
             AppError::EmailTaken => "EMAIL_TAKEN",
             AppError::InvalidCredentials => "INVALID_CREDENTIALS",
-            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::RateLimited { .. } | AppError::CallLimit { .. } => "RATE_LIMITED",
             AppError::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
             AppError::Upstream { .. } => "UPSTREAM_ERROR",
             AppError::BadRequest(_) => "BAD_REQUEST",
@@ -94,6 +101,17 @@ impl AppError {
         AppError::Internal(e.into())
     }
 
+    /// Seconds after which trying again may succeed, for rate limits.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AppError::RateLimited { retry_after_secs }
+            | AppError::CallLimit {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     pub fn bad_input(message: impl Into<String>) -> Self {
         AppError::BadUserInput(message.into())
     }
@@ -108,7 +126,9 @@ impl AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::EmailTaken => StatusCode::CONFLICT,
             AppError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::CallLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -139,7 +159,7 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
-        if let AppError::RateLimited { retry_after_secs } = self {
+        if let Some(retry_after_secs) = self.retry_after_secs() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -162,9 +182,10 @@ impl ErrorExtensions for AppError {
         async_graphql::Error::new(self.message()).extend_with(|_, ext| {
             ext.set("code", self.code());
             match self {
-                AppError::RateLimited { retry_after_secs } => {
-                    ext.set("retryAfter", *retry_after_secs)
-                }
+                AppError::RateLimited { retry_after_secs }
+                | AppError::CallLimit {
+                    retry_after_secs, ..
+                } => ext.set("retryAfter", *retry_after_secs),
                 AppError::Upstream { log_id, .. } => ext.set("logId", log_id.to_string()),
                 _ => {}
             }

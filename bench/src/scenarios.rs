@@ -141,6 +141,11 @@ async fn start(options: &Options) -> Result<Stack, String> {
         )
         .env("OPENAI_BASE_URL", format!("http://{upstream_addr}/v1"))
         .env("AUTH_RATE_LIMIT_MAX", "1000000000")
+        // A handful of users drive hundreds of streams: the per-user limits and the default
+        // budget in front of a real upstream would refuse them (they are measured by the tests).
+        .env("DEFAULT_MONTHLY_TOKEN_BUDGET", "0")
+        .env("USER_MAX_CONCURRENT_CALLS", "0")
+        .env("USER_CALLS_PER_MINUTE", "0")
         .env("INSTANCE_ID", "bench")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

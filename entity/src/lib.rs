@@ -15,5 +15,6 @@ pub mod token_usage;
 pub mod usage_daily;
 pub mod usage_monthly;
 pub mod user;
+pub mod user_limits;
 pub mod user_profiles;
 pub mod verification;

@@ -7,5 +7,6 @@ pub use super::token_usage::Entity as TokenUsage;
 pub use super::usage_daily::Entity as UsageDaily;
 pub use super::usage_monthly::Entity as UsageMonthly;
 pub use super::user::Entity as User;
+pub use super::user_limits::Entity as UserLimits;
 pub use super::user_profiles::Entity as UserProfiles;
 pub use super::verification::Entity as Verification;

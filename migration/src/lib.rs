@@ -97,6 +97,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0007_usage_rollups.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261130_000008_user_limits",
+                postgres: [
+                    include_str!("../sql/0008_user_limits.postgres.up.sql"),
+                    include_str!("../sql/0008_user_limits.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0008_user_limits.sqlite.up.sql"),
+                    include_str!("../sql/0008_user_limits.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

@@ -315,6 +315,9 @@ pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
         ("BETTER_AUTH_SECRET", TEST_SECRET),
         // Every test client comes from 127.0.0.1; the throttling test sets its own limit.
         ("AUTH_RATE_LIMIT_MAX", "100000"),
+        // One test user often runs many calls at once; the limit tests (abuse.rs) set their own.
+        ("USER_MAX_CONCURRENT_CALLS", "0"),
+        ("USER_CALLS_PER_MINUTE", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

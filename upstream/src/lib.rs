@@ -12,6 +12,7 @@
 //! | `@@fail=429` / `@@fail=500` | answer with that HTTP error instead |
 //! | `@@cut_after=N` | drop the connection after N tokens |
 //! | `@@error_after=N` | send an SSE error event after N tokens and end the stream |
+//! | `@@nul` | with `@@error_after`: a U+0000 in a delta before the error event and in its message |
 //! | `@@stall_after=N` | send nothing more after N tokens, keeping the connection open |
 //! | `@@finish=X` | finish with `finish_reason` X (`content_filter`, `length`, an unknown value; `empty` sends "") |
 //! | `@@no_usage` | send no usage chunk even when `stream_options.include_usage` asks for one |
@@ -202,6 +203,7 @@ struct Directives {
     fail: Option<u16>,
     cut_after: Option<usize>,
     error_after: Option<usize>,
+    nul: bool,
     stall_after: Option<usize>,
     finish: Option<String>,
     no_usage: bool,
@@ -228,6 +230,7 @@ fn directives(text: &str) -> Directives {
                 })
             }
             "no_usage" => d.no_usage = true,
+            "nul" => d.nul = true,
             "trace" => d.trace = Some(value.to_owned()),
             _ => {}
         }
@@ -373,7 +376,12 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
                 return;
             }
             if d.error_after == Some(i) {
-                let err = json!({ "error": { "message": "The model produced an error mid-stream", "type": "server_error", "code": "stream_error" } });
+                let mut message = "The model produced an error mid-stream".to_owned();
+                if d.nul {
+                    yield chunk(json!({ "content": "\u{0}" }), Value::Null);
+                    message.push_str(" at byte \u{0}");
+                }
+                let err = json!({ "error": { "message": message, "type": "server_error", "code": "stream_error" } });
                 yield Ok(Bytes::from(format!("data: {err}\n\n")));
                 guard.finished = true;
                 stats.bump(&stats.finished, 1);

@@ -51,16 +51,18 @@ pub struct Auth {
     pub limiter: AuthRateLimiter,
     trusted_origins: Vec<String>,
     trust_proxy: bool,
+    trusted_proxy_hops: usize,
 }
 
 impl Auth {
     pub fn new(cfg: &AuthConfig) -> Self {
         Self {
             cookies: SessionCookies::new(cfg.secret.expose(), cfg.secure_cookies()),
-            hasher: Hasher::for_this_machine(),
+            hasher: Hasher::for_this_machine(cfg.hash_queue),
             limiter: AuthRateLimiter::new(cfg.rate_limit_max, cfg.rate_limit_window),
             trusted_origins: cfg.trusted_origins.clone(),
             trust_proxy: cfg.trust_proxy,
+            trusted_proxy_hops: cfg.trusted_proxy_hops,
         }
     }
 
@@ -80,13 +82,12 @@ impl Auth {
     pub fn client_info(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientInfo {
         let forwarded = self
             .trust_proxy
-            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
-            .flatten()
-            .and_then(|v| v.rsplit(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
+            .then(|| forwarded_client(headers, self.trusted_proxy_hops))
+            .flatten();
         ClientInfo {
-            ip_address: forwarded.or_else(|| peer.map(|p| p.ip().to_string())),
+            ip_address: forwarded
+                .or_else(|| peer.map(|p| p.ip()))
+                .map(|ip| ip.to_canonical().to_string()),
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -133,6 +134,26 @@ impl Auth {
     }
 }
 
+/// The client's address as the trusted proxies recorded it: `X-Forwarded-For` read across all
+/// its header lines in order, the entry `hops` places from the end (each proxy appends the
+/// address it received from). None when there are fewer entries or that one is not an address:
+/// then the header was not written by the proxies, and the peer address counts.
+pub fn forwarded_client(headers: &HeaderMap, hops: usize) -> Option<std::net::IpAddr> {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
+    entry
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
 /// `Bearer TOKEN` (scheme case-insensitive).
 pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -155,6 +176,26 @@ impl async_graphql::Guard for SignedIn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_read_across_lines_from_the_trusted_end() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "6.6.6.6, 1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "2001:db8::1, 10.0.0.2".parse().unwrap());
+        let ip = |hops| forwarded_client(&h, hops).map(|i| i.to_string());
+        assert_eq!(ip(1).as_deref(), Some("10.0.0.2"));
+        assert_eq!(ip(2).as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip(3).as_deref(), Some("1.1.1.1"));
+        assert_eq!(ip(5), None);
+        let mut junk = HeaderMap::new();
+        junk.append("x-forwarded-for", "<script>, 1.2.3.4:5678".parse().unwrap());
+        assert_eq!(
+            forwarded_client(&junk, 1).map(|i| i.to_string()).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(forwarded_client(&junk, 2), None);
+        assert_eq!(forwarded_client(&HeaderMap::new(), 1), None);
+    }
 
     #[test]
     fn bearer_values() {

@@ -88,16 +88,17 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash(&uuid::Uuid::new_v4(
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs hashing on its own low-priority threads.
+/// Runs hashing on its own low-priority threads, behind a bounded queue: when `queue` jobs are
+/// already waiting, a new one is refused (`RATE_LIMITED`) instead of queueing behind a flood.
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
 impl Hasher {
-    /// `threads` hashing threads.
-    pub fn new(threads: usize) -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    /// `threads` hashing threads, at most `queue` jobs waiting.
+    pub fn new(threads: usize, queue: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(queue);
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for n in 0..threads.max(1) {
             let queue = queue.clone();
@@ -123,9 +124,9 @@ impl Hasher {
     }
 
     /// One fewer than the cores (at least one), leaving a core for request handling.
-    pub fn for_this_machine() -> Self {
+    pub fn for_this_machine(queue: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::new(cores.saturating_sub(1).max(1))
+        Self::new(cores.saturating_sub(1).max(1), queue)
     }
 
     async fn run<T: Send + 'static>(
@@ -133,18 +134,27 @@ impl Hasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> AppResult<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                // A request that went away while its job waited needs no hash.
-                if tx.is_closed() {
-                    return;
-                }
-                // A panic must not take the hashing thread with it: the caller gets an error.
-                if let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-                    let _ = tx.send(result);
-                }
-            }))
-            .map_err(|_| AppError::internal("the password hashing threads are gone"))?;
+        let job: Job = Box::new(move || {
+            // A request that went away while its job waited needs no hash.
+            if tx.is_closed() {
+                return;
+            }
+            // A panic must not take the hashing thread with it: the caller gets an error.
+            if let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                let _ = tx.send(result);
+            }
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return Err(AppError::RateLimited {
+                    retry_after_secs: 1,
+                });
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(AppError::internal("the password hashing threads are gone"));
+            }
+        }
         rx.await
             .map_err(|_| AppError::internal("a password hashing job was dropped"))
     }
@@ -190,7 +200,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hashing_runs_off_the_executor_on_low_priority_threads() {
-        let hasher = Hasher::new(1);
+        let hasher = Hasher::new(1, 8);
         let (name, nice) = hasher
             .run(|| {
                 #[allow(unsafe_code)]
@@ -247,5 +257,48 @@ mod tests {
         ] {
             assert!(!verify("x", stored), "{stored}");
         }
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_waiting() {
+        let hasher = Hasher::new(1, 1);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        // One job holds the only thread...
+        let busy = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        let _ = started_tx.send(());
+                        let _ = wait.recv();
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        // ...one waits in the queue's only slot...
+        let (filler_ran, filler_done) = tokio::sync::oneshot::channel::<()>();
+        assert!(
+            hasher
+                .jobs
+                .try_send(Box::new(move || {
+                    let _ = filler_ran.send(());
+                }))
+                .is_ok()
+        );
+        // ...so the next is refused at once.
+        let refused = hasher.run(|| 2).await.unwrap_err();
+        assert_eq!(refused.code(), "RATE_LIMITED");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        filler_done.await.unwrap();
+        // Once the queue drains, hashing is accepted again.
+        assert_eq!(hasher.run(|| 3).await.unwrap(), 3);
     }
 }

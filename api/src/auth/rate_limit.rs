@@ -33,9 +33,11 @@ impl AuthRateLimiter {
         }
     }
 
-    /// Count one attempt; `RATE_LIMITED` when the IP or the email is over its limit.
+    /// Count one attempt; `RATE_LIMITED` when the client's network or the email is over its
+    /// limit.
     pub fn check(&self, ip: &str, email: &str) -> Result<(), AppError> {
-        for (limiter, key) in [(&self.by_ip, ip), (&self.by_email, email)] {
+        let network = network_key(ip);
+        for (limiter, key) in [(&self.by_ip, network.as_str()), (&self.by_email, email)] {
             if limiter.len() > SWEEP_ABOVE {
                 limiter.retain_recent();
             }
@@ -50,9 +52,38 @@ impl AuthRateLimiter {
     }
 }
 
+/// The throttling key of an address: an IPv4 address itself, an IPv6 address's /64 (one
+/// subscriber's network: a /64 holds 2^64 addresses, so keying by address would give one
+/// client 2^64 budgets).
+pub fn network_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(network_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            network_key("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(network_key("::ffff:1.2.3.4"), "1.2.3.4");
+        assert_eq!(network_key("1.2.3.4"), "1.2.3.4");
+        let limiter = AuthRateLimiter::new(1, Duration::from_secs(10));
+        limiter.check("2001:db8:1:2::1", "a@x.io").unwrap();
+        assert!(limiter.check("2001:db8:1:2::2", "b@x.io").is_err());
+        limiter.check("2001:db8:1:3::1", "c@x.io").unwrap();
+    }
 
     #[test]
     fn three_per_window_per_ip_and_per_email() {

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run -p api --bin admin -- set-budget <email> <tokens>   # monthly token budget, 0 = unlimited
 //! cargo run -p api --bin admin -- show-budget <email>
+//! cargo run -p api --bin admin -- set-limits <email> <concurrent> <per-minute>   # each a number (0 = unlimited) or `default`
 //! ```
 //!
 //! Budgets are the operator's to set: there is no GraphQL operation for users to change their own.
@@ -38,7 +39,16 @@ async fn main() -> ExitCode {
             )),
         },
         ["show-budget", email] => admin::show_budget(&config, email).await,
-        _ => Err("usage: admin set-budget <email> <tokens> | admin show-budget <email>".into()),
+        ["set-limits", email, concurrent, per_minute] => {
+            match (limit(concurrent), limit(per_minute)) {
+                (Ok(c), Ok(m)) => admin::set_limits(&config, email, c, m).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        _ => Err(
+            "usage: admin set-budget <email> <tokens> | admin show-budget <email> | admin set-limits <email> <concurrent> <per-minute>"
+                .into(),
+        ),
     };
     match result {
         Ok(message) => {
@@ -49,5 +59,18 @@ async fn main() -> ExitCode {
             eprintln!("{message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A limit argument: a whole number (0 = unlimited) or `default`.
+fn limit(arg: &str) -> Result<Option<i32>, String> {
+    match arg {
+        "default" => Ok(None),
+        n => match n.parse::<i32>() {
+            Ok(n) if n >= 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "a limit is a whole number of at least 0 or `default`, not {n:?}"
+            )),
+        },
     }
 }

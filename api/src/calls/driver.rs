@@ -69,8 +69,16 @@ impl Driver {
             text,
             usage,
             first_token,
-            opened,
+            opened: _,
         } = progress;
+        // PostgreSQL stores no U+0000 in text or jsonb: an answer carrying one could never be
+        // finalised. It is replaced (the count says how many), never dropped silently.
+        let nuls = text.matches('\0').count();
+        let text = if nuls > 0 {
+            text.replace('\0', "\u{FFFD}")
+        } else {
+            text
+        };
         let latency_ms = started.elapsed().as_millis() as i64;
 
         let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
@@ -91,13 +99,15 @@ impl Driver {
                 metadata["error"] = json!(reason);
                 (CallStatus::Error, *reached)
             }
+            // The request went upstream as soon as the call started (see `relay`): the prompt
+            // was processed whether or not response headers arrived, so it is billed.
             Ended::ClientGone => {
                 metadata["error"] = json!("client disconnected: the upstream request was aborted");
-                (CallStatus::Error, opened)
+                (CallStatus::Error, true)
             }
             Ended::ShuttingDown => {
                 metadata["error"] = json!("server shutting down: the upstream request was aborted");
-                (CallStatus::Error, opened)
+                (CallStatus::Error, true)
             }
             Ended::TimedOut(which) => {
                 metadata["error"] = json!(format!("upstream timed out ({which})"));
@@ -116,6 +126,9 @@ impl Driver {
             None => (0, 0, "none"),
         };
         metadata["usage_source"] = json!(source);
+        if nuls > 0 {
+            metadata["nul_replaced"] = json!(nuls);
+        }
         let outcome = Outcome {
             completion: text,
             prompt_tokens,
@@ -175,7 +188,10 @@ impl Driver {
             opened,
         } = progress;
         let first_deadline = tokio::time::Instant::from_std(started) + self.first_token_timeout;
+        // Biased: the request is handed to the HTTP client before a departed client or shutdown
+        // is noticed, so "sent upstream" (and billed) holds from the call's start.
         let mut stream = tokio::select! {
+            biased;
             opened = tokio::time::timeout_at(first_deadline, self.client.stream(req)) => match opened {
                 Ok(Ok(s)) => s,
                 // The upstream answered with an error status or could not be reached: it did not
@@ -217,14 +233,17 @@ impl Driver {
                 }
             };
             if let Some(error) = chunk.error {
-                let message = error["message"]
+                // The upstream's own words may name keys, organisations or internals: they go
+                // to the server log, the client and the log row get a generic reason.
+                let detail: String = error["message"]
                     .as_str()
-                    .unwrap_or("error event")
+                    .unwrap_or("")
                     .chars()
                     .take(300)
-                    .collect::<String>();
+                    .collect();
+                tracing::warn!(detail = %detail.escape_debug(), "upstream error event mid-stream");
                 return Ended::Failed {
-                    reason: format!("upstream error event: {message}"),
+                    reason: "the upstream reported an error event mid-stream".into(),
                     reached: true,
                 };
             }

@@ -35,7 +35,7 @@ use crate::error::{AppError, AppResult};
 use crate::llm::{LlmClient, UpstreamInfo, UpstreamRequest};
 use crate::service::profiles;
 use driver::Driver;
-use store::NewCall;
+use store::{CallLimits, NewCall};
 use tracker::InFlight;
 pub use validate::CallRequest;
 
@@ -111,6 +111,15 @@ impl Calls {
         };
         let profile = profiles::get_or_create(&self.db, user_id, &self.defaults).await?;
         let call = validate::validate(req, &profile.default_model, &self.config)?;
+        let limits = store::limits_for(
+            &self.db,
+            user_id,
+            CallLimits {
+                max_concurrent: self.config.max_concurrent_calls,
+                per_minute: self.config.calls_per_minute,
+            },
+        )
+        .await?;
         let prompt_tokens =
             tokenizer::count_chat(&call.model, [("user", call.prompt.as_str())]) as i64;
         let new_call = NewCall {
@@ -121,6 +130,7 @@ impl Calls {
             prompt_tokens,
             reservation: prompt_tokens + i64::from(call.max_tokens),
             budget: profile.monthly_token_budget,
+            limits,
             owner: self.instance.clone(),
             metadata: json!({ "stream": streaming, "max_tokens": call.max_tokens }),
         };

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::prompt_logs::{self, CallStatus};
-use entity::{call_reservations, prompt_log_usage, token_usage};
+use entity::{call_reservations, prompt_log_usage, token_usage, user_limits};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
@@ -32,6 +32,8 @@ pub struct NewCall {
     pub reservation: i64,
     /// The user's monthly budget (0 = unlimited).
     pub budget: i64,
+    /// The user's call limits.
+    pub limits: CallLimits,
     /// The server process that will run the call (its lease holder).
     pub owner: String,
     pub metadata: Value,
@@ -42,12 +44,13 @@ pub struct NewCall {
 pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     let txn = db.begin().await?;
     let created_at = now_micros();
-    // An unlimited budget (0) has nothing to check: no lock on the user's month, so one user's
-    // concurrent calls are admitted in parallel.
-    if call.budget > 0 {
+    // With no budget and no limits there is nothing to check: no lock on the user's month, so
+    // one user's concurrent calls are admitted in parallel.
+    if call.budget > 0 || !call.limits.unlimited() {
         let used = rollup::lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
-        let reserved = reserved_tokens(&txn, &call.user_id).await?;
-        if !budget::admits(call.budget, used, reserved) {
+        let (running, reserved) = in_flight(&txn, &call.user_id).await?;
+        check_limits(&txn, &call.user_id, call.limits, running, created_at).await?;
+        if call.budget > 0 && !budget::admits(call.budget, used, reserved) {
             return Err(AppError::BudgetExceeded {
                 budget: call.budget,
             });
@@ -82,26 +85,104 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     Ok(log)
 }
 
+/// How many calls a user may run at once and start per minute (0 = unlimited).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallLimits {
+    pub max_concurrent: u32,
+    pub per_minute: u32,
+}
+
+impl CallLimits {
+    fn unlimited(&self) -> bool {
+        self.max_concurrent == 0 && self.per_minute == 0
+    }
+}
+
+/// The user's limits: the operator's overrides (`user_limits`) over the server's defaults.
+pub async fn limits_for(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    defaults: CallLimits,
+) -> AppResult<CallLimits> {
+    let Some(row) = user_limits::Entity::find_by_id(user_id.to_owned())
+        .one(db)
+        .await?
+    else {
+        return Ok(defaults);
+    };
+    let pick = |v: Option<i32>, default: u32| v.map_or(default, |n| u32::try_from(n).unwrap_or(0));
+    Ok(CallLimits {
+        max_concurrent: pick(row.max_concurrent_calls, defaults.max_concurrent),
+        per_minute: pick(row.calls_per_minute, defaults.per_minute),
+    })
+}
+
 #[derive(FromQueryResult)]
-struct Sum {
+struct InFlightSum {
+    calls: i64,
     total: Option<i64>,
 }
 
-/// What the user's in-flight calls may still use.
-async fn reserved_tokens(db: &impl ConnectionTrait, user_id: &str) -> AppResult<i64> {
-    Ok(call_reservations::Entity::find()
+/// The user's calls in flight, and what they may still use.
+async fn in_flight(db: &impl ConnectionTrait, user_id: &str) -> AppResult<(i64, i64)> {
+    let sum = call_reservations::Entity::find()
         .select_only()
+        .column_as(call_reservations::Column::LogId.count(), "calls")
         // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
         .column_as(
             call_reservations::Column::Tokens.sum().cast_as("BIGINT"),
             "total",
         )
         .filter(call_reservations::Column::UserId.eq(user_id))
-        .into_model::<Sum>()
+        .into_model::<InFlightSum>()
         .one(db)
-        .await?
-        .and_then(|s| s.total)
-        .unwrap_or(0))
+        .await?;
+    Ok(sum.map_or((0, 0), |s| (s.calls, s.total.unwrap_or(0))))
+}
+
+/// Refuse a call over the user's concurrency or rate limit; run under the user's month lock,
+/// so that the count cannot change between the check and the insert, on any replica.
+async fn check_limits(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    limits: CallLimits,
+    running: i64,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    if limits.max_concurrent > 0 && running >= i64::from(limits.max_concurrent) {
+        return Err(AppError::CallLimit {
+            message: format!(
+                "at most {} calls may run at once: wait for one to finish",
+                limits.max_concurrent
+            ),
+            retry_after_secs: 1,
+        });
+    }
+    if limits.per_minute > 0 {
+        use sea_orm::QueryOrder;
+        let window = chrono::Duration::seconds(60);
+        let recent: Vec<DateTime<Utc>> = prompt_logs::Entity::find()
+            .select_only()
+            .column(prompt_logs::Column::CreatedAt)
+            .filter(prompt_logs::Column::UserId.eq(user_id))
+            .filter(prompt_logs::Column::CreatedAt.gt(now - window))
+            .order_by_desc(prompt_logs::Column::CreatedAt)
+            .limit(u64::from(limits.per_minute))
+            .into_tuple()
+            .all(db)
+            .await?;
+        if recent.len() >= limits.per_minute as usize
+            && let Some(oldest) = recent.last()
+        {
+            // The oldest of the last `per_minute` calls leaves the window then.
+            let wait = u64::try_from((*oldest + window - now).num_milliseconds()).unwrap_or(0);
+            return Err(AppError::CallLimit {
+                message: format!("at most {} calls per minute", limits.per_minute),
+                retry_after_secs: std::cmp::max(wait.div_ceil(1000), 1),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// How a call ended, ready to record.

@@ -31,6 +31,9 @@ pub fn validate(req: CallRequest, default_model: &str, cfg: &CallsConfig) -> App
     if prompt.trim().is_empty() {
         return Err(AppError::bad_input("prompt must not be empty"));
     }
+    if prompt.contains('\0') {
+        return Err(AppError::bad_input("prompt must not contain U+0000"));
+    }
     if prompt.chars().count() > cfg.max_prompt_chars {
         return Err(AppError::bad_input(format!(
             "prompt must be at most {} characters",
@@ -128,6 +131,7 @@ mod tests {
     #[test]
     fn out_of_range_input_is_refused_with_what_is_allowed() {
         assert!(refusal(req(" \n")).contains("empty"));
+        assert!(refusal(req("a\0b")).contains("U+0000"));
         assert!(refusal(req(&"x".repeat(32_001))).contains("32000"));
         for n in [0, -1, 4097, i32::MIN, i32::MAX] {
             let m = refusal(CallRequest {

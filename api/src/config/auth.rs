@@ -32,6 +32,13 @@ pub struct AuthConfig {
     /// for `signIn`/`signUp`, per client IP and per email.
     pub rate_limit_max: u32,
     pub rate_limit_window: Duration,
+    /// `PASSWORD_HASH_QUEUE` (default 32): password hashes that may wait for a hashing thread;
+    /// sign-ins and sign-ups beyond it are refused with `RATE_LIMITED` rather than queued.
+    pub hash_queue: usize,
+    /// `TRUSTED_PROXY_HOPS` (default 1 when `TRUST_PROXY` is on): how many reverse proxies in
+    /// front of this server append to `X-Forwarded-For`; the client is the entry that many
+    /// places from the end.
+    pub trusted_proxy_hops: usize,
 }
 
 impl AuthConfig {
@@ -103,7 +110,21 @@ impl AuthConfig {
             "a whole number of at least 1",
         );
         let rate_limit_window = env.seconds("AUTH_RATE_LIMIT_WINDOW_SECS", 10);
+        let hash_queue = env.parse_where(
+            "PASSWORD_HASH_QUEUE",
+            32usize,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
+        let trusted_proxy_hops = env.parse_where(
+            "TRUSTED_PROXY_HOPS",
+            1usize,
+            |n| (1..=16).contains(n),
+            "a whole number from 1 to 16",
+        );
         AuthConfig {
+            hash_queue,
+            trusted_proxy_hops,
             secret,
             secret_is_dev_default,
             base_url,

@@ -25,6 +25,12 @@ pub struct CallsConfig {
     /// `CALL_LEASE_SECS` (default 60): a running call's lease, renewed every third of it; calls
     /// whose lease lapsed (their process died) are finalised by any replica.
     pub lease: Duration,
+    /// `USER_MAX_CONCURRENT_CALLS` (default 4, 0 = unlimited): calls one user may have in flight,
+    /// across replicas. An operator may override it per user (`admin set-limits`).
+    pub max_concurrent_calls: u32,
+    /// `USER_CALLS_PER_MINUTE` (default 20, 0 = unlimited): calls one user may start in any 60 s,
+    /// across replicas; overridable per user like the above.
+    pub calls_per_minute: u32,
 }
 
 /// The profile a new user gets.
@@ -32,7 +38,9 @@ pub struct CallsConfig {
 pub struct ProfileDefaults {
     /// `DEFAULT_MODEL` (default `gpt-4o-mini`, the `user_profiles.default_model` column default).
     pub model: String,
-    /// `DEFAULT_MONTHLY_TOKEN_BUDGET` (default 0 = unlimited).
+    /// `DEFAULT_MONTHLY_TOKEN_BUDGET`: 0 is unlimited. Default: 100,000 tokens when a real
+    /// upstream is configured (`OPENAI_BASE_URL`: open sign-up must not mean unlimited spend),
+    /// 0 with the built-in local upstream, which costs nothing.
     pub monthly_token_budget: i64,
 }
 
@@ -79,7 +87,19 @@ impl CallsConfig {
         if lease < Duration::from_secs(3) {
             env.problem("CALL_LEASE_SECS", "must be at least 3");
         }
+        let max_concurrent_calls = env.parse(
+            "USER_MAX_CONCURRENT_CALLS",
+            4u32,
+            "a whole number, 0 for unlimited",
+        );
+        let calls_per_minute = env.parse(
+            "USER_CALLS_PER_MINUTE",
+            20u32,
+            "a whole number, 0 for unlimited",
+        );
         CallsConfig {
+            max_concurrent_calls,
+            calls_per_minute,
             max_prompt_chars,
             max_completion_tokens,
             default_max_tokens,
@@ -91,8 +111,13 @@ impl CallsConfig {
 }
 
 impl ProfileDefaults {
-    /// The default model must be one the price table routes to.
-    pub fn read(env: &mut Env, prices: &PriceTable) -> Self {
+    /// Budget given to new profiles when a real upstream is configured and
+    /// `DEFAULT_MONTHLY_TOKEN_BUDGET` is not.
+    pub const PAID_UPSTREAM_BUDGET: i64 = 100_000;
+
+    /// The default model must be one the price table routes to; `paid_upstream` when
+    /// `OPENAI_BASE_URL` is set.
+    pub fn read(env: &mut Env, prices: &PriceTable, paid_upstream: bool) -> Self {
         let model = env
             .get("DEFAULT_MODEL")
             .unwrap_or_else(|| "gpt-4o-mini".to_owned());
@@ -104,7 +129,11 @@ impl ProfileDefaults {
         }
         let monthly_token_budget = env.parse_where(
             "DEFAULT_MONTHLY_TOKEN_BUDGET",
-            0i64,
+            if paid_upstream {
+                Self::PAID_UPSTREAM_BUDGET
+            } else {
+                0
+            },
             |n| *n >= 0,
             "a whole number of tokens, 0 for unlimited",
         );
@@ -132,7 +161,7 @@ mod tests {
     fn defaults() {
         let mut e = env(&[]);
         let c = CallsConfig::read(&mut e, 4000);
-        let d = ProfileDefaults::read(&mut e, &c.prices);
+        let d = ProfileDefaults::read(&mut e, &c.prices, false);
         assert!(e.problems.is_empty(), "{:?}", e.problems);
         assert_eq!(
             (
@@ -176,7 +205,7 @@ mod tests {
             ("CALL_LEASE_SECS", "2"),
         ]);
         let c = CallsConfig::read(&mut e, 0);
-        ProfileDefaults::read(&mut e, &c.prices);
+        ProfileDefaults::read(&mut e, &c.prices, false);
         let names: Vec<&str> = e
             .problems
             .iter()

@@ -11,6 +11,12 @@ pub struct GraphqlConfig {
     pub max_complexity: usize,
     /// `GRAPHQL_MAX_RECURSIVE_DEPTH` (default 32): nesting the parser accepts at all.
     pub max_recursive_depth: usize,
+    /// `GRAPHQL_MAX_ALIASES` (default 30): aliased fields in one document.
+    pub max_aliases: usize,
+    /// `GRAPHQL_MAX_ROOT_FIELDS` (default 20): root fields of one operation, aliases included.
+    pub max_root_fields: usize,
+    /// `GRAPHQL_MAX_DIRECTIVES` (default 5): directives on one field.
+    pub max_directives: usize,
     /// `GRAPHQL_MAX_BODY_BYTES` (default 1 MiB): largest request body or WebSocket message.
     pub max_body_bytes: usize,
     /// `GRAPHQL_INTROSPECTION` (default true): turn off in production to hide the schema.
@@ -40,6 +46,19 @@ impl GraphqlConfig {
                 32,
                 at_least_one,
                 "a whole number of at least 1",
+            ),
+            max_aliases: env.parse_where("GRAPHQL_MAX_ALIASES", 30, |_| true, "a whole number"),
+            max_root_fields: env.parse_where(
+                "GRAPHQL_MAX_ROOT_FIELDS",
+                20,
+                at_least_one,
+                "a whole number of at least 1",
+            ),
+            max_directives: env.parse_where(
+                "GRAPHQL_MAX_DIRECTIVES",
+                5,
+                |_| true,
+                "a whole number",
             ),
             max_body_bytes: env.parse_where(
                 "GRAPHQL_MAX_BODY_BYTES",

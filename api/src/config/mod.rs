@@ -93,7 +93,7 @@ impl Config {
         let auth = AuthConfig::read(&mut env, server.port);
         let upstream = UpstreamConfig::read(&mut env);
         let calls = CallsConfig::read(&mut env, server.port);
-        let defaults = ProfileDefaults::read(&mut env, &calls.prices);
+        let defaults = ProfileDefaults::read(&mut env, &calls.prices, upstream.base_url.is_some());
         let graphql = GraphqlConfig::read(&mut env);
         if !env.problems.is_empty() {
             return Err(ConfigError(env.problems));

@@ -91,11 +91,14 @@ impl AccountMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let state = ctx.data::<AppState>()?;
         let client = ctx.data_opt::<ClientInfo>().cloned().unwrap_or_default();
+        // No account has a malformed email or an out-of-range password: refused without a
+        // hash (which would only give a flood of them CPU to burn).
         let Ok(email) = Email::parse(&input.email) else {
-            // Still pay for a hash, so malformed emails answer as slowly as unknown ones.
-            state.auth.hasher.verify(input.password, None).await?;
             return Err(AppError::InvalidCredentials.into());
         };
+        if accounts::check_password(&input.password).is_err() {
+            return Err(AppError::InvalidCredentials.into());
+        }
         throttle(state, &client, email.as_str())?;
         let (user, session) = accounts::sign_in(
             &state.db,
@@ -154,7 +157,10 @@ pub struct ProfileMutation;
 #[Object]
 impl ProfileMutation {
     /// Update the signed-in user's profile. `UNAUTHENTICATED` when signed out.
-    #[graphql(guard = "crate::auth::SignedIn")]
+    #[graphql(
+        guard = "crate::auth::SignedIn",
+        complexity = "super::QUERY_COST + child_complexity"
+    )]
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
@@ -204,6 +210,7 @@ impl User {
         self.0.created_at.and_utc()
     }
     /// The user's AI-app profile (created with the defaults on first use).
+    #[graphql(complexity = "5 + child_complexity")]
     async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
         let loader = ctx.data::<DataLoader<ProfileLoader>>()?;
         let profile = loader
@@ -232,6 +239,7 @@ impl Profile {
         Int64(self.0.monthly_token_budget)
     }
     /// Prompt + completion tokens metered since the start of this UTC calendar month.
+    #[graphql(complexity = 5)]
     async fn tokens_used_this_month(&self, ctx: &Context<'_>) -> async_graphql::Result<Int64> {
         let loader = ctx.data::<DataLoader<MonthTokensLoader>>()?;
         Ok(Int64(

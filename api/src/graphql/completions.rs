@@ -22,7 +22,8 @@ pub struct Model {
     pub input_microcents_per_million: Int64,
     /// Micro-cents per million completion tokens.
     pub output_microcents_per_million: Int64,
-    /// Where calls to it go.
+    /// Who serves it: `openai`, `azure-openai`, `openai-compatible` or `local` (never an
+    /// address: the upstream's URL may carry internal host names or credentials).
     pub upstream: String,
     /// True when calls go to the built-in local upstream (deterministic test tokens, not a real
     /// model): no `OPENAI_BASE_URL` is configured.
@@ -97,7 +98,7 @@ impl CompletionQuery {
     /// The models this server routes to, with their prices.
     async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Model>> {
         let state = ctx.data::<AppState>()?;
-        let upstream = crate::llm::describe_upstream(&state.calls.upstream);
+        let upstream = crate::llm::provider_name(&state.calls.upstream);
         Ok(state
             .calls
             .prices()
@@ -106,7 +107,7 @@ impl CompletionQuery {
                 id: id.to_owned(),
                 input_microcents_per_million: Int64(price.input),
                 output_microcents_per_million: Int64(price.output),
-                upstream: upstream.clone(),
+                upstream: upstream.to_owned(),
                 local_upstream: state.calls.upstream.local,
             })
             .collect())
@@ -121,7 +122,10 @@ impl CompletionMutation {
     /// Run a completion to the end and return its finalised log. `BUDGET_EXCEEDED` when the
     /// monthly budget is used up; `UPSTREAM_ERROR` (with `extensions.logId`) when the upstream
     /// fails; `BAD_USER_INPUT` for an unknown model or out-of-range input.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(
+        guard = "SignedIn",
+        complexity = "super::QUERY_COST + child_complexity"
+    )]
     async fn complete(
         &self,
         ctx: &Context<'_>,
@@ -152,7 +156,10 @@ impl Subscription {
     /// `done: true` and the finalised log. Refusals (`BUDGET_EXCEEDED`, `BAD_USER_INPUT`) come
     /// before any event; an upstream failure ends the stream with `UPSTREAM_ERROR` (with
     /// `extensions.logId`) after the deltas received. Unsubscribing aborts the upstream request.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(
+        guard = "SignedIn",
+        complexity = "super::QUERY_COST + child_complexity"
+    )]
     async fn completion_stream(
         &self,
         ctx: &Context<'_>,

@@ -142,7 +142,7 @@ impl HistoryQuery {
     /// Cursors are opaque and valid only for the caller's own feed.
     #[graphql(
         guard = "SignedIn",
-        complexity = "first.or(last).map_or(DEFAULT_PAGE as usize, |n| n.max(0) as usize) * child_complexity + 1"
+        complexity = "first.or(last).map_or(DEFAULT_PAGE as usize, |n| n.max(0) as usize) * child_complexity + super::QUERY_COST"
     )]
     async fn history(
         &self,
@@ -202,7 +202,10 @@ impl HistoryQuery {
     }
 
     /// One of the caller's logs; null when it does not exist or is someone else's.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(
+        guard = "SignedIn",
+        complexity = "super::QUERY_COST / 2 + child_complexity"
+    )]
     async fn prompt_log(
         &self,
         ctx: &Context<'_>,

@@ -7,6 +7,7 @@ pub mod account;
 pub mod completions;
 pub mod cursor;
 pub mod history;
+pub mod limits;
 pub mod loaders;
 pub mod scalars;
 pub mod usage;
@@ -19,6 +20,11 @@ use crate::auth::Viewer;
 use crate::auth::session::ClientInfo;
 use crate::state::AppState;
 use loaders::{CostLoader, MonthTokensLoader, ProfileLoader, UserLoader};
+
+/// Complexity of a field that runs a database query of its own (DataLoader-batched fields
+/// count less): with `GRAPHQL_MAX_COMPLEXITY` 5000, one document runs at most about ten such
+/// queries, and at most ten `usage` aggregates.
+pub const QUERY_COST: usize = 100;
 
 /// Every query field, per domain.
 #[derive(MergedObject, Default)]
@@ -61,6 +67,8 @@ pub fn build_schema(state: AppState) -> AppSchema {
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_recursive_depth)
+        .limit_directives(limits.max_directives)
+        .extension(limits::DocumentLimits::new(&limits))
         .data(state);
     if !limits.introspection {
         builder = builder.disable_introspection();

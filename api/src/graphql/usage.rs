@@ -75,7 +75,10 @@ pub struct UsageQuery;
 impl UsageQuery {
     /// The signed-in user's usage in `[from, to)`: totals, per model and per UTC day. The
     /// window defaults to the current UTC calendar month and may span at most 400 days.
-    #[graphql(guard = "SignedIn")]
+    #[graphql(
+        guard = "SignedIn",
+        complexity = "5 * super::QUERY_COST + child_complexity"
+    )]
     async fn usage(
         &self,
         ctx: &Context<'_>,
@@ -88,6 +91,11 @@ impl UsageQuery {
             .ok_or_else(|| AppError::internal("the clock is past the calendar's end"))?;
         let from = from.unwrap_or(month_start);
         let to = to.unwrap_or(month_end);
+        if !time::in_accepted_range(from) || !time::in_accepted_range(to) {
+            return Err(
+                AppError::bad_input("from and to must be in the years 1970 to 9999").into(),
+            );
+        }
         if from >= to {
             return Err(AppError::bad_input("from must be before to").into());
         }

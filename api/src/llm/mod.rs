@@ -133,27 +133,60 @@ pub struct UpstreamInfo {
     pub local: bool,
 }
 
-/// The upstream's description, for start-up logs and `models`.
+/// The upstream's description for the start-up log: its URL without credentials, query or
+/// fragment (`user:pass@`, `?api-key=` stay out of logs).
 pub fn describe_upstream(info: &UpstreamInfo) -> String {
     if info.local {
-        format!(
+        return format!(
             "built-in local upstream at {} (deterministic test tokens, not a real model; set OPENAI_BASE_URL)",
             info.base_url
-        )
-    } else {
-        info.base_url.clone()
+        );
+    }
+    match url::Url::parse(&info.base_url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
     }
 }
 
-/// A short, client-safe description of an upstream failure (no keys, no bodies beyond the
-/// upstream's own message).
+/// What clients are told of the upstream (`models`): a provider name, never its address.
+pub fn provider_name(info: &UpstreamInfo) -> &'static str {
+    if info.local {
+        return "local";
+    }
+    let host = url::Url::parse(&info.base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    match host.as_deref() {
+        Some(h) if h == "openai.com" || h.ends_with(".openai.com") => "openai",
+        Some(h) if h.ends_with(".openai.azure.com") => "azure-openai",
+        _ => "openai-compatible",
+    }
+}
+
+/// A short, client-safe description of an upstream failure: by kind and status only. The
+/// upstream's own message (OpenAI's 401 names a masked key, its 429 the organisation) goes to
+/// the server log, never to clients or log rows.
 pub fn describe(e: &OpenAIError) -> String {
     match e {
-        OpenAIError::ApiError(api) => format!(
-            "upstream answered {}: {}",
-            api.status_code,
-            api.api_error.message.chars().take(300).collect::<String>()
-        ),
+        OpenAIError::ApiError(api) => {
+            let detail: String = api.api_error.message.chars().take(300).collect();
+            let status = api.status_code.as_u16();
+            tracing::warn!(status, detail = %detail.escape_debug(), "the upstream refused a request");
+            let what = match status {
+                401 | 403 => "refused this server's credentials",
+                404 => "does not know the model",
+                429 => "is rate limiting this server",
+                400..=499 => "refused the request",
+                _ => "failed",
+            };
+            format!("the upstream {what} (HTTP {status})")
+        }
         OpenAIError::Reqwest(r) if r.is_connect() => "could not connect to the upstream".into(),
         OpenAIError::Reqwest(r) if r.is_timeout() => "the upstream timed out".into(),
         OpenAIError::Reqwest(_) => "the connection to the upstream failed".into(),
@@ -161,10 +194,10 @@ pub fn describe(e: &OpenAIError) -> String {
         OpenAIError::JSONDeserialize(_, _) => {
             "the upstream sent a chunk that is not valid JSON".into()
         }
-        other => format!(
-            "upstream error: {}",
-            other.to_string().chars().take(300).collect::<String>()
-        ),
+        other => {
+            tracing::warn!(detail = %other.to_string().escape_debug(), "upstream error");
+            "the upstream call failed".into()
+        }
     }
 }
 
@@ -178,6 +211,26 @@ pub fn is_reasoning_model(model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_and_logs_never_see_credentials_or_internal_hosts() {
+        let info = |url: &str| UpstreamInfo {
+            base_url: url.into(),
+            local: false,
+        };
+        let secret = info("https://user:pa55@llm.internal.corp:8443/v1?api-key=sk-1#x");
+        assert_eq!(provider_name(&secret), "openai-compatible");
+        let logged = describe_upstream(&secret);
+        assert!(
+            !logged.contains("pa55") && !logged.contains("sk-1") && !logged.contains("user"),
+            "{logged}"
+        );
+        assert_eq!(provider_name(&info("https://api.openai.com/v1")), "openai");
+        assert_eq!(
+            provider_name(&info("https://x.openai.azure.com/openai")),
+            "azure-openai"
+        );
+    }
 
     #[test]
     fn reasoning_models_are_recognised() {

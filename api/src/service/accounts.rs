@@ -50,9 +50,9 @@ pub fn check_password(password: &str) -> AppResult<()> {
 /// A display name as stored: trimmed, 1 to 256 characters.
 pub fn check_name(name: &str) -> AppResult<&str> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > NAME_MAX {
+    if name.is_empty() || name.chars().count() > NAME_MAX || name.contains('\0') {
         return Err(AppError::bad_input(format!(
-            "name must be 1 to {NAME_MAX} characters"
+            "name must be 1 to {NAME_MAX} characters, without U+0000"
         )));
     }
     Ok(name)

@@ -63,3 +63,45 @@ pub async fn show_budget(config: &Config, email: &str) -> Result<String, String>
         user.email, profile.monthly_token_budget
     ))
 }
+
+/// Override a user's call limits (`None`: back to the server's default; `Some(0)`: unlimited).
+pub async fn set_limits(
+    config: &Config,
+    email: &str,
+    max_concurrent_calls: Option<i32>,
+    calls_per_minute: Option<i32>,
+) -> Result<String, String> {
+    use entity::user_limits;
+    use sea_orm::sea_query::OnConflict;
+    let db = connect(config).await?;
+    let user = find_user(&db, email).await?;
+    user_limits::Entity::insert(user_limits::ActiveModel {
+        user_id: Set(user.id.clone()),
+        max_concurrent_calls: Set(max_concurrent_calls),
+        calls_per_minute: Set(calls_per_minute),
+        updated_at: Set(crate::time::now_micros()),
+    })
+    .on_conflict(
+        OnConflict::column(user_limits::Column::UserId)
+            .update_columns([
+                user_limits::Column::MaxConcurrentCalls,
+                user_limits::Column::CallsPerMinute,
+                user_limits::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec(&db)
+    .await
+    .map_err(|e| e.to_string())?;
+    let show = |v: Option<i32>, default: u32| match v {
+        None => format!("default ({default})"),
+        Some(0) => "unlimited".to_owned(),
+        Some(n) => n.to_string(),
+    };
+    Ok(format!(
+        "{}: at most {} calls at once, {} per minute",
+        user.email,
+        show(max_concurrent_calls, config.calls.max_concurrent_calls),
+        show(calls_per_minute, config.calls.calls_per_minute)
+    ))
+}

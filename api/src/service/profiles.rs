@@ -53,9 +53,9 @@ pub async fn update(
     default_model: Option<&str>,
 ) -> AppResult<user_profiles::Model> {
     let display_name = display_name.map(str::trim);
-    if display_name.is_some_and(|n| n.chars().count() > DISPLAY_NAME_MAX) {
+    if display_name.is_some_and(|n| n.chars().count() > DISPLAY_NAME_MAX || n.contains('\0')) {
         return Err(AppError::bad_input(format!(
-            "displayName must be at most {DISPLAY_NAME_MAX} characters"
+            "displayName must be at most {DISPLAY_NAME_MAX} characters, without U+0000"
         )));
     }
     let default_model = default_model.map(str::trim);

@@ -1,6 +1,7 @@
 //! Integration tests against a spawned server and a fresh database per test.
 //! `TEST_BACKEND=sqlite|postgres` picks the database (see the `tests` crate docs).
 
+mod abuse;
 mod append_only;
 mod auth;
 mod completions;
