@@ -12,10 +12,18 @@
 //! itself as `DATABASE_URL_DIRECT`, and `DATABASE_POOL_MODE=transaction`, as on Neon.
 //! `TEST_PGBOUNCER_PREPARED_STATEMENTS=N` sets its `max_prepared_statements` (PgBouncer ≥ 1.21).
 //! `TEST_POOL_MODE=direct|transaction` overrides the pool mode servers under test get.
+//!
+//! A test starts its server with [`spawn_app`], or [`spawn_app_with_env`] for extra environment
+//! variables; [`books`] has the assertions that the call pipeline's rows balance.
 
+pub mod books;
+mod database;
 pub mod pg_cluster;
 pub mod pgbouncer;
 pub mod ws;
+
+pub use books::{assert_book_entry, assert_books_balance, assert_rows_balance};
+pub use database::{TestBackend, TestDatabase, backend, postgres_admin_url};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,23 +34,6 @@ use api::config::Config;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-
-/// The database the suite runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TestBackend {
-    Sqlite,
-    Postgres,
-}
-
-/// The backend chosen by `TEST_BACKEND`.
-pub fn backend() -> TestBackend {
-    static BACKEND: OnceLock<TestBackend> = OnceLock::new();
-    *BACKEND.get_or_init(|| match std::env::var("TEST_BACKEND").as_deref() {
-        Err(_) | Ok("") | Ok("sqlite") => TestBackend::Sqlite,
-        Ok("postgres") | Ok("postgresql") => TestBackend::Postgres,
-        Ok(other) => panic!("TEST_BACKEND must be sqlite or postgres, not {other:?}"),
-    })
-}
 
 /// Logs are quiet unless `TEST_LOG` is set (then it is the filter, e.g. `TEST_LOG=debug`).
 fn init_logging() {
@@ -60,95 +51,6 @@ fn init_logging() {
                 .try_init();
         }
     });
-}
-
-/// A fresh, empty database for one test (clones share it: several servers on one database).
-#[derive(Clone)]
-pub struct TestDatabase {
-    /// The URL the server under test is given as `DATABASE_URL` (PgBouncer's, if one runs).
-    pub url: String,
-    /// The server's own URL when `url` goes through PgBouncer.
-    pub direct: Option<String>,
-    /// The PostgreSQL database name (`t_<uuid>`); empty on SQLite.
-    pub name: String,
-    /// Keeps a SQLite database's directory alive for the test's lifetime.
-    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
-}
-
-impl TestDatabase {
-    /// Create an empty database on the chosen backend.
-    pub async fn create() -> TestDatabase {
-        match backend() {
-            TestBackend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("aiwrapper-test-")
-                    .tempdir()
-                    .expect("create a temporary directory");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-                TestDatabase {
-                    url,
-                    direct: None,
-                    name: String::new(),
-                    _dir: Some(std::sync::Arc::new(dir)),
-                }
-            }
-            TestBackend::Postgres => TestDatabase::create_postgres().await,
-        }
-    }
-}
-
-impl TestDatabase {
-    /// An empty PostgreSQL database on the suite's server (behind PgBouncer when
-    /// `TEST_PGBOUNCER` asks for one), whatever `TEST_BACKEND` says (the benchmark uses it).
-    pub async fn create_postgres() -> TestDatabase {
-        let admin_url = postgres_admin_url();
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(admin_url.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("create the test database");
-        admin.close().await.ok();
-        let direct = replace_database(&admin_url, &name);
-        match pgbouncer::url() {
-            Some(pooled) => TestDatabase {
-                url: replace_database(&pooled, &name),
-                direct: Some(direct),
-                name,
-                _dir: None,
-            },
-            None => TestDatabase {
-                url: direct,
-                direct: None,
-                name,
-                _dir: None,
-            },
-        }
-    }
-
-    /// The database's URL that bypasses any pooler (migrations, DDL, session-level checks).
-    pub fn direct_url(&self) -> &str {
-        self.direct.as_deref().unwrap_or(&self.url)
-    }
-}
-
-/// The admin URL of the PostgreSQL server the suite uses.
-pub fn postgres_admin_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => pg_cluster::start().admin_url.clone(),
-    })
-    .clone()
-}
-
-/// `postgres://u@h:p/old?x` with the database replaced by `name`.
-fn replace_database(url: &str, name: &str) -> String {
-    let mut parsed = url::Url::parse(url).expect("TEST_DATABASE_URL is a URL");
-    parsed.set_path(&format!("/{name}"));
-    parsed.to_string()
 }
 
 /// A running server on its own database.
@@ -196,7 +98,6 @@ impl TestApp {
         format!("{}{}", self.base_url, path)
     }
 
-    /// The backend this app's database is on, as SeaORM names it.
     /// A connection of the test's own on the direct endpoint (for migrations and DDL, which
     /// do not belong on a transaction-mode pooler).
     pub async fn direct(&self) -> sea_orm::DatabaseConnection {
@@ -205,6 +106,7 @@ impl TestApp {
             .expect("connect to the direct endpoint")
     }
 
+    /// The backend this app's database is on, as SeaORM names it.
     pub fn db_backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
@@ -344,6 +246,21 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)
     spawn_app_on(database, customize).await
 }
 
+/// A server on a fresh database, with `vars` set in (or overriding) its environment.
+pub async fn spawn_app_with_env(vars: &[(&str, &str)]) -> TestApp {
+    spawn_app_on_with_env(TestDatabase::create().await, vars).await
+}
+
+/// A server on the given database, with `vars` set in (or overriding) its environment.
+pub async fn spawn_app_on_with_env(database: TestDatabase, vars: &[(&str, &str)]) -> TestApp {
+    spawn_app_on(database, |env| {
+        for (key, value) in vars {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+    })
+    .await
+}
+
 /// A server on the given database.
 pub async fn spawn_app_on(
     database: TestDatabase,
@@ -385,21 +302,5 @@ pub async fn spawn_app_on(
             .expect("build the HTTP client"),
         stop: Some(stop),
         server: Some(server),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_name_is_replaced() {
-        assert_eq!(
-            replace_database(
-                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-                "t_1"
-            ),
-            "postgres://postgres@127.0.0.1:5432/t_1?sslmode=disable"
-        );
     }
 }

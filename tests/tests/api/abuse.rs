@@ -8,7 +8,7 @@ use entity::prompt_logs;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 use tests::ws::GqlWs;
-use tests::{TestApp, error_code, spawn_app, spawn_app_with};
+use tests::{TestApp, error_code, spawn_app, spawn_app_with, spawn_app_with_env};
 
 const COMPLETE: &str =
     "mutation($i: CompletionInput!) { complete(input: $i) { id status completion metadata } }";
@@ -122,11 +122,7 @@ async fn documents_over_a_limit_are_refused_before_anything_runs() {
 
 #[tokio::test]
 async fn sign_ins_that_cannot_match_are_refused_without_a_hash_and_ips_share_their_64() {
-    let app = spawn_app_with(|v| {
-        v.insert("TRUST_PROXY".into(), "true".into());
-        v.insert("AUTH_RATE_LIMIT_MAX".into(), "3".into());
-    })
-    .await;
+    let app = spawn_app_with_env(&[("TRUST_PROXY", "true"), ("AUTH_RATE_LIMIT_MAX", "3")]).await;
     let sign_in = |email: &str, password: &str, ip: &str| {
         app.http
             .post(app.url("/graphql"))
@@ -221,10 +217,7 @@ async fn one_account_cannot_run_more_than_its_concurrent_calls() {
 
 #[tokio::test]
 async fn calls_per_minute_are_counted_across_the_window_and_overridable_by_the_operator() {
-    let app = spawn_app_with(|v| {
-        v.insert("USER_CALLS_PER_MINUTE".into(), "3".into());
-    })
-    .await;
+    let app = spawn_app_with_env(&[("USER_CALLS_PER_MINUTE", "3")]).await;
     let user = app.sign_up("ada@example.com").await;
     let call = || {
         app.gql(

@@ -1,12 +1,15 @@
-//! The database itself keeps `token_usage` and `prompt_logs` append-only, on both backends.
+//! The database itself keeps `token_usage`, `prompt_logs` and the link between them
+//! (`prompt_log_usage`) append-only, on both backends; deleting a user takes all their rows.
 
 use entity::prelude::*;
 use entity::{prompt_logs, token_usage};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
 };
+use serde_json::json;
 use tests::{TestApp, spawn_app};
 
+use crate::completions::COMPLETE;
 use crate::fixtures;
 
 fn assert_refused<T: std::fmt::Debug>(result: Result<T, sea_orm::DbErr>, what: &str, needle: &str) {
@@ -307,5 +310,40 @@ async fn deleting_a_user_removes_all_their_rows_and_only_theirs() {
 
     assert_eq!(count_for(&app, &gone.id).await, [0; 6]);
     assert_eq!(count_for(&app, &kept.id).await, [1, 1, 1, 1, 2, 2]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_link_between_a_call_and_its_usage_is_append_only_and_goes_with_the_user() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let other = app.sign_up("bob@example.com").await;
+    for u in [&user, &other] {
+        let body = app
+            .gql(
+                Some(&u.token),
+                COMPLETE,
+                json!({ "i": { "prompt": "hi @@tokens=2" } }),
+            )
+            .await;
+        assert_eq!(body["data"]["complete"]["status"], "OK", "{body}");
+    }
+    for sql in [
+        "DELETE FROM prompt_log_usage",
+        "UPDATE prompt_log_usage SET usage_id = usage_id",
+    ] {
+        let err = app.exec(sql).await.expect_err(sql).to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(PromptLogUsage::find().count(&app.db).await.unwrap(), 2);
+    // Deleting a user takes every row of theirs, the meter's included, and only theirs.
+    User::delete_by_id(user.id.clone())
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(PromptLogUsage::find().count(&app.db).await.unwrap(), 1);
+    assert_eq!(UsageMonthly::find().count(&app.db).await.unwrap(), 1);
+    assert_eq!(PromptLogs::find().count(&app.db).await.unwrap(), 1);
+    assert_eq!(TokenUsage::find().count(&app.db).await.unwrap(), 1);
     app.shutdown().await;
 }

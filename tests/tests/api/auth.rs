@@ -9,7 +9,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
 };
 use serde_json::{Value, json};
-use tests::{TestApp, error_code, spawn_app, spawn_app_with};
+use tests::{TestApp, error_code, spawn_app, spawn_app_with_env};
 
 const ME: &str = "{ me { id email name emailVerified profile { defaultModel monthlyTokenBudget tokensUsedThisMonth } } }";
 const SIGN_IN: &str =
@@ -31,10 +31,10 @@ fn sign_up_vars(email: &str, password: &str, name: &str) -> Value {
 
 #[tokio::test]
 async fn sign_up_writes_user_credential_profile_and_session() {
-    let app = spawn_app_with(|v| {
-        v.insert("DEFAULT_MODEL".into(), "gpt-4.1-mini".into());
-        v.insert("DEFAULT_MONTHLY_TOKEN_BUDGET".into(), "250000".into());
-    })
+    let app = spawn_app_with_env(&[
+        ("DEFAULT_MODEL", "gpt-4.1-mini"),
+        ("DEFAULT_MONTHLY_TOKEN_BUDGET", "250000"),
+    ])
     .await;
     let u = app.sign_up("  Ada@Example.COM ").await;
     assert_eq!(u.email, "ada@example.com");
@@ -289,10 +289,7 @@ async fn the_session_cookie_is_better_auths_and_authenticates() {
 
 #[tokio::test]
 async fn https_cookies_are_secure_prefixed() {
-    let app = spawn_app_with(|v| {
-        v.insert("BETTER_AUTH_URL".into(), "https://app.example.com".into());
-    })
-    .await;
+    let app = spawn_app_with_env(&[("BETTER_AUTH_URL", "https://app.example.com")]).await;
     let body = app
         .gql(
             None,
@@ -431,11 +428,11 @@ async fn a_better_auth_user_without_a_profile_gets_the_default_one() {
 
 #[tokio::test]
 async fn sign_in_and_sign_up_are_rate_limited_per_ip_and_per_email() {
-    let app = spawn_app_with(|v| {
-        v.insert("AUTH_RATE_LIMIT_MAX".into(), "3".into());
-        v.insert("AUTH_RATE_LIMIT_WINDOW_SECS".into(), "60".into());
-        v.insert("TRUST_PROXY".into(), "true".into());
-    })
+    let app = spawn_app_with_env(&[
+        ("AUTH_RATE_LIMIT_MAX", "3"),
+        ("AUTH_RATE_LIMIT_WINDOW_SECS", "60"),
+        ("TRUST_PROXY", "true"),
+    ])
     .await;
     let attempt = |ip: &'static str, email: &'static str| {
         let app = &app;

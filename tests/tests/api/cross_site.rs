@@ -3,13 +3,13 @@
 
 use reqwest::header;
 use serde_json::{Value, json};
-use tests::{TestApp, error_code, spawn_app_with};
+use tests::{TestApp, error_code, spawn_app_with_env};
 
 async fn app() -> TestApp {
-    spawn_app_with(|v| {
-        v.insert("BETTER_AUTH_URL".into(), "http://app.localhost:4000".into());
-        v.insert("TRUSTED_ORIGINS".into(), "http://localhost:3000".into());
-    })
+    spawn_app_with_env(&[
+        ("BETTER_AUTH_URL", "http://app.localhost:4000"),
+        ("TRUSTED_ORIGINS", "http://localhost:3000"),
+    ])
     .await
 }
 

@@ -1,5 +1,5 @@
 use serde_json::Value;
-use tests::{spawn_app, spawn_app_with};
+use tests::{spawn_app, spawn_app_with_env};
 
 #[tokio::test]
 async fn healthz_answers() {
@@ -23,10 +23,7 @@ async fn readyz_is_ready_once_migrations_ran_at_start() {
 
 #[tokio::test]
 async fn readyz_reports_pending_migrations_until_they_are_applied() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("RUN_MIGRATIONS".into(), "false".into());
-    })
-    .await;
+    let app = spawn_app_with_env(&[("RUN_MIGRATIONS", "false")]).await;
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();

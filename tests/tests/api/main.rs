@@ -14,4 +14,6 @@ mod pooling;
 mod rollups;
 mod schema;
 mod sdl;
+mod transport;
+mod usage;
 mod websocket;

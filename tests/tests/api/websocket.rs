@@ -1,21 +1,21 @@
 //! WebSocket connections: origin check on the upgrade, authentication from the upgrade's cookie
-//! or from `connection_init`, both subprotocols.
+//! or from `connection_init`, both subprotocols, and a socket whose session ended cannot call.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tests::{TestApp, spawn_app_with};
+use tests::ws::GqlWs;
+use tests::{TestApp, assert_books_balance, spawn_app, spawn_app_with_env};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::completions::STREAM;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn app() -> TestApp {
-    spawn_app_with(|v| {
-        v.insert("BETTER_AUTH_URL".into(), "http://app.localhost:4000".into());
-    })
-    .await
+    spawn_app_with_env(&[("BETTER_AUTH_URL", "http://app.localhost:4000")]).await
 }
 
 async fn connect(app: &TestApp, protocol: &str, headers: &[(&str, String)]) -> Result<Ws, u16> {
@@ -173,5 +173,26 @@ async fn the_legacy_graphql_ws_protocol_works_too() {
     };
     assert_eq!(m["type"], "data", "{m}");
     assert_eq!(m["payload"]["data"]["me"]["email"], "ada@example.com");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_websocket_cannot_call_after_its_session_ended() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    // Signed out elsewhere (the same session, over HTTP).
+    let out = app
+        .gql(Some(&user.token), "mutation { signOut }", json!({}))
+        .await;
+    assert_eq!(out["data"]["signOut"], true);
+    ws.subscribe("1", STREAM, json!({ "i": { "prompt": "still there?" } }))
+        .await;
+    let (payloads, _) = ws.collect("1").await;
+    assert_eq!(
+        payloads[0]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{payloads:?}"
+    );
+    assert_books_balance(&app, &user.id, 0).await;
     app.shutdown().await;
 }

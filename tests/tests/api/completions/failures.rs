@@ -1,0 +1,252 @@
+//! Calls that fail: upstream HTTP errors, an error event or a cut connection mid-stream, a
+//! client that goes away, first-token and idle timeouts, and the refusals that come before any
+//! row or upstream call.
+
+use std::sync::atomic::Ordering;
+
+use entity::prelude::*;
+use entity::prompt_log_usage;
+use entity::prompt_logs::{self, CallStatus};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use tests::ws::GqlWs;
+use tests::{TestApp, TestUser, assert_books_balance, error_code, spawn_app, spawn_app_with_env};
+
+use super::{COMPLETE, STREAM, mini_cost, only_log, prompt_tokens, stream};
+
+#[tokio::test]
+async fn upstream_http_errors_are_logged_unmetered_and_reported() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    for code in [429, 500] {
+        let body = app
+            .gql(
+                Some(&user.token),
+                COMPLETE,
+                json!({ "i": { "prompt": format!("hi @@fail={code}") } }),
+            )
+            .await;
+        assert_eq!(error_code(&body), Some("UPSTREAM_ERROR"), "{body}");
+        let log_id = body["errors"][0]["extensions"]["logId"]
+            .as_str()
+            .expect("the log id");
+        let log = PromptLogs::find_by_id(uuid::Uuid::parse_str(log_id).unwrap())
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.status, CallStatus::Error);
+        let meta = log.metadata.unwrap();
+        assert!(
+            meta["error"].as_str().unwrap().contains(&code.to_string()),
+            "{meta}"
+        );
+        assert_eq!(meta["usage_source"], "none");
+        assert_eq!(
+            (log.prompt_tokens, log.completion_tokens),
+            (0, 0),
+            "a refused request consumed nothing"
+        );
+        assert_eq!(log.completion.as_deref(), Some(""));
+    }
+    // The streamed path reports it the same way.
+    let (deltas, events, error) = stream(&app, &user, json!({ "prompt": "hi @@fail=429" })).await;
+    assert!(deltas.is_empty() && events.is_empty());
+    let error = error.expect("an error");
+    assert_eq!(
+        error["errors"][0]["extensions"]["code"], "UPSTREAM_ERROR",
+        "{error}"
+    );
+    assert!(error["errors"][0]["extensions"]["logId"].is_string());
+    assert_books_balance(&app, &user.id, 3).await;
+    app.shutdown().await;
+}
+
+/// Interrupted streams keep what arrived and meter it with the model's tokenizer.
+async fn interrupted(app: &TestApp, user: &TestUser, prompt: &str, received: usize, reason: &str) {
+    let (deltas, _payloads, error) = stream(app, user, json!({ "prompt": prompt })).await;
+    let error = error.expect("the stream ends with an error");
+    assert!(error.to_string().contains("UPSTREAM_ERROR"), "{error}");
+    assert_eq!(deltas, upstream::answer(prompt, received));
+    let log = PromptLogs::find()
+        .filter(prompt_logs::Column::Prompt.eq(prompt))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.status, CallStatus::Error);
+    assert_eq!(
+        log.completion.as_deref(),
+        Some(deltas.as_str()),
+        "the partial completion is kept"
+    );
+    assert_eq!(i64::from(log.prompt_tokens), prompt_tokens(prompt));
+    assert_eq!(log.completion_tokens as usize, received);
+    let meta = log.metadata.unwrap();
+    assert_eq!(meta["usage_source"], "local");
+    assert!(meta["error"].as_str().unwrap().contains(reason), "{meta}");
+    let cost = prompt_log_usage::Entity::find_by_id(log.id)
+        .find_also_related(TokenUsage)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .unwrap()
+        .cost_microcents;
+    assert_eq!(cost, mini_cost(prompt_tokens(prompt), received as i64));
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_keeps_and_meters_the_partial_answer() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    interrupted(
+        &app,
+        &user,
+        "go @@tokens=10 @@error_after=3",
+        3,
+        "error event mid-stream",
+    )
+    .await;
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cut_connection_keeps_and_meters_the_partial_answer() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    // Paced, so the four tokens are on the wire before the cut (bytes still buffered in the
+    // upstream when a connection drops are lost, as on a real network).
+    interrupted(
+        &app,
+        &user,
+        "go @@tokens=10 @@pace_ms=5 @@cut_after=4",
+        4,
+        "broke off",
+    )
+    .await;
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_aborts_the_upstream_request_and_the_call_is_finalised() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let prompt = "long story @@tokens=500 @@pace_ms=10";
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    ws.subscribe(
+        "1",
+        STREAM,
+        json!({ "i": { "prompt": prompt, "maxTokens": 1000 } }),
+    )
+    .await;
+    let mut received = String::new();
+    while received.len() < upstream::answer(prompt, 3).len() {
+        let m = ws.next().await.unwrap();
+        received.push_str(
+            m["payload"]["data"]["completionStream"]["delta"]
+                .as_str()
+                .unwrap_or(""),
+        );
+    }
+    ws.drop_connection().await;
+
+    // The upstream sees its client go away long before the 500 tokens, and the call is finalised.
+    app.upstream
+        .stats
+        .wait_until(|s| s.abandoned.load(Ordering::SeqCst) == 1)
+        .await;
+    app.app_calls().wait_idle().await;
+    let sent = app.upstream.stats.tokens_sent.load(Ordering::SeqCst);
+    assert!(sent < 500, "the upstream kept sending: {sent} tokens");
+    let log = only_log(&app).await;
+    assert_eq!(log.status, CallStatus::Error);
+    let meta = log.metadata.clone().unwrap();
+    assert!(
+        meta["error"]
+            .as_str()
+            .unwrap()
+            .contains("client disconnected"),
+        "{meta}"
+    );
+    let completion = log.completion.unwrap();
+    assert!(
+        completion.starts_with(&received),
+        "the log holds at least what the client saw"
+    );
+    assert_eq!(
+        completion,
+        upstream::answer(prompt, log.completion_tokens as usize),
+        "and exactly what was relayed"
+    );
+    assert!((log.completion_tokens as u64) <= sent);
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_token_and_idle_timeouts_end_the_call() {
+    let app = spawn_app_with_env(&[
+        ("LLM_FIRST_TOKEN_TIMEOUT_MS", "300"),
+        ("LLM_IDLE_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let user = app.sign_up("ada@example.com").await;
+    let slow = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": "slow @@first_token_ms=10000" } }),
+        )
+        .await;
+    assert_eq!(error_code(&slow), Some("UPSTREAM_ERROR"), "{slow}");
+    assert!(
+        slow["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no first token")
+    );
+    interrupted(&app, &user, "stalls @@tokens=10 @@stall_after=2", 2, "idle").await;
+    assert_books_balance(&app, &user.id, 2).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_come_before_any_row_or_upstream_call() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let cases = [
+        (
+            json!({ "prompt": "hi", "model": "gpt-9-ultra" }),
+            "BAD_USER_INPUT",
+        ),
+        (json!({ "prompt": "   " }), "BAD_USER_INPUT"),
+        (json!({ "prompt": "hi", "maxTokens": 0 }), "BAD_USER_INPUT"),
+        (
+            json!({ "prompt": "hi", "maxTokens": 100_000 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({ "prompt": "hi", "temperature": 3.5 }),
+            "BAD_USER_INPUT",
+        ),
+        (json!({ "prompt": "x".repeat(32_001) }), "BAD_USER_INPUT"),
+    ];
+    for (input, code) in &cases {
+        let body = app
+            .gql(Some(&user.token), COMPLETE, json!({ "i": input }))
+            .await;
+        assert_eq!(error_code(&body), Some(*code), "{input}: {body}");
+        let (_, _, error) = stream(&app, &user, input.clone()).await;
+        assert!(error.unwrap().to_string().contains(code));
+    }
+    let anonymous = app
+        .gql(None, COMPLETE, json!({ "i": { "prompt": "hi" } }))
+        .await;
+    assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"));
+    assert_books_balance(&app, &user.id, 0).await;
+    app.shutdown().await;
+}

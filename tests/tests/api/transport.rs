@@ -1,0 +1,184 @@
+//! GraphQL over HTTP: status codes and media types, request body limits, depth, complexity and
+//! recursion limits, and introspection and the IDE (GraphiQL), which can be turned off.
+
+use serde_json::{Value, json};
+use tests::{spawn_app, spawn_app_with_env};
+
+#[tokio::test]
+async fn responses_follow_graphql_over_http() {
+    let app = spawn_app().await;
+    let post = |accept: &'static str, query: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/graphql"))
+                .header("accept", accept)
+                .json(&json!({ "query": query }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = post("application/graphql-response+json", "{ nope }").await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body.get("data").is_none() && body["errors"].is_array(),
+        "{body}"
+    );
+    let res = post("application/json", "{ nope }").await;
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers()["content-type"].to_str().unwrap()
+        ),
+        (200, "application/json")
+    );
+    let res = post(
+        "application/graphql-response+json, application/json;q=0.9",
+        "{ __typename }",
+    )
+    .await;
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+    let res = post("text/xml", "{ __typename }").await;
+    assert_eq!(res.status(), 406);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn depth_complexity_and_recursion_are_limited() {
+    let app = spawn_app_with_env(&[
+        ("GRAPHQL_MAX_DEPTH", "6"),
+        ("GRAPHQL_MAX_COMPLEXITY", "300"),
+        ("GRAPHQL_MAX_RECURSIVE_DEPTH", "20"),
+    ])
+    .await;
+    let user = app.sign_up("ada@example.com").await;
+    let deep =
+        "{ __schema { types { fields { type { ofType { ofType { ofType { name } } } } } } } }";
+    let body = app.gql(Some(&user.token), deep, json!({})).await;
+    assert_eq!(
+        body["errors"][0]["message"], "Query is nested too deep.",
+        "{body}"
+    );
+    let complex = "{ history(first: 100) { edges { node { id model prompt completion status user { email } } } } }";
+    let body = app.gql(Some(&user.token), complex, json!({})).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("complex"),
+        "{body}"
+    );
+    let within = "{ history(first: 10) { edges { node { id model } } } }";
+    assert!(app.gql(Some(&user.token), within, json!({})).await["errors"].is_null());
+    let nested = format!(
+        "{{ {}__typename{} }}",
+        "... on Query { ".repeat(40),
+        " }".repeat(40)
+    );
+    let body = app.gql(Some(&user.token), &nested, json!({})).await;
+    assert!(body["data"].is_null(), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recursion depth"),
+        "{body}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_bodies_are_bounded() {
+    let app = spawn_app_with_env(&[("GRAPHQL_MAX_BODY_BYTES", "4096")]).await;
+    let big = json!({ "query": format!("{{ __typename }} # {}", "x".repeat(8192)) });
+    let res = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let small = json!({ "query": "{ __typename }" });
+    let res = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn introspection_and_the_ide_can_be_turned_off() {
+    let on = spawn_app().await;
+    let res = on
+        .http
+        .get(on.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let page = res.text().await.unwrap();
+    assert!(page.contains("GraphiQL"), "the IDE is served by default");
+    // Offline: everything the page loads comes from this server.
+    assert!(
+        !page.contains("http://") && !page.contains("https://") && !page.contains("//unpkg"),
+        "{page}"
+    );
+    for asset in page.split('"').filter(|s| s.starts_with("/graphiql/")) {
+        let res = on.http.get(on.url(asset)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{asset}");
+        assert!(res.bytes().await.unwrap().len() > 1000, "{asset}");
+    }
+    assert!(
+        on.gql(None, "{ __schema { queryType { name } } }", json!({}))
+            .await["errors"]
+            .is_null()
+    );
+    // The introspection query GraphiQL and codegen tools send (graphql-js's TypeRef nests
+    // `ofType` nine deep) fits the default limits.
+    let type_ref = format!(
+        "kind name {}",
+        "ofType { kind name ".repeat(9) + &"}".repeat(9)
+    );
+    let introspection = format!(
+        "{{ __schema {{ types {{ fields(includeDeprecated: true) {{ args {{ type {{ {type_ref} }} }} type {{ {type_ref} }} }} }} }} }}"
+    );
+    let body = on.gql(None, &introspection, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    on.shutdown().await;
+
+    let off =
+        spawn_app_with_env(&[("GRAPHQL_INTROSPECTION", "false"), ("GRAPHQL_IDE", "false")]).await;
+    let res = off
+        .http
+        .get(off.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        406,
+        "no IDE: a browser's GET is not something this endpoint can answer"
+    );
+    let body = off
+        .gql(None, "{ __schema { queryType { name } } }", json!({}))
+        .await;
+    assert!(body["data"]["__schema"].is_null(), "{body}");
+    assert!(off.gql(None, "{ models { id } }", json!({})).await["errors"].is_null());
+    off.shutdown().await;
+}
