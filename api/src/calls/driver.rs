@@ -36,8 +36,6 @@ struct Progress {
     usage: Option<llm::Usage>,
     /// Milliseconds to the first token.
     first_token: Option<u64>,
-    /// Whether the upstream accepted the request (and so processed the prompt).
-    opened: bool,
 }
 
 /// Why the stream stopped.
@@ -69,7 +67,6 @@ impl Driver {
             text,
             usage,
             first_token,
-            opened: _,
         } = progress;
         // PostgreSQL stores no U+0000 in text or jsonb: an answer carrying one could never be
         // finalised. It is replaced (the count says how many), never dropped silently.
@@ -185,7 +182,6 @@ impl Driver {
             text,
             usage,
             first_token,
-            opened,
         } = progress;
         let first_deadline = tokio::time::Instant::from_std(started) + self.first_token_timeout;
         // Biased: the request is handed to the HTTP client before a departed client or shutdown
@@ -202,7 +198,6 @@ impl Driver {
             () = tx.closed() => return Ended::ClientGone,
             () = self.stop.cancelled() => return Ended::ShuttingDown,
         };
-        *opened = true;
         let mut finish: Option<String> = None;
         // The first-token deadline holds until the model shows any output (reasoning included);
         // from then on, only gaps longer than the idle timeout count.

@@ -66,10 +66,6 @@ impl InFlight {
         self.state().closed = true;
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.state().closed
-    }
-
     /// Wait until no call is in flight.
     pub async fn wait_empty(&self) {
         loop {

@@ -45,11 +45,16 @@ impl ExtensionFactory for DocumentLimits {
     }
 }
 
-fn with_code(mut e: ServerError, code: &str) -> ServerError {
+/// Give `e` a code unless it has one.
+fn set_code(e: &mut ServerError, code: &str) {
     let ext = e.extensions.get_or_insert_with(Default::default);
     if ext.get("code").is_none() {
         ext.set("code", code);
     }
+}
+
+fn with_code(mut e: ServerError, code: &str) -> ServerError {
+    set_code(&mut e, code);
     e
 }
 
@@ -105,7 +110,7 @@ impl Extension for DocumentLimits {
             } else {
                 "BAD_USER_INPUT"
             };
-            *e = with_code(std::mem::replace(e, ServerError::new("", None)), code);
+            set_code(e, code);
         }
         response
     }

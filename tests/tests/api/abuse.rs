@@ -123,7 +123,7 @@ async fn documents_over_a_limit_are_refused_before_anything_runs() {
 #[tokio::test]
 async fn sign_ins_that_cannot_match_are_refused_without_a_hash_and_ips_share_their_64() {
     let app = spawn_app_with_env(&[("TRUST_PROXY", "true"), ("AUTH_RATE_LIMIT_MAX", "3")]).await;
-    let sign_in = |email: &str, password: &str, ip: &str| {
+    let sign_in = async |email: &str, password: &str, ip: &str| -> Value {
         app.http
             .post(app.url("/graphql"))
             .header("x-forwarded-for", format!("203.0.113.9, {ip}"))
@@ -132,18 +132,18 @@ async fn sign_ins_that_cannot_match_are_refused_without_a_hash_and_ips_share_the
                 "variables": { "i": { "email": email, "password": password } }
             }))
             .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     };
     // Malformed emails and out-of-range passwords: no account has them.
     for (email, password) in [
         ("not an email", "long enough pw"),
         ("ada@example.com", "short"),
     ] {
-        let body: Value = sign_in(email, password, "198.51.100.1")
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = sign_in(email, password, "198.51.100.1").await;
         assert_eq!(error_code(&body), Some("INVALID_CREDENTIALS"), "{body}");
     }
     // Three attempts per 10 s per network: an IPv6 client cannot escape by changing the low
@@ -154,19 +154,10 @@ async fn sign_ins_that_cannot_match_are_refused_without_a_hash_and_ips_share_the
             "long enough pw",
             &format!("2001:db8:7:7::{i}"),
         )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(error_code(&body), Some("INVALID_CREDENTIALS"), "{body}");
     }
-    let body: Value = sign_in("u4@example.com", "long enough pw", "2001:db8:7:7:ffff::4")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = sign_in("u4@example.com", "long enough pw", "2001:db8:7:7:ffff::4").await;
     assert_eq!(error_code(&body), Some("RATE_LIMITED"), "{body}");
     assert!(
         body["errors"][0]["extensions"]["retryAfter"]
