@@ -11,9 +11,10 @@
 //!
 //! Each value becomes `CAST(<literal> AS <type>)`, with the type sqlx would have declared when
 //! binding it, so the server resolves operators and functions exactly as it would for the
-//! prepared statement. Strings are written as `E'...'` escape strings (backslash and quote
-//! doubled), which mean the same whatever `standard_conforming_strings` is. A NUL character is
-//! refused, as PostgreSQL refuses it in a bound text value.
+//! prepared statement. Strings are written as `E'...'` escape strings in ASCII only (backslash
+//! and quote doubled, other characters as `\uXXXX` escapes), which mean the same whatever
+//! `standard_conforming_strings`, `backslash_quote` or the session's `client_encoding` is. A NUL
+//! character is refused, as PostgreSQL refuses it in a bound text value.
 //!
 //! No crate does this for sqlx: sea-query can inline values (`to_string`), but without the
 //! types sqlx binds with, so overloaded functions and `unknown`-typed literals could resolve
@@ -36,7 +37,16 @@ pub fn render(stmt: &Statement) -> Result<String, DbErr> {
         .map(literal)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| DbErr::Query(RuntimeErr::Internal(e)))?;
-    substitute(&stmt.sql, &literals).map_err(|e| DbErr::Query(RuntimeErr::Internal(e)))
+    let sql =
+        substitute(&stmt.sql, &literals).map_err(|e| DbErr::Query(RuntimeErr::Internal(e)))?;
+    // Literals are ASCII (see `quote`); so is every statement this server writes. Checked
+    // here so that a statement could not be misread in a client-only encoding either.
+    if !sql.is_ascii() {
+        return Err(DbErr::Query(RuntimeErr::Internal(
+            "a statement for the pooled path contains non-ASCII text outside its values".into(),
+        )));
+    }
+    Ok(sql)
 }
 
 /// Replace `$1`, `$2`... outside string literals, quoted identifiers and comments.
@@ -260,7 +270,17 @@ fn utc_text(t: chrono::NaiveDateTime) -> String {
     format!("{}+00:00", t.format("%Y-%m-%d %H:%M:%S%.f"))
 }
 
-/// `E'...'` with backslashes and quotes doubled; NUL is refused, as the server would.
+/// `E'...'` in ASCII only: backslashes and quotes doubled, every character outside ASCII
+/// written as a `\uXXXX` / `\UXXXXXXXX` escape. NUL is refused (by the caller), as the server
+/// would.
+///
+/// Why ASCII: the server reads the statement in the connection's `client_encoding`. In a
+/// client-only encoding such as SJIS or BIG5, the second byte of a multibyte character may be
+/// 0x5C (`\`): a value whose UTF-8 ends in a byte the server takes for a lead byte would swallow
+/// the backslash that escapes a quote, and with `backslash_quote = on` the rest of the value
+/// would run as SQL. ASCII reads the same in every encoding PostgreSQL accepts from a client,
+/// so the literal cannot be misread whatever the session says. The server decodes the escapes
+/// into the same characters (it runs in UTF-8, which every supported setup does).
 fn quote(text: &str) -> String {
     let mut q = String::with_capacity(text.len() + 3);
     q.push_str("E'");
@@ -268,7 +288,13 @@ fn quote(text: &str) -> String {
         match c {
             '\\' => q.push_str("\\\\"),
             '\'' => q.push_str("''"),
-            c => q.push(c),
+            c if c.is_ascii() => q.push(c),
+            c if u32::from(c) <= 0xFFFF => {
+                let _ = write!(q, "\\u{:04X}", u32::from(c));
+            }
+            c => {
+                let _ = write!(q, "\\U{:08X}", u32::from(c));
+            }
         }
     }
     q.push('\'');
@@ -320,6 +346,13 @@ mod tests {
             "CAST(E'2026-11-26 21:54:54.500+00:00' AS timestamptz)"
         );
         assert!(literal(&Value::from("nul\0")).is_err());
+        // Outside ASCII, escapes: the literal is ASCII in any client encoding.
+        assert_eq!(lit("Á\\'"), "CAST(E'\\u00C1\\\\''' AS text)");
+        assert_eq!(lit("ソ😀"), "CAST(E'\\u30BD\\U0001F600' AS text)");
+        assert_eq!(
+            lit(serde_json::json!({"k": "é"})),
+            "CAST(E'{\"k\":\"\\u00E9\"}' AS jsonb)"
+        );
         assert!(literal(&Value::BigUnsigned(Some(u64::MAX))).is_err());
         assert!(literal(&Value::TinyInt(Some(1))).is_err());
     }

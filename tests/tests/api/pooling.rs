@@ -467,3 +467,95 @@ async fn concurrent_api_traffic_finishes_without_a_database_error() {
     assert_eq!(app.upstream.stats.finished.load(Ordering::SeqCst), calls);
     app.shutdown().await;
 }
+
+/// The pooled path's literals are ASCII, so a session in a client-only encoding (SJIS, where a
+/// multibyte character's second byte may be `\`) with `backslash_quote = on` cannot misread
+/// them. The control shows the setup is a real attack: the same value quoted the old way
+/// (UTF-8 text with only `\` and `'` doubled) runs the payload's `DROP TABLE`.
+#[tokio::test]
+async fn pooled_literals_cannot_be_misread_in_a_client_only_encoding() {
+    use sea_orm::sqlx::{self, AssertSqlSafe, Connection};
+    if backend() != TestBackend::Postgres {
+        eprintln!("PostgreSQL only (the literal renderer serves the PostgreSQL pooled path)");
+        return;
+    }
+    let database = TestDatabase::create().await;
+    let mut conn = sqlx::PgConnection::connect(database.direct_url())
+        .await
+        .expect("connect");
+    let exec = |sql: String| sqlx::raw_sql(AssertSqlSafe(sql));
+    exec("CREATE TABLE probe (v text); CREATE TABLE sentinel (); CREATE TABLE control ()".into())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    exec("SET client_encoding = 'SJIS'; SET backslash_quote = on".into())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // U+00C1 is C3 81 in UTF-8; in SJIS, C3 is a character and 81 a lead byte that takes the
+    // next byte, the backslash that was to escape the quote.
+    let payload = |table: &str| format!("Á\\' AS text)); DROP TABLE {table}; --");
+
+    // The control: the naive quoting, sent as the same kind of simple query.
+    let naive = format!(
+        "INSERT INTO probe (v) VALUES (CAST(E'{}' AS text))",
+        payload("control").replace('\\', "\\\\").replace('\'', "''")
+    );
+    exec(naive).execute(&mut conn).await.unwrap();
+
+    // The renderer, on the same session.
+    let value = payload("sentinel");
+    let stmt = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "INSERT INTO probe (v) VALUES ($1)",
+        [Value::from(value.clone())],
+    );
+    let sql = api::db::inline::render(&stmt).expect("render");
+    assert!(sql.is_ascii(), "a rendered statement is ASCII: {sql}");
+    exec(sql)
+        .execute(&mut conn)
+        .await
+        .expect("the rendered INSERT");
+    conn.close().await.ok();
+
+    let check = sea_orm::Database::connect(database.direct_url())
+        .await
+        .unwrap();
+    let exists = |table: &'static str| {
+        let check = &check;
+        async move {
+            check
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!("SELECT to_regclass('public.{table}') IS NOT NULL AS e"),
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<bool>("", "e")
+                .unwrap()
+        }
+    };
+    assert!(
+        !exists("control").await,
+        "the control: naive quoting under SJIS + backslash_quote=on runs the payload's SQL"
+    );
+    assert!(
+        exists("sentinel").await,
+        "the renderer's literal was misread"
+    );
+    let stored: Vec<String> = check
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT v FROM probe",
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.try_get::<String>("", "v").unwrap())
+        .collect();
+    assert!(
+        stored.contains(&value),
+        "the value is stored exactly: {stored:?}"
+    );
+}
