@@ -13,9 +13,37 @@ use tokio_util::sync::CancellationToken;
 use super::CallEvent;
 use super::store::{self, Outcome};
 use crate::db::Db;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::llm::{self, LlmClient, UpstreamRequest, describe};
 use crate::metering::prices::Price;
+
+/// Whether a failed finalisation may succeed if tried again.
+fn transient(e: &AppError) -> bool {
+    match e {
+        AppError::Internal(source) => source
+            .downcast_ref::<sea_orm::DbErr>()
+            .is_some_and(crate::db::is_transient),
+        _ => false,
+    }
+}
+
+/// The outcome to record when the database refused the real one: the same status class and
+/// tokens (what was consumed is billed), no text, and why.
+fn unstorable(outcome: Outcome) -> Outcome {
+    let mut metadata = json!({
+        "error": "the call's result could not be stored; it is recorded without its text",
+        "unstorable": true,
+    });
+    if let Some(source) = outcome.metadata.get("usage_source") {
+        metadata["usage_source"] = source.clone();
+    }
+    Outcome {
+        completion: String::new(),
+        status: CallStatus::Error,
+        metadata,
+        ..outcome
+    }
+}
 
 /// Runs one call to the end.
 pub(super) struct Driver {
@@ -25,6 +53,7 @@ pub(super) struct Driver {
     pub idle_timeout: Duration,
     pub stop: CancellationToken,
     pub price: Price,
+    pub finalise_retry: Duration,
 }
 
 /// What a call received before it ended.
@@ -147,27 +176,44 @@ impl Driver {
         }
     }
 
+    /// Record the outcome. Failures that retrying can fix (the database restarting, busy or
+    /// out of connections) are retried with backoff for at most `finalise_retry` (`CALL_FINALISE_RETRY_SECS`) or until
+    /// shutdown; a call given up on then is finalised by a lease sweep once its lease lapses.
+    /// A failure that retrying cannot fix (the database refuses a value) is not retried: the
+    /// call is recorded at once as `error`, billed the same, without the text that could not
+    /// be stored.
     async fn finalise_with_retry(
         &self,
         log: &prompt_logs::Model,
         outcome: Outcome,
     ) -> AppResult<prompt_logs::Model> {
-        // Keep trying (the database may be restarting) until shutdown; a call given up on then
-        // is finalised by a lease sweep once this process is gone.
+        let deadline = Instant::now() + self.finalise_retry;
+        let mut outcome = outcome;
+        let mut fell_back = false;
         let mut wait = Duration::from_millis(100);
         loop {
-            match store::finalise(&self.db, log, outcome.clone()).await {
+            let e = match store::finalise(&self.db, log, outcome.clone()).await {
                 Ok(done) => return Ok(done),
-                Err(e) if !self.stop.is_cancelled() => {
-                    tracing::warn!(error = ?e, retry_in = ?wait, "finalising failed, retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.stop.cancelled() => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                Err(e) => e,
+            };
+            if !transient(&e) {
+                if fell_back {
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
+                tracing::error!(error = ?e, "the call's outcome cannot be stored; recording it as an error without its text");
+                outcome = unstorable(outcome);
+                fell_back = true;
+                continue;
             }
+            if self.stop.is_cancelled() || Instant::now() + wait > deadline {
+                return Err(e);
+            }
+            tracing::warn!(error = ?e, retry_in = ?wait, "finalising failed, retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 

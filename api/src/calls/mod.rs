@@ -142,6 +142,7 @@ impl Calls {
             idle_timeout: self.upstream_config.idle_timeout,
             stop: self.stop.clone(),
             price: call.price,
+            finalise_retry: self.config.finalise_retry,
         };
         let request = UpstreamRequest {
             model: call.model,

@@ -25,6 +25,9 @@ pub struct CallsConfig {
     /// `CALL_LEASE_SECS` (default 60): a running call's lease, renewed every third of it; calls
     /// whose lease lapsed (their process died) are finalised by any replica.
     pub lease: Duration,
+    /// `CALL_FINALISE_RETRY_SECS` (default 60): how long a call's finalisation is retried
+    /// while the database is unreachable or busy; after that the call is left to a lease sweep.
+    pub finalise_retry: Duration,
     /// `USER_MAX_CONCURRENT_CALLS` (default 4, 0 = unlimited): calls one user may have in flight,
     /// across replicas. An operator may override it per user (`admin set-limits`).
     pub max_concurrent_calls: u32,
@@ -87,6 +90,7 @@ impl CallsConfig {
         if lease < Duration::from_secs(3) {
             env.problem("CALL_LEASE_SECS", "must be at least 3");
         }
+        let finalise_retry = env.seconds("CALL_FINALISE_RETRY_SECS", 60);
         let max_concurrent_calls = env.parse(
             "USER_MAX_CONCURRENT_CALLS",
             4u32,
@@ -106,6 +110,7 @@ impl CallsConfig {
             prices,
             instance_id,
             lease,
+            finalise_retry,
         }
     }
 }

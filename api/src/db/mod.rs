@@ -141,6 +141,46 @@ impl Tx {
     }
 }
 
+/// Whether retrying `e` later may succeed: the database was unreachable, restarting, busy or
+/// out of connections, or the transaction lost a serialization or deadlock race. Anything else
+/// (a value the database refuses, a constraint, a bug) fails the same way every time.
+pub fn is_transient(e: &DbErr) -> bool {
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            sqlx_transient(e)
+        }
+        _ => false,
+    }
+}
+
+fn sqlx_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            // PostgreSQL: connection exceptions (08), serialization failure and deadlock
+            // (40001, 40P01), too many connections (53300), lock not available (55P03),
+            // shutdown and start-up (57P01-57P03).
+            code.starts_with("08")
+                || matches!(
+                    code,
+                    "40001" | "40P01" | "53300" | "55P03" | "57P01" | "57P02" | "57P03"
+                )
+                // SQLite: BUSY and LOCKED, with any extended code.
+                || code
+                    .parse::<u32>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+        }
+        _ => false,
+    }
+}
+
 fn acquire_err(e: sqlx::Error) -> DbErr {
     match e {
         sqlx::Error::PoolTimedOut => {

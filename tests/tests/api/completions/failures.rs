@@ -250,3 +250,136 @@ async fn refusals_come_before_any_row_or_upstream_call() {
     assert_books_balance(&app, &user.id, 0).await;
     app.shutdown().await;
 }
+
+/// A database refusal that retrying cannot fix does not hold the call: it is recorded at once
+/// as `error`, billed what it consumed, without the text the database refused.
+#[tokio::test]
+async fn an_outcome_the_database_refuses_is_recorded_as_an_error_at_once() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    // A stand-in for any value the database will never take: a trigger refusing a completion
+    // of this prompt unless it is empty.
+    let direct = app.direct().await;
+    let ddl = match app.db_backend() {
+        sea_orm::DbBackend::Postgres => vec![
+            "CREATE FUNCTION refuse_text() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END $$",
+            "CREATE TRIGGER refuse_text BEFORE UPDATE ON prompt_logs FOR EACH ROW \
+             WHEN (NEW.completion <> '' AND OLD.prompt LIKE '%#refuse%') EXECUTE FUNCTION refuse_text()",
+        ],
+        _ => vec![
+            "CREATE TRIGGER refuse_text BEFORE UPDATE ON prompt_logs \
+             WHEN NEW.completion <> '' AND OLD.prompt LIKE '%#refuse%' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+    };
+    for sql in ddl {
+        sea_orm::ConnectionTrait::execute_unprepared(&direct, sql)
+            .await
+            .unwrap();
+    }
+    let prompt = "#refuse this @@tokens=3";
+    let body = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": prompt } }),
+        )
+        .await;
+    // Reported like any failed call: the log's id and why.
+    assert_eq!(error_code(&body), Some("UPSTREAM_ERROR"), "{body}");
+    let error = &body["errors"][0];
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be stored"),
+        "{body}"
+    );
+    let log_id = uuid::Uuid::parse_str(error["extensions"]["logId"].as_str().unwrap()).unwrap();
+    let log = PromptLogs::find_by_id(log_id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.status, CallStatus::Error);
+    assert_eq!(log.completion.as_deref(), Some(""));
+    assert_eq!(log.metadata.as_ref().unwrap()["unstorable"], true);
+    assert_eq!(log.completion_tokens, 3, "billed what it consumed");
+    assert_eq!(i64::from(log.prompt_tokens), prompt_tokens(prompt));
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+/// Failures that retrying can fix are retried: a serialization failure twice, then stored.
+/// And retrying is bounded: while it keeps failing, the caller gets an error once
+/// `CALL_FINALISE_RETRY_SECS` is up, and the call stays in flight for a lease sweep.
+#[tokio::test]
+async fn transient_finalisation_failures_are_retried_within_a_bound() {
+    if tests::backend() != tests::TestBackend::Postgres {
+        eprintln!("PostgreSQL only (a trigger cannot make SQLite report BUSY)");
+        return;
+    }
+    let app = spawn_app_with_env(&[("CALL_FINALISE_RETRY_SECS", "1")]).await;
+    let user = app.sign_up("ada@example.com").await;
+    let direct = app.direct().await;
+    // A sequence counts attempts (nextval survives the rollback the exception causes).
+    for sql in [
+        "CREATE SEQUENCE attempts",
+        "CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF nextval('attempts') <= 2 OR OLD.prompt LIKE '%#always%' THEN \
+         RAISE EXCEPTION 'try again' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER flaky BEFORE UPDATE ON prompt_logs FOR EACH ROW \
+         WHEN (NEW.completion IS NOT NULL) EXECUTE FUNCTION flaky()",
+    ] {
+        sea_orm::ConnectionTrait::execute_unprepared(&direct, sql)
+            .await
+            .unwrap();
+    }
+    let body = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": "retry me @@tokens=2" } }),
+        )
+        .await;
+    assert_eq!(body["data"]["complete"]["status"], "OK", "{body}");
+    let attempts: i64 = sea_orm::ConnectionTrait::query_one_raw(
+        &direct,
+        sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT last_value FROM attempts",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "last_value")
+    .unwrap();
+    assert_eq!(attempts, 3, "two failures, then stored");
+
+    let body = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": "#always @@tokens=2" } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), Some("INTERNAL_SERVER_ERROR"), "{body}");
+    let log = PromptLogs::find()
+        .filter(prompt_logs::Column::Prompt.eq("#always @@tokens=2"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(log.completion.is_none(), "left in flight for a lease sweep");
+    assert!(
+        CallReservations::find_by_id(log.id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .is_some(),
+        "its reservation (the lease) is kept"
+    );
+    app.shutdown().await;
+}
