@@ -29,7 +29,7 @@ fn transient(e: &AppError) -> bool {
 
 /// The outcome to record when the database refused the real one: the same status class and
 /// tokens (what was consumed is billed), no text, and why.
-fn unstorable(outcome: Outcome) -> Outcome {
+fn unstorable(outcome: &Outcome) -> Outcome {
     let mut metadata = json!({
         "error": "the call's result could not be stored; it is recorded without its text",
         "unstorable": true,
@@ -41,7 +41,7 @@ fn unstorable(outcome: Outcome) -> Outcome {
         completion: String::new(),
         status: CallStatus::Error,
         metadata,
-        ..outcome
+        ..*outcome
     }
 }
 
@@ -201,7 +201,7 @@ impl Driver {
                     return Err(e);
                 }
                 tracing::error!(error = ?e, "the call's outcome cannot be stored; recording it as an error without its text");
-                outcome = unstorable(outcome);
+                outcome = unstorable(&outcome);
                 fell_back = true;
                 continue;
             }
