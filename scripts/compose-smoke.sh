@@ -46,6 +46,16 @@ pids+=($!)
 export PGPASSWORD="$pg_password"
 for _ in $(seq 1 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break; sleep 0.1; done
 psql -q -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d postgres -c "CREATE DATABASE \"$pg_db\""
+# What the image runs from /docker-entrypoint-initdb.d when it creates the cluster: the compose
+# file's mounts there, in name order, as the superuser in POSTGRES_DB.
+python3 -c '
+import json,sys; s=json.load(open(sys.argv[1]))["services"]["postgres"]
+for v in sorted(s.get("volumes", []), key=lambda v: v["target"]):
+    if v["target"].startswith("/docker-entrypoint-initdb.d/"): print(v["source"])' "$w/compose.json" |
+while read -r init; do
+  echo "init script: ${init#"$PWD"/}"
+  psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d "$pg_db" -f "$init"
+done
 
 echo "pgbouncer $("$PGBOUNCER" --version | head -1) on $bouncer_port"
 sed -e "s/host=postgres port=5432/host=127.0.0.1 port=$pg_port/" \
@@ -105,4 +115,12 @@ counts=$(psql -At -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d "$pg_db" -c \
   'SELECT (SELECT count(*) FROM "user"), (SELECT count(*) FROM prompt_logs), (SELECT count(*) FROM token_usage), (SELECT count(*) FROM seaql_migrations)')
 echo "rows over the direct endpoint (users|logs|usage|migrations): $counts"
 [ "$(cut -d'|' -f1-3 <<<"$counts")" = "1|1|1" ] || { echo "unexpected rows"; exit 1; }
+# The request role (DATABASE_URL) has rights to rows only: it cannot rewrite the meter or
+# switch its triggers off.
+api_db_url=$(sed -n 's/^DATABASE_URL=//p' "$w/api.env" | tr -d "'")
+for sql in 'UPDATE token_usage SET prompt_tokens = 0' 'ALTER TABLE token_usage DISABLE TRIGGER ALL'; do
+  if out=$(psql -X -At "$api_db_url" -c "$sql" 2>&1); then echo "the request role may: $sql"; exit 1; fi
+  grep -Eq 'permission denied|must be owner' <<<"$out" || { echo "$sql: $out"; exit 1; }
+  echo "request role refused: $sql ($out)"
+done
 echo "compose stack (without an engine): ready, signed up, completed through PgBouncer"

@@ -125,10 +125,12 @@ async fn start(options: &Options) -> Result<Stack, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut server = tokio::process::Command::new(exe);
     if let Some(direct) = &database.direct {
+        // Migrations as the owner, requests as the runtime role, as a deployment would.
+        server.env("DATABASE_URL_DIRECT", direct);
+    }
+    if database.pooled {
         // Behind the test harness's PgBouncer (TEST_PGBOUNCER), as a deployment would be.
-        server
-            .env("DATABASE_URL_DIRECT", direct)
-            .env("DATABASE_POOL_MODE", "transaction");
+        server.env("DATABASE_POOL_MODE", "transaction");
     }
     let mut server = server
         .arg("serve")

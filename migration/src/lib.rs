@@ -108,6 +108,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0008_user_limits.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261130_000009_runtime_role",
+                postgres: [
+                    include_str!("../sql/0009_runtime_role.postgres.up.sql"),
+                    include_str!("../sql/0009_runtime_role.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0009_runtime_role.sqlite.up.sql"),
+                    include_str!("../sql/0009_runtime_role.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

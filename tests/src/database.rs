@@ -27,9 +27,14 @@ pub fn backend() -> TestBackend {
 #[derive(Clone)]
 pub struct TestDatabase {
     /// The URL the server under test is given as `DATABASE_URL` (PgBouncer's, if one runs).
+    /// On PostgreSQL it logs in as [`RUNTIME_LOGIN`], a member of the `aiwrapper_runtime`
+    /// role that migration 0009 grants DML rights, as a deployment's request pool would.
     pub url: String,
-    /// The server's own URL when `url` goes through PgBouncer.
+    /// On PostgreSQL, the database on the server itself as the role that owns the schema (the
+    /// suite's admin role): `DATABASE_URL_DIRECT`, for migrations and `admin`.
     pub direct: Option<String>,
+    /// Whether `url` goes through PgBouncer in transaction mode.
+    pub pooled: bool,
     /// The PostgreSQL database name (`t_<uuid>`); empty on SQLite.
     pub name: String,
     /// Keeps a SQLite database's directory alive for the test's lifetime.
@@ -49,6 +54,7 @@ impl TestDatabase {
                 TestDatabase {
                     url,
                     direct: None,
+                    pooled: false,
                     name: String::new(),
                     _dir: Some(std::sync::Arc::new(dir)),
                 }
@@ -71,21 +77,33 @@ impl TestDatabase {
             .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
             .await
             .expect("create the test database");
+        // The request role (cluster-wide, so made once; racing test processes are fine).
+        admin
+            .execute_unprepared(&format!(
+                "DO $$ BEGIN
+                   BEGIN CREATE ROLE aiwrapper_runtime NOLOGIN;
+                   EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+                   BEGIN CREATE ROLE {RUNTIME_LOGIN} LOGIN PASSWORD '{RUNTIME_LOGIN}' IN ROLE aiwrapper_runtime;
+                   EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+                 END $$"
+            ))
+            .await
+            .expect("create the request role");
         admin.close().await.ok();
         let direct = replace_database(&admin_url, &name);
-        match pgbouncer::url() {
-            Some(pooled) => TestDatabase {
-                url: replace_database(&pooled, &name),
-                direct: Some(direct),
-                name,
-                _dir: None,
-            },
-            None => TestDatabase {
-                url: direct,
-                direct: None,
-                name,
-                _dir: None,
-            },
+        let (server, pooled) = match pgbouncer::url() {
+            Some(pooled) => (pooled, true),
+            None => (admin_url, false),
+        };
+        let mut url = url::Url::parse(&replace_database(&server, &name)).expect("a URL");
+        url.set_username(RUNTIME_LOGIN).expect("a user name");
+        url.set_password(Some(RUNTIME_LOGIN)).expect("a password");
+        TestDatabase {
+            url: url.to_string(),
+            direct: Some(direct),
+            pooled,
+            name,
+            _dir: None,
         }
     }
 
@@ -94,6 +112,10 @@ impl TestDatabase {
         self.direct.as_deref().unwrap_or(&self.url)
     }
 }
+
+/// The login role servers under test use for requests on PostgreSQL: a member of
+/// `aiwrapper_runtime`, owning nothing.
+pub const RUNTIME_LOGIN: &str = "aiwrapper_test_app";
 
 /// The admin URL of the PostgreSQL server the suite uses.
 pub fn postgres_admin_url() -> String {

@@ -226,6 +226,8 @@ pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
     .collect();
     if let Some(direct) = &database.direct {
         vars.insert("DATABASE_URL_DIRECT".into(), direct.clone());
+    }
+    if database.pooled {
         vars.insert("DATABASE_POOL_MODE".into(), "transaction".into());
     }
     // To see what the other access path does behind the same pooler.
@@ -233,6 +235,18 @@ pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
         vars.insert("DATABASE_POOL_MODE".into(), mode);
     }
     vars
+}
+
+/// A server whose request pool logs in as the role that owns the schema (on PostgreSQL,
+/// directly, not through PgBouncer): for tests of what the database refuses even its owner.
+pub async fn spawn_app_as_owner() -> TestApp {
+    spawn_app_with(|vars| {
+        if let Some(direct) = vars.remove("DATABASE_URL_DIRECT") {
+            vars.insert("DATABASE_URL".into(), direct);
+            vars.remove("DATABASE_POOL_MODE");
+        }
+    })
+    .await
 }
 
 /// A server with default test configuration on a fresh database.

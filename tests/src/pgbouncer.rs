@@ -59,8 +59,14 @@ fn run(binary: &str, server: &url::Url, ready: &mpsc::Sender<Result<String, Stri
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini)
             .map_err(|e| format!("write pgbouncer.ini: {e}"))?;
-        std::fs::write(dir.join("userlist.txt"), format!("\"{user}\" \"\"\n"))
-            .map_err(|e| format!("write userlist: {e}"))?;
+        std::fs::write(
+            dir.join("userlist.txt"),
+            format!(
+                "\"{user}\" \"\"\n\"{runtime}\" \"\"\n",
+                runtime = crate::database::RUNTIME_LOGIN
+            ),
+        )
+        .map_err(|e| format!("write userlist: {e}"))?;
         for f in ["pgbouncer.ini", "userlist.txt"] {
             std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid))
                 .map_err(|e| format!("chown: {e}"))?;

@@ -15,13 +15,12 @@ use crate::time::{month_key, now_micros};
 /// admissions of one user run one at a time on both databases: the first statement of the
 /// transaction is a write to that row.
 pub async fn lock_month(db: &impl ConnectionTrait, user_id: &str, month: &str) -> AppResult<i64> {
+    // Only the key: the counters start at their defaults, and the request role may write
+    // nothing else of this table (migration 0009).
     usage_monthly::Entity::insert(usage_monthly::ActiveModel {
         user_id: Set(user_id.to_owned()),
         month: Set(month.to_owned()),
-        calls: Set(0),
-        prompt_tokens: Set(0),
-        completion_tokens: Set(0),
-        cost_microcents: Set(0),
+        ..Default::default()
     })
     .on_conflict(
         OnConflict::columns([usage_monthly::Column::UserId, usage_monthly::Column::Month])

@@ -1,5 +1,7 @@
 //! The database itself keeps `token_usage`, `prompt_logs` and the link between them
-//! (`prompt_log_usage`) append-only, on both backends; deleting a user takes all their rows.
+//! (`prompt_log_usage`) append-only, on both backends, even for the role that owns them;
+//! deleting a user takes all their rows. On PostgreSQL the role requests run as cannot even try:
+//! it has no right to rewrite the meter or change the schema (migration 0009).
 
 use entity::prelude::*;
 use entity::{prompt_logs, token_usage};
@@ -7,7 +9,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
 };
 use serde_json::json;
-use tests::{TestApp, spawn_app};
+use tests::{TestApp, spawn_app, spawn_app_as_owner};
 
 use crate::completions::COMPLETE;
 use crate::fixtures;
@@ -62,7 +64,7 @@ async fn count_for(app: &TestApp, user_id: &str) -> [u64; 6] {
 
 #[tokio::test]
 async fn token_usage_rows_cannot_be_updated() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     let row = fixtures::usage(&app.db, &u.id).await;
 
@@ -92,7 +94,7 @@ async fn token_usage_rows_cannot_be_updated() {
 /// Upserts are updates (or, in SQLite's REPLACE, a delete and an insert): refused too.
 #[tokio::test]
 async fn token_usage_rows_cannot_be_replaced() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     let row = fixtures::usage(&app.db, &u.id).await;
     let (sql, id) = match app.db_backend() {
@@ -123,7 +125,7 @@ async fn token_usage_rows_cannot_be_replaced() {
 
 #[tokio::test]
 async fn token_usage_rows_cannot_be_deleted() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     let row = fixtures::usage(&app.db, &u.id).await;
 
@@ -143,7 +145,7 @@ async fn token_usage_rows_cannot_be_deleted() {
 
 #[tokio::test]
 async fn prompt_log_is_editable_in_flight_and_final_once_completed() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     let log = fixtures::log_in_flight(&app.db, &u.id).await;
     assert!(log.in_flight());
@@ -198,7 +200,7 @@ async fn prompt_log_is_editable_in_flight_and_final_once_completed() {
 
 #[tokio::test]
 async fn prompt_log_identity_cannot_change_even_in_flight() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     let other = fixtures::user(&app.db, "b@example.com").await;
     let log = fixtures::log_in_flight(&app.db, &u.id).await;
@@ -236,7 +238,7 @@ async fn prompt_log_identity_cannot_change_even_in_flight() {
 
 #[tokio::test]
 async fn prompt_logs_cannot_be_deleted_in_flight_or_final() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     let in_flight = fixtures::log_in_flight(&app.db, &u.id).await;
     let final_log = fixtures::log_in_flight(&app.db, &u.id).await;
@@ -264,7 +266,7 @@ async fn prompt_logs_cannot_be_deleted_in_flight_or_final() {
 /// for tables with triggers, so the row triggers refuse it.
 #[tokio::test]
 async fn tables_cannot_be_truncated() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let u = fixtures::user(&app.db, "a@example.com").await;
     fixtures::usage(&app.db, &u.id).await;
     fixtures::log_in_flight(&app.db, &u.id).await;
@@ -315,7 +317,7 @@ async fn deleting_a_user_removes_all_their_rows_and_only_theirs() {
 
 #[tokio::test]
 async fn the_link_between_a_call_and_its_usage_is_append_only_and_goes_with_the_user() {
-    let app = spawn_app().await;
+    let app = spawn_app_as_owner().await;
     let user = app.sign_up("ada@example.com").await;
     let other = app.sign_up("bob@example.com").await;
     for u in [&user, &other] {
@@ -345,5 +347,51 @@ async fn the_link_between_a_call_and_its_usage_is_append_only_and_goes_with_the_
     assert_eq!(UsageMonthly::find().count(&app.db).await.unwrap(), 1);
     assert_eq!(PromptLogs::find().count(&app.db).await.unwrap(), 1);
     assert_eq!(TokenUsage::find().count(&app.db).await.unwrap(), 1);
+    app.shutdown().await;
+}
+
+/// The role requests run as (`DATABASE_URL`) has rights to rows, not to the schema: it cannot
+/// rewrite the meter, switch the append-only triggers off, change the schema or raise a
+/// budget, while the server works normally through it (this whole suite runs as it).
+#[tokio::test]
+async fn the_request_role_cannot_rewrite_the_meter_or_the_schema() {
+    if tests::backend() != tests::TestBackend::Postgres {
+        eprintln!("PostgreSQL only (SQLite has no roles)");
+        return;
+    }
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let body = app
+        .gql(
+            Some(&user.token),
+            COMPLETE,
+            json!({ "i": { "prompt": "hi" } }),
+        )
+        .await;
+    assert_eq!(body["data"]["complete"]["status"], "OK", "{body}");
+    for sql in [
+        "UPDATE token_usage SET prompt_tokens = 0",
+        "DELETE FROM token_usage",
+        "ALTER TABLE token_usage DISABLE TRIGGER token_usage_append_only",
+        "ALTER TABLE prompt_logs DISABLE TRIGGER ALL",
+        "TRUNCATE prompt_logs CASCADE",
+        "DROP TABLE user_limits",
+        "CREATE TABLE mine (id int)",
+        "UPDATE prompt_logs SET prompt = 'rewritten'",
+        "UPDATE user_profiles SET monthly_token_budget = 0",
+        "UPDATE usage_monthly SET prompt_tokens = 0, completion_tokens = 0",
+        "INSERT INTO usage_monthly (user_id, month, prompt_tokens) VALUES ('x', '2099-01', -1000000)",
+        "DELETE FROM usage_daily",
+        "INSERT INTO user_limits (user_id, max_concurrent_calls) VALUES ('x', 1000)",
+        "ALTER FUNCTION usage_rollups_add() SECURITY INVOKER",
+    ] {
+        let err = app.exec(sql).await.expect_err(sql).to_string();
+        assert!(
+            err.contains("permission denied") || err.contains("must be owner"),
+            "{sql}: {err}"
+        );
+    }
+    // The same role still reads and meters: the books balance through it.
+    tests::assert_books_balance(&app, &user.id, 1).await;
     app.shutdown().await;
 }

@@ -44,7 +44,8 @@ async fn readyz_reports_pending_migrations_until_they_are_applied() {
             "m20261126_000005_history_keyset",
             "m20261126_000006_usage_daily",
             "m20261130_000007_usage_rollups",
-            "m20261130_000008_user_limits"
+            "m20261130_000008_user_limits",
+            "m20261130_000009_runtime_role"
         ]
     );
 

@@ -68,6 +68,34 @@ pub async fn describe(db: &Db) -> String {
                 3,
             )
             .await;
+            s += &rows(
+                db,
+                "request role (aiwrapper_runtime) rights: table[.column] | privilege",
+                "
+                SELECT c.relname::text, a.privilege_type::text
+                FROM pg_class c, aclexplode(c.relacl) a
+                WHERE c.relnamespace = 'public'::regnamespace
+                  AND a.grantee = 'aiwrapper_runtime'::regrole
+                UNION ALL
+                SELECT c.relname::text || '.' || att.attname::text, a.privilege_type::text
+                FROM pg_class c JOIN pg_attribute att ON att.attrelid = c.oid, aclexplode(att.attacl) a
+                WHERE c.relnamespace = 'public'::regnamespace
+                  AND a.grantee = 'aiwrapper_runtime'::regrole
+                ORDER BY 1, 2",
+                2,
+            )
+            .await;
+            s += &rows(
+                db,
+                "functions: name | security definer | settings",
+                "
+                SELECT proname::text, prosecdef::text, array_to_string(proconfig, ', ')
+                FROM pg_proc
+                WHERE pronamespace = 'public'::regnamespace
+                ORDER BY 1",
+                3,
+            )
+            .await;
             s
         }
         _ => {

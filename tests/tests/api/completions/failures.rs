@@ -331,6 +331,7 @@ async fn transient_finalisation_failures_are_retried_within_a_bound() {
          RAISE EXCEPTION 'try again' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$",
         "CREATE TRIGGER flaky BEFORE UPDATE ON prompt_logs FOR EACH ROW \
          WHEN (NEW.completion IS NOT NULL) EXECUTE FUNCTION flaky()",
+        "GRANT USAGE ON SEQUENCE attempts TO aiwrapper_runtime",
     ] {
         sea_orm::ConnectionTrait::execute_unprepared(&direct, sql)
             .await
