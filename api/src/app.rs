@@ -205,6 +205,9 @@ fn router(state: AppState) -> Router {
         .merge(api)
         .layer(CookieManagerLayer::new())
         .layer(Extension(schema))
+        .layer(Extension(std::sync::Arc::new(
+            transport::websocket::Sockets::default(),
+        )))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -220,6 +220,9 @@ pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
         // One test user often runs many calls at once; the limit tests (abuse.rs) set their own.
         ("USER_MAX_CONCURRENT_CALLS", "0"),
         ("USER_CALLS_PER_MINUTE", "0"),
+        // Many sockets per user and from 127.0.0.1; the WebSocket limit tests set their own.
+        ("WS_MAX_SOCKETS_PER_USER", "0"),
+        ("WS_MAX_SOCKETS_PER_IP", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -15,6 +15,8 @@ type Socket =
 /// One WebSocket connection speaking graphql-transport-ws.
 pub struct GqlWs {
     socket: Socket,
+    /// The close frame `next` saw, if it saw one (None inside: closed without a frame).
+    close: Option<Option<(u16, String)>>,
 }
 
 impl GqlWs {
@@ -38,7 +40,10 @@ impl GqlWs {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
             .await
             .expect("WebSocket connect");
-        let mut ws = GqlWs { socket };
+        let mut ws = GqlWs {
+            socket,
+            close: None,
+        };
         let payload = token.map_or(
             json!({}),
             |t| json!({ "authorization": format!("Bearer {t}") }),
@@ -69,8 +74,29 @@ impl GqlWs {
                     }
                     return Some(m);
                 }
-                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(Message::Close(frame)) => {
+                    self.close = Some(frame.map(|f| (u16::from(f.code), f.reason.to_string())));
+                    return None;
+                }
+                Err(_) => return None,
                 Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Read until the server closes the connection: its close code and reason (None when the
+    /// connection ended without a close frame).
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        if let Some(close) = self.close.take() {
+            return close;
+        }
+        loop {
+            match self.socket.next().await? {
+                Ok(Message::Close(frame)) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
             }
         }
     }

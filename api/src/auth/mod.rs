@@ -51,6 +51,8 @@ pub struct Auth {
     pub limiter: AuthRateLimiter,
     trusted_origins: Vec<String>,
     trust_proxy: bool,
+    /// Session ids ended here (sign-out), for the WebSocket connections that use them.
+    revoked: tokio::sync::broadcast::Sender<String>,
     trusted_proxy_hops: usize,
 }
 
@@ -63,7 +65,22 @@ impl Auth {
             trusted_origins: cfg.trusted_origins.clone(),
             trust_proxy: cfg.trust_proxy,
             trusted_proxy_hops: cfg.trusted_proxy_hops,
+            revoked: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// End a session and tell this process's open sockets of it at once (other processes'
+    /// sockets find out at their next session check).
+    pub async fn revoke(&self, db: &Db, session_id: &str) -> Result<bool, AppError> {
+        let ended = session::revoke(db, session_id).await?;
+        // No receiver (no socket open) is not an error.
+        let _ = self.revoked.send(session_id.to_owned());
+        Ok(ended)
+    }
+
+    /// Session ids revoked in this process from now on.
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.revoked.subscribe()
     }
 
     /// True when the request has no `Origin` or a trusted one.

@@ -8,6 +8,7 @@ mod database;
 mod env;
 mod graphql;
 mod upstream;
+mod websocket;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +22,7 @@ use env::Env;
 pub use env::Secret;
 pub use graphql::GraphqlConfig;
 pub use upstream::UpstreamConfig;
+pub use websocket::WebSocketConfig;
 
 /// Typed configuration, read once at start.
 #[derive(Clone, Debug)]
@@ -33,6 +35,7 @@ pub struct Config {
     /// What new users start with.
     pub defaults: ProfileDefaults,
     pub graphql: GraphqlConfig,
+    pub websocket: WebSocketConfig,
 }
 
 /// The listener and the process's life.
@@ -95,6 +98,7 @@ impl Config {
         let calls = CallsConfig::read(&mut env, server.port);
         let defaults = ProfileDefaults::read(&mut env, &calls.prices, upstream.base_url.is_some());
         let graphql = GraphqlConfig::read(&mut env);
+        let websocket = WebSocketConfig::read(&mut env);
         if !env.problems.is_empty() {
             return Err(ConfigError(env.problems));
         }
@@ -106,6 +110,7 @@ impl Config {
             calls,
             defaults,
             graphql,
+            websocket,
         })
     }
 }

@@ -10,7 +10,7 @@ use tower_cookies::Cookies;
 use super::loaders::{MonthTokensLoader, ProfileLoader};
 use super::scalars::Int64;
 use crate::auth::Viewer;
-use crate::auth::session::{self, ClientInfo};
+use crate::auth::session::ClientInfo;
 use crate::error::AppError;
 use crate::service::accounts::{self, Email};
 use crate::service::profiles;
@@ -122,7 +122,7 @@ impl AccountMutation {
             cookies.add(state.auth.cookies.clear());
         }
         match ctx.data_opt::<Viewer>() {
-            Some(viewer) => Ok(session::revoke(&state.db, &viewer.session.id).await?),
+            Some(viewer) => Ok(state.auth.revoke(&state.db, &viewer.session.id).await?),
             None => Ok(false),
         }
     }

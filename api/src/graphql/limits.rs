@@ -10,10 +10,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
+    NextValidation,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Positioned, Response, ServerError, ServerResult, ValidationResult, Variables};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use crate::config::GraphqlConfig;
 
@@ -42,6 +45,19 @@ impl DocumentLimits {
 impl ExtensionFactory for DocumentLimits {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(self.clone())
+    }
+}
+
+/// A code on every error that has none. Without a path: the operation could not be chosen (an
+/// unknown or missing operationName). With one: an argument value did not fit its type.
+fn code_the_rest(response: &mut Response) {
+    for e in &mut response.errors {
+        let code = if e.path.is_empty() {
+            VALIDATION_FAILED
+        } else {
+            "BAD_USER_INPUT"
+        };
+        set_code(e, code);
     }
 }
 
@@ -102,17 +118,24 @@ impl Extension for DocumentLimits {
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        for e in &mut response.errors {
-            // Without a path: the operation could not be chosen (an unknown or missing
-            // operationName). With one: an argument value did not fit its type.
-            let code = if e.path.is_empty() {
-                VALIDATION_FAILED
-            } else {
-                "BAD_USER_INPUT"
-            };
-            set_code(e, code);
-        }
+        code_the_rest(&mut response);
         response
+    }
+
+    /// Over WebSocket, operations run as streams and the `request` hook does not run: the same
+    /// codes, on every response of the stream.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                code_the_rest(&mut response);
+                response
+            })
+            .boxed()
     }
 }
 

@@ -135,6 +135,7 @@ async fn get_graphql(
     State(state): State<AppState>,
     Extension(schema): Extension<AppSchema>,
     Extension(auth): Extension<RequestAuth>,
+    Extension(sockets): Extension<std::sync::Arc<super::websocket::Sockets>>,
     req: Request,
 ) -> Response {
     let (parts, _body) = req.into_parts();
@@ -144,7 +145,7 @@ async fn get_graphql(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        return super::websocket::upgrade(state, schema, auth, parts).await;
+        return super::websocket::upgrade(state, schema, sockets, auth, parts).await;
     }
 
     let query = parts.uri.query().unwrap_or("");

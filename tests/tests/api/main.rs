@@ -17,3 +17,4 @@ mod sdl;
 mod transport;
 mod usage;
 mod websocket;
+mod ws_protocol;

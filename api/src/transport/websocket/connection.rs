@@ -1,0 +1,637 @@
+//! One WebSocket connection: the protocol's state machine, its operations, keepalive and the
+//! session it runs under.
+//!
+//! One task per connection. It reads client messages, runs `connection_init`'s authentication
+//! concurrently with reading (so a `subscribe` sent before `connection_ack` is refused 4401, as
+//! the protocol says, rather than queued), polls every running operation's stream, pings the
+//! peer, and re-checks the session. Operations are streams polled here, not tasks: cancelling
+//! one (`complete`, the socket closing) drops it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Request, Response, Variables};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{self, AbortHandle, Abortable, BoxStream, SelectAll};
+use futures_util::{FutureExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, interval_at, sleep};
+
+use super::messages::{
+    ClientMessage, LegacyBad, Operation, Protocol, close_reason, encode, error_payload,
+    parse_legacy, parse_transport_ws,
+};
+use super::sockets::{Holder, Slot, Sockets};
+use crate::auth::{AuthVia, RequestAuth, Viewer, bearer_token};
+use crate::error::AppError;
+use crate::graphql::{AppSchema, OverWebSocket, request_data};
+use crate::state::AppState;
+
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long operations already running may go on once the session ended.
+const DRAIN_AFTER_SESSION_END: Duration = Duration::from_secs(60);
+
+/// Close codes (graphql-ws's `CloseCode`, and RFC 6455's).
+mod code {
+    pub const NORMAL: u16 = 1000;
+    pub const INTERNAL: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const INIT_TIMEOUT: u16 = 4408;
+    pub const SUBSCRIBER_EXISTS: u16 = 4409;
+    pub const TOO_MANY_INITS: u16 = 4429;
+    pub const INTERNAL_SERVER_ERROR: u16 = 4500;
+}
+
+/// How a connection ends: with a close frame, or by dropping a peer that is gone.
+enum End {
+    Close(u16, String),
+    Gone,
+}
+
+fn close(code: u16, reason: impl Into<String>) -> End {
+    End::Close(code, reason.into())
+}
+
+type InitFuture = Pin<Box<dyn Future<Output = Result<Option<Viewer>, InitRefused>> + Send>>;
+
+enum InitRefused {
+    /// The token does not resolve to a live session.
+    Forbidden,
+    Internal(AppError),
+}
+
+/// An event of one running operation: a response, or `None` when it ended.
+struct OpEvent {
+    id: String,
+    seq: u64,
+    response: Option<Response>,
+}
+
+struct RunningOp {
+    seq: u64,
+    abort: AbortHandle,
+    /// Whether anything was sent for it yet.
+    answered: bool,
+}
+
+/// The operations running on a connection, by the client's id.
+#[derive(Default)]
+struct Operations {
+    by_id: HashMap<String, RunningOp>,
+    streams: SelectAll<BoxStream<'static, OpEvent>>,
+    next_seq: u64,
+}
+
+impl Operations {
+    fn start(&mut self, id: String, responses: BoxStream<'static, Response>) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let (abort, registration) = AbortHandle::new_pair();
+        let tagged = {
+            let id = id.clone();
+            responses.map(move |response| OpEvent {
+                id: id.clone(),
+                seq,
+                response: Some(response),
+            })
+        };
+        let ended = stream::once({
+            let id = id.clone();
+            async move {
+                OpEvent {
+                    id,
+                    seq,
+                    response: None,
+                }
+            }
+        });
+        self.streams
+            .push(Abortable::new(tagged, registration).chain(ended).boxed());
+        self.by_id.insert(
+            id,
+            RunningOp {
+                seq,
+                abort,
+                answered: false,
+            },
+        );
+    }
+
+    /// Stop an operation; nothing more is sent for it.
+    fn cancel(&mut self, id: &str) -> bool {
+        match self.by_id.remove(id) {
+            Some(op) => {
+                op.abort.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn current(&mut self, id: &str, seq: u64) -> Option<&mut RunningOp> {
+        self.by_id.get_mut(id).filter(|op| op.seq == seq)
+    }
+}
+
+/// One connection's state.
+pub(super) struct Connection {
+    state: AppState,
+    schema: AppSchema,
+    sockets: Arc<Sockets>,
+    auth: RequestAuth,
+    viewer: Option<Viewer>,
+    _network_slot: Slot,
+    user_slot: Option<Slot>,
+    ops: Operations,
+    /// When the session was last found alive.
+    checked_at: Instant,
+    /// Set when the session ended while operations were running.
+    session_ended_at: Option<Instant>,
+}
+
+/// Close a socket that will not be served (no acceptable subprotocol).
+pub(super) async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
+    send_close(&mut socket, code, reason).await;
+}
+
+async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: close_reason(reason).into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // Wait a moment for the peer's close frame, so it sees a clean close and not a reset.
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+impl Connection {
+    pub(super) fn new(
+        state: AppState,
+        schema: AppSchema,
+        sockets: Arc<Sockets>,
+        auth: RequestAuth,
+        network_slot: Slot,
+        user_slot: Option<Slot>,
+    ) -> Self {
+        Connection {
+            viewer: auth.viewer.clone(),
+            state,
+            schema,
+            sockets,
+            auth,
+            _network_slot: network_slot,
+            user_slot,
+            ops: Operations::default(),
+            checked_at: Instant::now(),
+            session_ended_at: None,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut socket: WebSocket, protocol: Protocol) {
+        let end = self.serve(&mut socket, protocol).await;
+        // Running operations stop here (a call's task sees its receiver go and is metered).
+        self.ops = Operations::default();
+        match end {
+            End::Close(code, reason) => send_close(&mut socket, code, &reason).await,
+            End::Gone => {}
+        }
+    }
+
+    async fn serve(&mut self, socket: &mut WebSocket, protocol: Protocol) -> End {
+        let cfg = self.state.config.websocket.clone();
+        let init_deadline = sleep(cfg.init_timeout);
+        tokio::pin!(init_deadline);
+        let mut init_received = false;
+        let mut acknowledged = false;
+        let mut init: Option<InitFuture> = None;
+        // Legacy `start`s that arrive while `connection_init` is being checked run after it.
+        let mut waiting: Vec<(String, Operation)> = Vec::new();
+        let mut keepalive = interval_at(Instant::now() + cfg.keepalive, cfg.keepalive);
+        let mut session_check = interval_at(Instant::now() + cfg.session_check, cfg.session_check);
+        let mut revocations = self.state.auth.revocations();
+        let mut last_heard = Instant::now();
+
+        loop {
+            tokio::select! {
+                message = socket.recv() => {
+                    let text = match message {
+                        Some(Ok(Message::Text(t))) => t.to_string(),
+                        Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                            Ok(t) => t,
+                            Err(_) if protocol == Protocol::TransportWs => {
+                                return close(code::BAD_REQUEST, "Invalid message received");
+                            }
+                            Err(_) => {
+                                send(socket, &encode("connection_error", None, Some(json!({"message": "invalid message"})))).await;
+                                continue;
+                            }
+                        },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            last_heard = Instant::now();
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
+                    };
+                    last_heard = Instant::now();
+                    let parsed = match protocol {
+                        Protocol::TransportWs => match parse_transport_ws(&text) {
+                            Ok(m) => m,
+                            Err(_) => return close(code::BAD_REQUEST, "Invalid message received"),
+                        },
+                        Protocol::Legacy => match parse_legacy(&text) {
+                            Ok(m) => m,
+                            Err(LegacyBad::Json) => {
+                                if !send(socket, &encode("connection_error", None, Some(json!({"message": "the message is not JSON"})))).await {
+                                    return End::Gone;
+                                }
+                                continue;
+                            }
+                            Err(LegacyBad::Message(id)) => {
+                                if !send(socket, &encode("error", id.as_deref(), Some(json!({"message": "Invalid message type!"})))).await {
+                                    return End::Gone;
+                                }
+                                continue;
+                            }
+                        },
+                    };
+                    match parsed {
+                        ClientMessage::Init(payload) => {
+                            if init_received {
+                                if protocol == Protocol::Legacy {
+                                    send(socket, &encode("connection_error", None, Some(json!({"message": "Too many initialisation requests"})))).await;
+                                }
+                                return close(code::TOO_MANY_INITS, "Too many initialisation requests");
+                            }
+                            init_received = true;
+                            init = Some(authenticate(self.state.clone(), self.auth.viewer.clone(), payload).boxed());
+                        }
+                        ClientMessage::Ping(payload) => {
+                            // The legacy protocol has no ping: as its reference server, unknown.
+                            let reply = match protocol {
+                                Protocol::TransportWs => encode("pong", None, payload.map(Value::Object)),
+                                Protocol::Legacy => encode("error", None, Some(json!({"message": "Invalid message type!"}))),
+                            };
+                            if !send(socket, &reply).await {
+                                return End::Gone;
+                            }
+                        }
+                        ClientMessage::Pong => {}
+                        ClientMessage::Subscribe { id, operation } => {
+                            if protocol == Protocol::TransportWs {
+                                if !acknowledged {
+                                    return close(code::UNAUTHORIZED, "Unauthorized");
+                                }
+                                if self.ops.by_id.contains_key(&id) {
+                                    return close(code::SUBSCRIBER_EXISTS, format!("Subscriber for {id} already exists"));
+                                }
+                            } else {
+                                if init.is_some() {
+                                    if waiting.len() < cfg.max_operations {
+                                        waiting.push((id, operation));
+                                    } else if !Self::refuse_operation(socket, protocol, &id, cfg.max_operations).await {
+                                        return End::Gone;
+                                    }
+                                    continue;
+                                }
+                                // The legacy protocol replaces an operation whose id is reused.
+                                self.ops.cancel(&id);
+                            }
+                            if let Some(end) = self.subscribe(socket, protocol, id, operation).await {
+                                return end;
+                            }
+                        }
+                        ClientMessage::Complete { id } => {
+                            // Unknown or finished ids are ignored; nothing is sent back.
+                            self.ops.cancel(&id);
+                            if let Some(end) = self.end_if_drained() {
+                                return end;
+                            }
+                        }
+                        ClientMessage::Terminate => return close(code::NORMAL, "terminated"),
+                    }
+                }
+                result = async { init.as_mut().expect("guarded").await }, if init.is_some() => {
+                    init = None;
+                    match result {
+                        Ok(viewer) => {
+                            if let Some(end) = self.adopt(viewer, &cfg) {
+                                if protocol == Protocol::Legacy {
+                                    send(socket, &encode("connection_error", None, Some(json!({"message": "too many connections for this user"})))).await;
+                                }
+                                return end;
+                            }
+                            acknowledged = true;
+                            if !send(socket, &encode("connection_ack", None, None)).await {
+                                return End::Gone;
+                            }
+                            if protocol == Protocol::Legacy {
+                                if !send(socket, &encode("ka", None, None)).await {
+                                    return End::Gone;
+                                }
+                                for (id, operation) in std::mem::take(&mut waiting) {
+                                    self.ops.cancel(&id);
+                                    if let Some(end) = self.subscribe(socket, protocol, id, operation).await {
+                                        return end;
+                                    }
+                                }
+                            }
+                        }
+                        Err(refused) => {
+                            let (code, reason) = match refused {
+                                InitRefused::Forbidden => (code::FORBIDDEN, "Forbidden"),
+                                InitRefused::Internal(e) => {
+                                    tracing::error!(error = ?e, "WebSocket connection_init failed");
+                                    (code::INTERNAL_SERVER_ERROR, "Internal server error")
+                                }
+                            };
+                            return match protocol {
+                                Protocol::TransportWs => close(code, reason),
+                                Protocol::Legacy => {
+                                    send(socket, &encode("connection_error", None, Some(json!({"message": reason})))).await;
+                                    close(code::INTERNAL, reason)
+                                }
+                            };
+                        }
+                    }
+                }
+                () = &mut init_deadline, if !init_received => {
+                    return close(code::INIT_TIMEOUT, "Connection initialisation timeout");
+                }
+                Some(event) = self.ops.streams.next(), if !self.ops.streams.is_empty() => {
+                    if !self.relay(socket, protocol, event).await {
+                        return End::Gone;
+                    }
+                    if let Some(end) = self.end_if_drained() {
+                        return end;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if last_heard.elapsed() > cfg.keepalive * 2 {
+                        tracing::debug!("WebSocket peer silent for two keepalive intervals: dropped");
+                        return End::Gone;
+                    }
+                    if self.session_ended_at.is_some_and(|t| t.elapsed() > DRAIN_AFTER_SESSION_END) {
+                        return close(code::FORBIDDEN, "Forbidden");
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Gone;
+                    }
+                    if protocol == Protocol::Legacy && acknowledged && !send(socket, &encode("ka", None, None)).await {
+                        return End::Gone;
+                    }
+                }
+                _ = session_check.tick(), if self.viewer.is_some() && self.session_ended_at.is_none() => {
+                    if !self.session_alive().await && let Some(end) = self.session_ended() {
+                        return end;
+                    }
+                }
+                revoked = revocations.recv(), if self.viewer.is_some() && self.session_ended_at.is_none() => {
+                    let ours = match revoked {
+                        Ok(session_id) => self.viewer.as_ref().is_some_and(|v| v.session.id == session_id),
+                        // Missed some: look the session up.
+                        Err(RecvError::Lagged(_)) => !self.session_alive().await,
+                        Err(RecvError::Closed) => false,
+                    };
+                    if ours && let Some(end) = self.session_ended() {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The session ended: close now if nothing runs, else once running operations end.
+    fn session_ended(&mut self) -> Option<End> {
+        self.session_ended_at.get_or_insert_with(Instant::now);
+        self.end_if_drained()
+    }
+
+    fn end_if_drained(&self) -> Option<End> {
+        (self.session_ended_at.is_some() && self.ops.by_id.is_empty())
+            .then(|| close(code::FORBIDDEN, "Forbidden"))
+    }
+
+    /// Take the caller `connection_init` authenticated (counting the socket against them).
+    fn adopt(
+        &mut self,
+        viewer: Option<Viewer>,
+        cfg: &crate::config::WebSocketConfig,
+    ) -> Option<End> {
+        let same_user = match (&viewer, &self.viewer) {
+            (Some(a), Some(b)) => a.user.id == b.user.id,
+            _ => false,
+        };
+        if !same_user {
+            self.user_slot = None;
+            if let Some(v) = &viewer {
+                match self
+                    .sockets
+                    .take(Holder::User(v.user.id.clone()), cfg.max_sockets_per_user)
+                {
+                    Some(slot) => self.user_slot = Some(slot),
+                    None => {
+                        return Some(close(
+                            code::TRY_AGAIN_LATER,
+                            "too many connections for this user",
+                        ));
+                    }
+                }
+            }
+        }
+        self.viewer = viewer;
+        self.checked_at = Instant::now();
+        None
+    }
+
+    /// Whether the connection's session is still live (a database error counts as live: the
+    /// next check decides).
+    async fn session_alive(&mut self) -> bool {
+        let Some(viewer) = &self.viewer else {
+            return true;
+        };
+        match crate::auth::session::resolve(&self.state.db, &viewer.session.token).await {
+            Ok(Some(active)) if active.user.id == viewer.user.id => {
+                self.checked_at = Instant::now();
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = ?e, "WebSocket session check failed; kept for now");
+                true
+            }
+        }
+    }
+
+    /// Refuse one operation for the per-socket limit, in-band.
+    async fn refuse_operation(
+        socket: &mut WebSocket,
+        protocol: Protocol,
+        id: &str,
+        max: usize,
+    ) -> bool {
+        let payload = error_payload(
+            &format!("at most {max} operations may run at once on one connection"),
+            "RATE_LIMITED",
+            Some(1),
+        );
+        let payload = match protocol {
+            Protocol::TransportWs => payload,
+            Protocol::Legacy => payload[0].clone(),
+        };
+        send(socket, &encode("error", Some(id), Some(payload))).await
+    }
+
+    /// Start an operation; `Some` ends the connection.
+    async fn subscribe(
+        &mut self,
+        socket: &mut WebSocket,
+        protocol: Protocol,
+        id: String,
+        operation: Operation,
+    ) -> Option<End> {
+        let cfg = &self.state.config.websocket;
+        if self.ops.by_id.len() >= cfg.max_operations {
+            let max = cfg.max_operations;
+            return (!Self::refuse_operation(socket, protocol, &id, max).await)
+                .then_some(End::Gone);
+        }
+        // Every operation runs under a live session: re-read when the last look is stale.
+        let stale = self.checked_at.elapsed() >= cfg.session_check;
+        if self.viewer.is_some()
+            && (self.session_ended_at.is_some() || (stale && !self.session_alive().await))
+        {
+            let payload = error_payload(
+                &AppError::Unauthenticated.message(),
+                "UNAUTHENTICATED",
+                None,
+            );
+            let payload = match protocol {
+                Protocol::TransportWs => payload,
+                Protocol::Legacy => payload[0].clone(),
+            };
+            send(socket, &encode("error", Some(&id), Some(payload))).await;
+            if protocol == Protocol::Legacy {
+                send(
+                    socket,
+                    &encode(
+                        "connection_error",
+                        None,
+                        Some(json!({"message": "Forbidden"})),
+                    ),
+                )
+                .await;
+            }
+            return Some(close(code::FORBIDDEN, "Forbidden"));
+        }
+        let mut request = Request::new(operation.query);
+        if let Some(name) = operation.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = operation.variables {
+            request = request.variables(Variables::from_json(variables));
+        }
+        let mut data = request_data(
+            &self.state,
+            self.viewer.clone(),
+            self.auth.client.clone(),
+            None,
+        );
+        data.insert(OverWebSocket);
+        request.data = data;
+        let responses = self.schema.execute_stream(request);
+        self.ops.start(id, responses);
+        None
+    }
+
+    /// Send one operation event; false when the peer is gone.
+    async fn relay(&mut self, socket: &mut WebSocket, protocol: Protocol, event: OpEvent) -> bool {
+        let OpEvent { id, seq, response } = event;
+        match response {
+            Some(response) => {
+                let Some(op) = self.ops.current(&id, seq) else {
+                    return true; // cancelled
+                };
+                let first = !op.answered;
+                op.answered = true;
+                // Errors before execution (parse, validation, choosing the operation) carry
+                // no path: the protocol's `error`, which ends the operation.
+                let refused = first
+                    && protocol == Protocol::TransportWs
+                    && !response.errors.is_empty()
+                    && response.data == async_graphql::Value::Null
+                    && response.errors.iter().all(|e| e.path.is_empty());
+                if refused {
+                    self.ops.cancel(&id);
+                    let payload = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
+                    return send(socket, &encode("error", Some(&id), Some(payload))).await;
+                }
+                let ty = match protocol {
+                    Protocol::TransportWs => "next",
+                    Protocol::Legacy => "data",
+                };
+                let payload = serde_json::to_value(&response).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "a response could not be serialised");
+                    json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
+                });
+                send(socket, &encode(ty, Some(&id), Some(payload))).await
+            }
+            None => {
+                if self.ops.current(&id, seq).is_none() {
+                    return true; // cancelled: nothing more for it
+                }
+                self.ops.by_id.remove(&id);
+                send(socket, &encode("complete", Some(&id), None)).await
+            }
+        }
+    }
+}
+
+/// Send one text message; false when the peer is gone.
+async fn send(socket: &mut WebSocket, text: &str) -> bool {
+    socket
+        .send(Message::Text(text.to_owned().into()))
+        .await
+        .is_ok()
+}
+
+/// `connection_init`'s authentication: `{"authorization": "Bearer TOKEN"}` must resolve to a
+/// live session; without it, the upgrade's cookie (if any) decides.
+async fn authenticate(
+    state: AppState,
+    from_cookie: Option<Viewer>,
+    payload: Option<Map<String, Value>>,
+) -> Result<Option<Viewer>, InitRefused> {
+    let value = payload.as_ref().and_then(|p| {
+        p.get("authorization")
+            .or_else(|| p.get("Authorization"))
+            .cloned()
+    });
+    let Some(value) = value else {
+        return Ok(from_cookie);
+    };
+    let Some(token) = value.as_str().and_then(bearer_token) else {
+        return Err(InitRefused::Forbidden);
+    };
+    match state.auth.viewer(&state.db, token, AuthVia::Bearer).await {
+        Ok(Some((viewer, _))) => Ok(Some(viewer)),
+        Ok(None) => Err(InitRefused::Forbidden),
+        Err(e) => Err(InitRefused::Internal(e)),
+    }
+}

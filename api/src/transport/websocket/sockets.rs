@@ -1,0 +1,80 @@
+//! How many sockets each client network and each user holds open, across the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What a socket counts against.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Holder {
+    /// A client network: an IPv4 address or an IPv6 /64 (`auth::rate_limit::network_key`).
+    Network(String),
+    /// A signed-in user.
+    User(String),
+}
+
+/// Open sockets per holder. Shared by every connection of the process.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    open: Mutex<HashMap<Holder, usize>>,
+}
+
+/// One socket counted against a holder, until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    sockets: Arc<Sockets>,
+    holder: Holder,
+}
+
+impl Sockets {
+    /// Count one more socket against `holder`, unless it already holds `max` (0: no limit).
+    pub fn take(self: &Arc<Self>, holder: Holder, max: usize) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(holder.clone()).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            sockets: self.clone(),
+            holder,
+        })
+    }
+
+    /// Sockets open for `holder` now.
+    pub fn held_by(&self, holder: &Holder) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(holder).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.sockets.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.holder) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.holder);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_count_up_to_the_limit_and_go_back_when_dropped() {
+        let sockets = Arc::new(Sockets::default());
+        let ip = Holder::Network("10.0.0.1".into());
+        let a = sockets.take(ip.clone(), 2).unwrap();
+        let b = sockets.take(ip.clone(), 2).unwrap();
+        assert!(sockets.take(ip.clone(), 2).is_none());
+        assert!(sockets.take(Holder::User("u".into()), 2).is_some());
+        drop(a);
+        assert_eq!(sockets.held_by(&ip), 1);
+        let _c = sockets.take(ip.clone(), 2).unwrap();
+        drop(b);
+        assert!(sockets.take(ip, 0).is_some(), "0 is no limit");
+    }
+}
