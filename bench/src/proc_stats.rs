@@ -43,8 +43,18 @@ pub fn rss(pid: u32) -> u64 {
     status_kb(pid, "VmRSS:") * 1024
 }
 
+/// Resident memory the process freed with `MADV_FREE` (mimalloc does): still counted in RSS
+/// until the kernel needs the pages, which it then takes back without a write.
+pub fn lazy_free(pid: u32) -> u64 {
+    proc_kb(pid, "smaps_rollup", "LazyFree:") * 1024
+}
+
 fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kb(pid, "status", key)
+}
+
+fn proc_kb(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| {

@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 use crate::client::{Http, Ws};
-use crate::proc_stats::{CpuSplit, RssSampler, cpu_time, rss};
+use crate::proc_stats::{CpuSplit, RssSampler, cpu_time, lazy_free, rss};
 use crate::stats::Samples;
+use tests::ws::GqlWs;
 
 /// What to run.
 pub struct Options {
@@ -148,6 +149,11 @@ async fn start(options: &Options) -> Result<Stack, String> {
         .env("DEFAULT_MONTHLY_TOKEN_BUDGET", "0")
         .env("USER_MAX_CONCURRENT_CALLS", "0")
         .env("USER_CALLS_PER_MINUTE", "0")
+        // Thousands of sockets from one address and a few users; un-initialised sockets are
+        // all opened before the first is closed by the timeout.
+        .env("WS_MAX_SOCKETS_PER_USER", "0")
+        .env("WS_MAX_SOCKETS_PER_IP", "0")
+        .env("WS_INIT_TIMEOUT_MS", "10000")
         .env("INSTANCE_ID", "bench")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -232,6 +238,9 @@ pub async fn run(options: Options) -> Result<(), String> {
     // Idle connections first, on a fresh server: after the streaming runs the allocator holds
     // freed memory that new connections would reuse unseen.
     if options.wants("idle") {
+        // Un-initialised first: its baseline is the fresh server's.
+        rows.push(uninitialised_connections(&stack, options.idle).await?);
+        print_row(rows.last().expect("a row"));
         rows.push(idle_connections(&stack, options.idle).await?);
         print_row(rows.last().expect("a row"));
     }
@@ -697,6 +706,55 @@ async fn idle_connections(stack: &Stack, n: usize) -> Result<Row, String> {
                 "kib_per_connection".into(),
                 f(after.saturating_sub(before) as f64 / 1024.0 / open as f64),
             ),
+        ],
+    })
+}
+
+/// Scenario 5b: sockets that never send `connection_init` (a raw-socket flood): each is closed
+/// by the initialisation timeout (4408), and the server's memory goes back down.
+async fn uninitialised_connections(stack: &Stack, n: usize) -> Result<Row, String> {
+    let before = rss(stack.pid);
+    let opened = Instant::now();
+    let sockets: Vec<GqlWs> = stream::iter(0..n)
+        .map(|_| GqlWs::open(stack.addr))
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let open_secs = opened.elapsed().as_secs_f64();
+    let peak = rss(stack.pid);
+    let closes: Vec<Option<(u16, String)>> = stream::iter(sockets)
+        .map(|mut ws| async move { ws.closed().await })
+        .buffer_unordered(n.max(1))
+        .collect()
+        .await;
+    let by_timeout = closes
+        .iter()
+        .filter(|c| matches!(c, Some((4408, _))))
+        .count();
+    if by_timeout != n {
+        return Err(format!(
+            "{by_timeout} of {n} un-initialised sockets were closed 4408: {:?}",
+            closes.iter().find(|c| !matches!(c, Some((4408, _))))
+        ));
+    }
+    // The server still answers.
+    stack.http.gql(None, "{ __typename }", json!({})).await?;
+    let after = rss(stack.pid);
+    let freed = lazy_free(stack.pid);
+    Ok(Row {
+        scenario: format!("un-initialised websockets {n}"),
+        figures: vec![
+            ("connections".into(), json!(n)),
+            ("closed_4408".into(), json!(by_timeout)),
+            ("seconds_to_open".into(), f(open_secs)),
+            ("server_rss_before_mib".into(), f(before as f64 / 1048576.0)),
+            ("server_rss_peak_mib".into(), f(peak as f64 / 1048576.0)),
+            (
+                "server_rss_after_close_mib".into(),
+                f(after as f64 / 1048576.0),
+            ),
+            // Freed by the allocator and reclaimable at once, though still counted in RSS.
+            ("of_which_lazy_free_mib".into(), f(freed as f64 / 1048576.0)),
         ],
     })
 }

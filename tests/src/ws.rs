@@ -27,6 +27,20 @@ impl GqlWs {
 
     /// [`GqlWs::connect`] to any server address (the benchmark harness uses it).
     pub async fn connect_to(addr: std::net::SocketAddr, token: Option<&str>) -> GqlWs {
+        let mut ws = GqlWs::open(addr).await;
+        let payload = token.map_or(
+            json!({}),
+            |t| json!({ "authorization": format!("Bearer {t}") }),
+        );
+        ws.send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        let ack = ws.next().await.expect("an answer to connection_init");
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        ws
+    }
+
+    /// A socket speaking graphql-transport-ws that has sent nothing yet (no `connection_init`).
+    pub async fn open(addr: std::net::SocketAddr) -> GqlWs {
         let mut req = format!("ws://{addr}/graphql")
             .into_client_request()
             .unwrap();
@@ -40,19 +54,10 @@ impl GqlWs {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
             .await
             .expect("WebSocket connect");
-        let mut ws = GqlWs {
+        GqlWs {
             socket,
             close: None,
-        };
-        let payload = token.map_or(
-            json!({}),
-            |t| json!({ "authorization": format!("Bearer {t}") }),
-        );
-        ws.send(json!({ "type": "connection_init", "payload": payload }))
-            .await;
-        let ack = ws.next().await.expect("an answer to connection_init");
-        assert_eq!(ack["type"], "connection_ack", "{ack}");
-        ws
+        }
     }
 
     pub async fn send(&mut self, message: Value) {

@@ -50,9 +50,11 @@ mod code {
     pub const INTERNAL_SERVER_ERROR: u16 = 4500;
 }
 
-/// How a connection ends: with a close frame, or by dropping a peer that is gone.
+/// How a connection ends: with a close frame, by answering the peer's, or by dropping a peer
+/// that is gone.
 enum End {
     Close(u16, String),
+    PeerClosed,
     Gone,
 }
 
@@ -210,6 +212,11 @@ impl Connection {
         self.ops = Operations::default();
         match end {
             End::Close(code, reason) => send_close(&mut socket, code, &reason).await,
+            // The close reply is queued by the WebSocket layer; send it before dropping.
+            End::PeerClosed => {
+                let _ = tokio::time::timeout(CLOSE_WAIT, futures_util::SinkExt::flush(&mut socket))
+                    .await;
+            }
             End::Gone => {}
         }
     }
@@ -247,7 +254,8 @@ impl Connection {
                             last_heard = Instant::now();
                             continue;
                         }
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => return End::Gone,
+                        Some(Ok(Message::Close(_))) => return End::PeerClosed,
+                        Some(Err(_)) | None => return End::Gone,
                     };
                     last_heard = Instant::now();
                     let parsed = match protocol {
