@@ -116,6 +116,7 @@ impl Application {
             }
             // Renew this process's call leases; finalise calls whose process died.
             tokio::spawn(calls.clone().maintain());
+            tokio::spawn(calls.clone().checkpoint_progress());
         }
         let addr = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(addr)

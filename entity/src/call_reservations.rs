@@ -16,6 +16,9 @@ pub struct Model {
     /// Renewed by the owner while the call runs; a lapsed lease means its process died.
     pub heartbeat_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
+    /// What the call had relayed at its last checkpoint (crash recovery bills and logs it).
+    #[sea_orm(column_type = "Text")]
+    pub checkpoint: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

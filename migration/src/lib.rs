@@ -119,6 +119,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0009_runtime_role.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261130_000010_call_checkpoints",
+                postgres: [
+                    include_str!("../sql/0010_call_checkpoints.postgres.up.sql"),
+                    include_str!("../sql/0010_call_checkpoints.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0010_call_checkpoints.sqlite.up.sql"),
+                    include_str!("../sql/0010_call_checkpoints.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

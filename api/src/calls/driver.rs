@@ -54,6 +54,8 @@ pub(super) struct Driver {
     pub stop: CancellationToken,
     pub price: Price,
     pub finalise_retry: Duration,
+    /// What this call relayed since its last checkpoint (see `leases`).
+    pub unsaved: std::sync::Arc<super::tracker::Unsaved>,
 }
 
 /// What a call received before it ended.
@@ -305,6 +307,12 @@ impl Driver {
                     producing = true;
                     first_token.get_or_insert_with(|| started.elapsed().as_millis() as u64);
                     text.push_str(&delta);
+                    // For the checkpoints, storable as the final text will be (NUL → U+FFFD).
+                    if delta.contains('\0') {
+                        self.unsaved.push(&delta.replace('\0', "\u{FFFD}"));
+                    } else {
+                        self.unsaved.push(&delta);
+                    }
                     if tx.send(CallEvent::Delta(delta)).is_err() {
                         return Ended::ClientGone;
                     }

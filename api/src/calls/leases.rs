@@ -12,9 +12,11 @@ use crate::error::AppResult;
 use crate::time::now_micros;
 
 impl Calls {
-    /// Finalise stranded calls: status `error`, metered at their prompt tokens (what the
-    /// upstream had certainly received). Live calls of other replicas are left alone (see
-    /// `store::stranded`). Runs at start and then every third of a lease.
+    /// Finalise stranded calls: status `error`, with the text relayed up to their last
+    /// checkpoint as the completion, metered at their prompt tokens (what the upstream had
+    /// certainly received) plus that text counted with the model's tokenizer. Live calls of
+    /// other replicas are left alone (see `store::stranded`). Runs at start and then every
+    /// third of a lease.
     pub async fn recover(&self) -> AppResult<usize> {
         // The cutoff before the snapshot: see `store::stranded`.
         let cutoff = now_micros();
@@ -27,28 +29,65 @@ impl Calls {
             cutoff,
         )
         .await?;
-        for log in &stranded {
+        for (log, checkpoint) in &stranded {
             let price = self.config.prices.get(&log.model);
             let prompt_tokens = i64::from(log.prompt_tokens);
+            let completion_tokens = tokenizer::count_text(&log.model, checkpoint) as i64;
             let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
             metadata["error"] = json!("interrupted: the server stopped before the call finished");
-            metadata["usage_source"] = json!("estimate");
+            if checkpoint.is_empty() {
+                metadata["usage_source"] = json!("estimate");
+            } else {
+                // The completion and its tokens are what the last checkpoint held: the
+                // client may have received up to one checkpoint interval more.
+                metadata["usage_source"] = json!("checkpoint");
+                metadata["recovered_from_checkpoint"] = json!(true);
+            }
             store::finalise(
                 &self.db,
                 log,
                 Outcome {
-                    completion: String::new(),
+                    completion: checkpoint.clone(),
                     prompt_tokens,
-                    completion_tokens: 0,
+                    completion_tokens,
                     latency_ms: (now_micros() - log.created_at).num_milliseconds(),
                     status: CallStatus::Error,
                     metadata,
-                    cost_microcents: price.map_or(0, |p| p.cost(prompt_tokens, 0)),
+                    cost_microcents: price.map_or(0, |p| p.cost(prompt_tokens, completion_tokens)),
                 },
             )
             .await?;
         }
         Ok(stranded.len())
+    }
+
+    /// Checkpoint every running call's progress, in one statement, every `CALL_CHECKPOINT_MS`,
+    /// until shutdown (the calls' own finalisation records the rest).
+    pub async fn checkpoint_progress(self: Arc<Self>) {
+        let every = self.config.checkpoint;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => return,
+            }
+            self.checkpoint_once().await;
+        }
+    }
+
+    /// One checkpoint of every running call (text that fails to save is kept for the next).
+    pub async fn checkpoint_once(&self) {
+        let unsaved = self.in_flight.take_unsaved();
+        if unsaved.is_empty() {
+            return;
+        }
+        let batch: Vec<(uuid::Uuid, &str)> =
+            unsaved.iter().map(|(id, _, t)| (*id, t.as_str())).collect();
+        if let Err(e) = store::checkpoint(&self.db, &batch).await {
+            tracing::warn!(error = ?e, calls = batch.len(), "could not checkpoint running calls");
+            for (_, slot, text) in unsaved {
+                slot.restore(text);
+            }
+        }
     }
 
     /// Keep this process's leases alive and finalise stranded calls, until shutdown.

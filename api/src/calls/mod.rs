@@ -143,6 +143,7 @@ impl Calls {
             stop: self.stop.clone(),
             price: call.price,
             finalise_retry: self.config.finalise_retry,
+            unsaved: guard.unsaved(),
         };
         let request = UpstreamRequest {
             model: call.model,

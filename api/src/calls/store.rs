@@ -78,6 +78,7 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
         owner: Set(call.owner),
         heartbeat_at: Set(created_at),
         created_at: Set(created_at),
+        ..Default::default()
     }
     .insert(&txn)
     .await?;
@@ -279,6 +280,34 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
     Ok(())
 }
 
+/// Append to each running call's checkpoint what it relayed since the last one: all of them in
+/// one statement (`checkpoint = checkpoint || CASE log_id WHEN … END`). A call finalised
+/// meanwhile has no row left and is skipped.
+pub async fn checkpoint(db: &Db, unsaved: &[(Uuid, &str)]) -> AppResult<()> {
+    use sea_orm::sea_query::{CaseStatement, ExprTrait};
+    if unsaved.is_empty() {
+        return Ok(());
+    }
+    let mut case = CaseStatement::new();
+    for (id, text) in unsaved {
+        case = case.case(
+            Expr::col(call_reservations::Column::LogId).eq(*id),
+            Expr::value((*text).to_owned()),
+        );
+    }
+    let case = case.finally(Expr::value(String::new()));
+    call_reservations::Entity::update_many()
+        .col_expr(
+            call_reservations::Column::Checkpoint,
+            Expr::col(call_reservations::Column::Checkpoint)
+                .binary(sea_orm::sea_query::BinOper::Custom("||"), case),
+        )
+        .filter(call_reservations::Column::LogId.is_in(unsaved.iter().map(|(id, _)| *id)))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Calls in flight that nobody is running any more: no lease, a lease that lapsed (its process
 /// died), or a lease of `owner` (this process's earlier life) that `running` does not hold.
 /// Live calls of other processes are never returned.
@@ -294,7 +323,7 @@ pub async fn stranded(
     lease: std::time::Duration,
     running: &std::collections::HashSet<Uuid>,
     cutoff: DateTime<Utc>,
-) -> AppResult<Vec<prompt_logs::Model>> {
+) -> AppResult<Vec<(prompt_logs::Model, String)>> {
     use sea_orm::QueryOrder;
     let in_flight = prompt_logs::Entity::find()
         .filter(prompt_logs::Column::Completion.is_null())
@@ -302,7 +331,7 @@ pub async fn stranded(
         .all(db)
         .await?;
     if in_flight.is_empty() {
-        return Ok(in_flight);
+        return Ok(Vec::new());
     }
     let leases: std::collections::HashMap<Uuid, call_reservations::Model> =
         call_reservations::Entity::find()
@@ -320,6 +349,13 @@ pub async fn stranded(
         .filter(|log| match leases.get(&log.id) {
             None => true,
             Some(r) => r.owner == owner || r.heartbeat_at < lapsed_before,
+        })
+        .map(|log| {
+            let checkpoint = leases
+                .get(&log.id)
+                .map(|r| r.checkpoint.clone())
+                .unwrap_or_default();
+            (log, checkpoint)
         })
         .collect())
 }

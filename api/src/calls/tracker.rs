@@ -2,7 +2,7 @@
 //! finalisation: shutdown waits until it is empty, lease renewal reads it, and a lease sweep
 //! never takes a call it holds for stranded.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -16,7 +16,8 @@ pub struct InFlight {
 
 #[derive(Default)]
 struct State {
-    calls: HashSet<Uuid>,
+    /// Each call, with what it relayed since its last checkpoint.
+    calls: HashMap<Uuid, Arc<Unsaved>>,
     /// Set at shutdown: no call may start any more.
     closed: bool,
 }
@@ -25,6 +26,41 @@ struct State {
 pub struct InFlightGuard {
     tracker: Arc<InFlight>,
     id: Uuid,
+    unsaved: Arc<Unsaved>,
+}
+
+/// Text a call relayed that no checkpoint holds yet.
+#[derive(Default)]
+pub struct Unsaved(Mutex<String>);
+
+impl Unsaved {
+    fn text(&self) -> MutexGuard<'_, String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add relayed text.
+    pub fn push(&self, delta: &str) {
+        self.text().push_str(delta);
+    }
+
+    /// Take what is unsaved (to checkpoint it).
+    pub fn take(&self) -> String {
+        std::mem::take(&mut *self.text())
+    }
+
+    /// Put back text whose checkpoint failed, before anything relayed since.
+    pub fn restore(&self, earlier: String) {
+        let mut text = self.text();
+        let later = std::mem::replace(&mut *text, earlier);
+        text.push_str(&later);
+    }
+}
+
+impl InFlightGuard {
+    /// Where the call's task records what it relays, for the checkpoints.
+    pub fn unsaved(&self) -> Arc<Unsaved> {
+        self.unsaved.clone()
+    }
 }
 
 impl InFlight {
@@ -40,16 +76,36 @@ impl InFlight {
         if state.closed {
             return None;
         }
-        state.calls.insert(id);
+        let unsaved = Arc::new(Unsaved::default());
+        state.calls.insert(id, unsaved.clone());
         Some(InFlightGuard {
             tracker: self.clone(),
             id,
+            unsaved,
         })
     }
 
     /// The calls in flight now.
     pub fn snapshot(&self) -> HashSet<Uuid> {
-        self.state().calls.clone()
+        self.state().calls.keys().copied().collect()
+    }
+
+    /// Every call in flight with text to checkpoint, and that text (taken: on failure, give it
+    /// back with [`Unsaved::restore`]).
+    pub fn take_unsaved(&self) -> Vec<(Uuid, Arc<Unsaved>, String)> {
+        let calls: Vec<(Uuid, Arc<Unsaved>)> = self
+            .state()
+            .calls
+            .iter()
+            .map(|(id, u)| (*id, u.clone()))
+            .collect();
+        calls
+            .into_iter()
+            .filter_map(|(id, u)| {
+                let text = u.take();
+                (!text.is_empty()).then_some((id, u, text))
+            })
+            .collect()
     }
 
     /// How many calls are in flight.
@@ -107,5 +163,21 @@ mod tests {
         drop(b);
         waiter.await.unwrap();
         assert!(tracker.snapshot().is_empty());
+    }
+
+    #[test]
+    fn unsaved_text_is_taken_once_and_restored_in_order() {
+        let tracker = Arc::new(InFlight::default());
+        let a = tracker.register(Uuid::now_v7()).unwrap();
+        a.unsaved().push("Hel");
+        let taken = tracker.take_unsaved();
+        assert_eq!(taken.len(), 1);
+        a.unsaved().push("lo");
+        assert!(tracker.take_unsaved()[0].2 == "lo");
+        // A failed checkpoint puts its text back before what came since.
+        taken[0].1.restore(taken[0].2.clone());
+        a.unsaved().push("!");
+        assert_eq!(tracker.take_unsaved()[0].2, "Hel!");
+        assert!(tracker.take_unsaved().is_empty());
     }
 }

@@ -28,6 +28,9 @@ pub struct CallsConfig {
     /// `CALL_FINALISE_RETRY_SECS` (default 60): how long a call's finalisation is retried
     /// while the database is unreachable or busy; after that the call is left to a lease sweep.
     pub finalise_retry: Duration,
+    /// `CALL_CHECKPOINT_MS` (default 1000): how often running calls' relayed text is saved
+    /// beside their lease, so a crash loses at most this much of a stream.
+    pub checkpoint: Duration,
     /// `USER_MAX_CONCURRENT_CALLS` (default 4, 0 = unlimited): calls one user may have in flight,
     /// across replicas. An operator may override it per user (`admin set-limits`).
     pub max_concurrent_calls: u32,
@@ -91,6 +94,12 @@ impl CallsConfig {
             env.problem("CALL_LEASE_SECS", "must be at least 3");
         }
         let finalise_retry = env.seconds("CALL_FINALISE_RETRY_SECS", 60);
+        let checkpoint = Duration::from_millis(env.parse_where(
+            "CALL_CHECKPOINT_MS",
+            1000u64,
+            |n| *n >= 10,
+            "a number of milliseconds of at least 10",
+        ));
         let max_concurrent_calls = env.parse(
             "USER_MAX_CONCURRENT_CALLS",
             4u32,
@@ -111,6 +120,7 @@ impl CallsConfig {
             instance_id,
             lease,
             finalise_retry,
+            checkpoint,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! refusals), [`budget`], [`replicas`] (leases, sweeps, crash recovery) and [`shutdown`].
 
 mod budget;
+mod crash;
 mod failures;
 mod relay;
 mod replicas;

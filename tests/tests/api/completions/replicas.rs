@@ -86,6 +86,7 @@ async fn lease(app: &TestApp, log: &prompt_logs::Model, owner: &str, age: chrono
         owner: sea_orm::Set(owner.into()),
         heartbeat_at: sea_orm::Set(chrono::Utc::now() - age),
         created_at: sea_orm::Set(log.created_at),
+        ..Default::default()
     }
     .insert(&app.db)
     .await
@@ -149,7 +150,10 @@ async fn a_call_admitted_while_a_lease_sweep_runs_is_not_taken_for_stranded() {
     let stranded = api::calls::store::stranded(&app.db, "me", lease_time, &none, later)
         .await
         .unwrap();
-    assert_eq!(stranded.iter().map(|l| l.id).collect::<Vec<_>>(), [log.id]);
+    assert_eq!(
+        stranded.iter().map(|(l, _)| l.id).collect::<Vec<_>>(),
+        [log.id]
+    );
     // And one that sees it running leaves it alone.
     let running = std::collections::HashSet::from([log.id]);
     let stranded = api::calls::store::stranded(&app.db, "me", lease_time, &running, later)

@@ -1,0 +1,1 @@
+ALTER TABLE "call_reservations" DROP COLUMN "checkpoint";

@@ -1,0 +1,205 @@
+//! A crash (SIGKILL, no graceful stop) while streams run: every call is finalised from its last
+//! checkpoint (its relayed text, billed with the model's tokenizer), at the next start of the
+//! same replica or by another replica's lease sweep when it never comes back.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use entity::prelude::*;
+use entity::prompt_logs::{self, CallStatus};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::json;
+use tests::ws::GqlWs;
+use tests::{TestDatabase, assert_rows_balance, base_vars, spawn_app_on};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::STREAM;
+
+/// Checkpoints every 100 ms; tokens every 5 ms: one interval holds at most ~20 tokens.
+const CHECKPOINT_MS: &str = "100";
+const STREAMS: usize = 6;
+
+/// Start the server as a child process on `database`; its address.
+async fn start_child(
+    database: &TestDatabase,
+    upstream: &str,
+    instance: &str,
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut vars = base_vars(database);
+    vars.insert("OPENAI_BASE_URL".into(), upstream.to_owned());
+    vars.insert("CALL_CHECKPOINT_MS".into(), CHECKPOINT_MS.into());
+    vars.insert("INSTANCE_ID".into(), instance.into());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_test-server"))
+        .env_clear()
+        .envs(vars)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server process");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the server printed its address");
+        if let Some(addr) = line.strip_prefix("LISTENING ") {
+            break addr.parse().unwrap();
+        }
+    };
+    (child, addr)
+}
+
+async fn sign_up(addr: std::net::SocketAddr) -> (String, String) {
+    // reqwest is built without a default TLS provider (servers install ring; none runs here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({
+            "query": "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id } } }",
+            "variables": { "i": { "email": "crash@example.com", "password": "correct horse battery staple", "name": "Crash" } }
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let p = &body["data"]["signUp"];
+    (
+        p["token"].as_str().expect("a token").to_owned(),
+        p["user"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Run streams on a child server, kill it with SIGKILL once each has relayed at least 50
+/// tokens; what each client received, by prompt.
+async fn crash_while_streaming(
+    database: &TestDatabase,
+    upstream: &upstream::LocalUpstream,
+    instance: &str,
+) -> (String, HashMap<String, String>) {
+    let (mut child, addr) = start_child(database, &upstream.base_url(), instance).await;
+    let (token, user_id) = sign_up(addr).await;
+    let mut sockets = Vec::new();
+    for i in 0..STREAMS {
+        let mut ws = GqlWs::connect_to(addr, Some(&token)).await;
+        let prompt = format!("crash {i} @@tokens=2000 @@pace_ms=5");
+        ws.subscribe(
+            "1",
+            STREAM,
+            json!({ "i": { "prompt": prompt, "maxTokens": 2000 } }),
+        )
+        .await;
+        sockets.push((prompt, ws, String::new(), 0usize));
+    }
+    for (_, ws, text, deltas) in &mut sockets {
+        while *deltas < 50 {
+            let m = ws.next().await.expect("a token");
+            if let Some(d) = m["payload"]["data"]["completionStream"]["delta"].as_str() {
+                text.push_str(d);
+                *deltas += 1;
+            }
+        }
+    }
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    // Whatever was already on its way to the clients counts as received.
+    let mut received = HashMap::new();
+    for (prompt, mut ws, mut text, _) in sockets {
+        while let Some(m) = ws.next().await {
+            if let Some(d) = m["payload"]["data"]["completionStream"]["delta"].as_str() {
+                text.push_str(d);
+            }
+        }
+        received.insert(prompt, text);
+    }
+    (user_id, received)
+}
+
+/// Every call finalised as `error` from its checkpoint: the logged completion is a prefix of
+/// what the client received, short of it by at most one checkpoint interval of tokens, and
+/// billed (prompt plus the logged text, by the model's tokenizer).
+async fn assert_recovered(app: &tests::TestApp, user_id: &str, received: &HashMap<String, String>) {
+    let logs = PromptLogs::find()
+        .filter(prompt_logs::Column::UserId.eq(user_id))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), STREAMS);
+    for log in &logs {
+        let got = &received[&log.prompt];
+        let logged = log.completion.as_deref().expect("finalised");
+        assert_eq!(log.status, CallStatus::Error);
+        assert!(got.starts_with(logged), "the log holds what was relayed");
+        let got_tokens = tokenizer::count_text(&log.model, got) as i64;
+        let logged_tokens = i64::from(log.completion_tokens);
+        assert_eq!(
+            logged_tokens,
+            tokenizer::count_text(&log.model, logged) as i64
+        );
+        // 50 tokens took at least 250 ms, so checkpoints ran; at 5 ms a token a 100 ms
+        // interval holds ~20 tokens (twice that allowed for scheduling on a loaded machine).
+        assert!(
+            logged_tokens > 0 && got_tokens - logged_tokens <= 40,
+            "{}: billed {logged_tokens} tokens, the client received {got_tokens}",
+            log.prompt
+        );
+        let meta = log.metadata.as_ref().unwrap();
+        assert_eq!(meta["usage_source"], "checkpoint", "{meta}");
+        assert_eq!(meta["recovered_from_checkpoint"], true);
+        assert!(log.prompt_tokens > 0);
+    }
+    assert_rows_balance(app, user_id, STREAMS as u64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_finalises_its_streams_from_checkpoints_when_it_restarts() {
+    let database = TestDatabase::create().await;
+    let upstream = upstream::spawn(upstream::UpstreamConfig {
+        pace: std::time::Duration::ZERO,
+        default_tokens: 8,
+    })
+    .await
+    .unwrap();
+    let (user_id, received) = crash_while_streaming(&database, &upstream, "replica-a").await;
+    // The same replica starts again (same INSTANCE_ID): its start-up recovery finalises them.
+    let app = spawn_app_on(database, |vars| {
+        vars.insert("INSTANCE_ID".into(), "replica-a".into());
+    })
+    .await;
+    assert_recovered(&app, &user_id, &received).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_finalises_a_dead_replicas_streams_from_checkpoints() {
+    let database = TestDatabase::create().await;
+    let upstream = upstream::spawn(upstream::UpstreamConfig {
+        pace: std::time::Duration::ZERO,
+        default_tokens: 8,
+    })
+    .await
+    .unwrap();
+    let (user_id, received) = crash_while_streaming(&database, &upstream, "replica-dead").await;
+    let app = spawn_app_on(database, |vars| {
+        vars.insert("INSTANCE_ID".into(), "replica-b".into());
+    })
+    .await;
+    // Replica B leaves the dead replica's calls alone while their leases hold...
+    assert_eq!(app.app_calls().recover().await.unwrap(), 0);
+    // ...and finalises them in its sweep once they lapsed (as the lease length passing would).
+    entity::call_reservations::Entity::update_many()
+        .col_expr(
+            entity::call_reservations::Column::HeartbeatAt,
+            sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::hours(1)),
+        )
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(app.app_calls().recover().await.unwrap(), STREAMS);
+    assert_recovered(&app, &user_id, &received).await;
+    app.shutdown().await;
+}
