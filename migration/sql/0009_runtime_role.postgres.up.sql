@@ -48,4 +48,39 @@ GRANT SELECT ON "usage_monthly", "usage_daily", "user_limits", "seaql_migrations
 GRANT INSERT ("user_id", "month") ON "usage_monthly" TO "aiwrapper_runtime";
 GRANT UPDATE ("calls") ON "usage_monthly" TO "aiwrapper_runtime";
 
-ALTER FUNCTION "usage_rollups_add"() SECURITY DEFINER SET search_path = "public", pg_temp;
+-- Before PostgreSQL 15 every role may create objects in "public"; nobody but the owner should.
+REVOKE CREATE ON SCHEMA "public" FROM PUBLIC;
+
+-- The rollup trigger adds usage with the owner's rights, so it checks what it adds: a usage
+-- row with negative tokens or cost (which the request role could insert) would lower a user's
+-- metered usage and reopen their budget.
+CREATE OR REPLACE FUNCTION "usage_rollups_add"() RETURNS trigger LANGUAGE plpgsql
+	SECURITY DEFINER SET search_path = pg_catalog, "public", pg_temp AS $$
+BEGIN
+	IF NEW."prompt_tokens" < 0 OR NEW."completion_tokens" < 0 OR NEW."cost_microcents" < 0 THEN
+		RAISE EXCEPTION 'token_usage: tokens and cost cannot be negative'
+			USING ERRCODE = 'check_violation';
+	END IF;
+	INSERT INTO "public"."usage_daily" AS d ("user_id", "day", "model", "calls", "prompt_tokens", "completion_tokens", "cost_microcents")
+	VALUES (NEW."user_id", to_char(NEW."created_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD'), NEW."model", 1,
+	        NEW."prompt_tokens", NEW."completion_tokens", NEW."cost_microcents")
+	ON CONFLICT ("user_id", "day", "model") DO UPDATE SET
+		"calls" = d."calls" + 1,
+		"prompt_tokens" = d."prompt_tokens" + EXCLUDED."prompt_tokens",
+		"completion_tokens" = d."completion_tokens" + EXCLUDED."completion_tokens",
+		"cost_microcents" = d."cost_microcents" + EXCLUDED."cost_microcents";
+	INSERT INTO "public"."usage_monthly" AS m ("user_id", "month", "calls", "prompt_tokens", "completion_tokens", "cost_microcents")
+	VALUES (NEW."user_id", to_char(NEW."created_at" AT TIME ZONE 'UTC', 'YYYY-MM'), 1,
+	        NEW."prompt_tokens", NEW."completion_tokens", NEW."cost_microcents")
+	ON CONFLICT ("user_id", "month") DO UPDATE SET
+		"calls" = m."calls" + 1,
+		"prompt_tokens" = m."prompt_tokens" + EXCLUDED."prompt_tokens",
+		"completion_tokens" = m."completion_tokens" + EXCLUDED."completion_tokens",
+		"cost_microcents" = m."cost_microcents" + EXCLUDED."cost_microcents";
+	RETURN NULL;
+END
+$$;
+
+-- What the request role can still do, by design: write a new profile's budget (the server sets
+-- it from DEFAULT_MONTHLY_TOKEN_BUDGET at sign-up), and delete a user, whose rows (usage
+-- included) go with them by the seed's cascades, as Better Auth's deleteUser needs.

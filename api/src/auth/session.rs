@@ -104,6 +104,24 @@ pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option
     }))
 }
 
+/// Whether the session `session_id` of `user_id` still exists and has not expired. Read-only:
+/// unlike [`resolve`], it never slides the expiry, so a connection that only holds a session
+/// open does not keep it alive.
+pub async fn is_live(
+    db: &impl ConnectionTrait,
+    session_id: &str,
+    user_id: &str,
+) -> AppResult<bool> {
+    use sea_orm::PaginatorTrait;
+    Ok(session::Entity::find()
+        .filter(session::Column::Id.eq(session_id))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::ExpiresAt.gt(now_millis_naive()))
+        .count(db)
+        .await?
+        > 0)
+}
+
 /// End a session; true when there was one.
 pub async fn revoke(db: &impl ConnectionTrait, session_id: &str) -> AppResult<bool> {
     let result = session::Entity::delete_by_id(session_id.to_owned())

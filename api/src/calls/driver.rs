@@ -17,26 +17,27 @@ use crate::error::{AppError, AppResult};
 use crate::llm::{self, LlmClient, UpstreamRequest, describe};
 use crate::metering::prices::Price;
 
-/// Whether a failed finalisation may succeed if tried again.
-fn transient(e: &AppError) -> bool {
+/// Whether a failed finalisation was the database refusing the outcome's values (retrying
+/// cannot help); anything else may pass and is retried.
+fn refused(e: &AppError) -> bool {
     match e {
         AppError::Internal(source) => source
             .downcast_ref::<sea_orm::DbErr>()
-            .is_some_and(crate::db::is_transient),
+            .is_some_and(crate::db::is_refusal),
         _ => false,
     }
 }
 
-/// The outcome to record when the database refused the real one: the same status class and
-/// tokens (what was consumed is billed), no text, and why.
+/// The outcome to record when the database refused the real one: the same tokens (what was
+/// consumed is billed), status `error`, no text, and why; the call's other metadata is kept.
 fn unstorable(outcome: &Outcome) -> Outcome {
-    let mut metadata = json!({
-        "error": "the call's result could not be stored; it is recorded without its text",
-        "unstorable": true,
-    });
-    if let Some(source) = outcome.metadata.get("usage_source") {
-        metadata["usage_source"] = source.clone();
+    let mut metadata = outcome.metadata.clone();
+    if !metadata.is_object() {
+        metadata = json!({});
     }
+    metadata["error"] =
+        json!("the call's result could not be stored; it is recorded without its text");
+    metadata["unstorable"] = json!(true);
     Outcome {
         completion: String::new(),
         status: CallStatus::Error,
@@ -56,6 +57,8 @@ pub(super) struct Driver {
     pub finalise_retry: Duration,
     /// What this call relayed since its last checkpoint (see `leases`).
     pub unsaved: std::sync::Arc<super::tracker::Unsaved>,
+    /// Where an outcome goes that could not be recorded in time (see `leases`).
+    pub abandoned: std::sync::Arc<super::tracker::Abandoned>,
 }
 
 /// What a call received before it ended.
@@ -178,12 +181,12 @@ impl Driver {
         }
     }
 
-    /// Record the outcome. Failures that retrying can fix (the database restarting, busy or
-    /// out of connections) are retried with backoff for at most `finalise_retry` (`CALL_FINALISE_RETRY_SECS`) or until
-    /// shutdown; a call given up on then is finalised by a lease sweep once its lease lapses.
-    /// A failure that retrying cannot fix (the database refuses a value) is not retried: the
-    /// call is recorded at once as `error`, billed the same, without the text that could not
-    /// be stored.
+    /// Record the outcome. While the database is unreachable or busy, retried with backoff
+    /// for at most `finalise_retry` (`CALL_FINALISE_RETRY_SECS`) or until shutdown; then the
+    /// outcome is handed to this process's lease sweep (`abandoned`), which records it exactly
+    /// once the database is back (a crash before that falls back to the last checkpoint). A
+    /// refusal of the outcome's values is not retried: the call is recorded at once as `error`,
+    /// billed the same, without the text that could not be stored.
     async fn finalise_with_retry(
         &self,
         log: &prompt_logs::Model,
@@ -198,16 +201,14 @@ impl Driver {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
-            if !transient(&e) {
-                if fell_back {
-                    return Err(e);
-                }
+            if refused(&e) && !fell_back {
                 tracing::error!(error = ?e, "the call's outcome cannot be stored; recording it as an error without its text");
                 outcome = unstorable(&outcome);
                 fell_back = true;
                 continue;
             }
             if self.stop.is_cancelled() || Instant::now() + wait > deadline {
+                self.abandoned.hand_over(log.id, outcome);
                 return Err(e);
             }
             tracing::warn!(error = ?e, retry_in = ?wait, "finalising failed, retrying");

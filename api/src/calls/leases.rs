@@ -29,36 +29,56 @@ impl Calls {
             cutoff,
         )
         .await?;
+        let mut finalised = 0;
         for (log, checkpoint) in &stranded {
-            let price = self.config.prices.get(&log.model);
-            let prompt_tokens = i64::from(log.prompt_tokens);
-            let completion_tokens = tokenizer::count_text(&log.model, checkpoint) as i64;
-            let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
-            metadata["error"] = json!("interrupted: the server stopped before the call finished");
-            if checkpoint.is_empty() {
-                metadata["usage_source"] = json!("estimate");
-            } else {
-                // The completion and its tokens are what the last checkpoint held: the
-                // client may have received up to one checkpoint interval more.
-                metadata["usage_source"] = json!("checkpoint");
-                metadata["recovered_from_checkpoint"] = json!(true);
+            // An outcome this process's own call task could not record in time is exact.
+            let handed_over = self.abandoned.take(&log.id);
+            let outcome = match handed_over.clone() {
+                Some(outcome) => outcome,
+                None => self.outcome_from_checkpoint(log, checkpoint),
+            };
+            // One call that cannot be finalised now does not hold up the others.
+            match store::finalise(&self.db, log, outcome).await {
+                Ok(_) => finalised += 1,
+                Err(e) => {
+                    tracing::warn!(log_id = %log.id, error = ?e, "could not finalise a stranded call; next sweep");
+                    if let Some(outcome) = handed_over {
+                        self.abandoned.hand_over(log.id, outcome);
+                    }
+                }
             }
-            store::finalise(
-                &self.db,
-                log,
-                Outcome {
-                    completion: checkpoint.clone(),
-                    prompt_tokens,
-                    completion_tokens,
-                    latency_ms: (now_micros() - log.created_at).num_milliseconds(),
-                    status: CallStatus::Error,
-                    metadata,
-                    cost_microcents: price.map_or(0, |p| p.cost(prompt_tokens, completion_tokens)),
-                },
-            )
-            .await?;
         }
-        Ok(stranded.len())
+        Ok(finalised)
+    }
+
+    /// A stranded call's outcome from its last checkpoint.
+    fn outcome_from_checkpoint(
+        &self,
+        log: &entity::prompt_logs::Model,
+        checkpoint: &str,
+    ) -> Outcome {
+        let price = self.config.prices.get(&log.model);
+        let prompt_tokens = i64::from(log.prompt_tokens);
+        let completion_tokens = tokenizer::count_text(&log.model, checkpoint) as i64;
+        let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
+        metadata["error"] = json!("interrupted: the server stopped before the call finished");
+        if checkpoint.is_empty() {
+            metadata["usage_source"] = json!("estimate");
+        } else {
+            // The completion and its tokens are what the last checkpoint held: the client
+            // may have received up to one checkpoint interval more.
+            metadata["usage_source"] = json!("checkpoint");
+            metadata["recovered_from_checkpoint"] = json!(true);
+        }
+        Outcome {
+            completion: checkpoint.to_owned(),
+            prompt_tokens,
+            completion_tokens,
+            latency_ms: (now_micros() - log.created_at).num_milliseconds(),
+            status: CallStatus::Error,
+            metadata,
+            cost_microcents: price.map_or(0, |p| p.cost(prompt_tokens, completion_tokens)),
+        }
     }
 
     /// Checkpoint every running call's progress, in one statement, every `CALL_CHECKPOINT_MS`,

@@ -65,6 +65,8 @@ pub struct Calls {
     /// Cancelled when the shutdown grace period is over: running calls stop.
     stop: CancellationToken,
     in_flight: Arc<InFlight>,
+    /// Outcomes handed to the lease sweep (see `tracker::Abandoned`).
+    abandoned: Arc<tracker::Abandoned>,
     /// This process, as the owner of the calls it runs (`INSTANCE_ID`).
     instance: String,
 }
@@ -90,6 +92,7 @@ impl Calls {
             upstream,
             stop: CancellationToken::new(),
             in_flight: Arc::default(),
+            abandoned: Arc::default(),
             instance,
         })
     }
@@ -144,6 +147,7 @@ impl Calls {
             price: call.price,
             finalise_retry: self.config.finalise_retry,
             unsaved: guard.unsaved(),
+            abandoned: self.abandoned.clone(),
         };
         let request = UpstreamRequest {
             model: call.model,

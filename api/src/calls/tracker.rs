@@ -142,6 +142,25 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Outcomes of calls whose task could not record them in time (the database was away): the
+/// lease sweep records them exactly, instead of estimating, once it can.
+#[derive(Default)]
+pub struct Abandoned(Mutex<HashMap<Uuid, super::store::Outcome>>);
+
+impl Abandoned {
+    fn map(&self) -> MutexGuard<'_, HashMap<Uuid, super::store::Outcome>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn hand_over(&self, id: Uuid, outcome: super::store::Outcome) {
+        self.map().insert(id, outcome);
+    }
+
+    pub fn take(&self, id: &Uuid) -> Option<super::store::Outcome> {
+        self.map().remove(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,24 +29,25 @@ pub struct WebSocketConfig {
 
 impl WebSocketConfig {
     pub fn read(env: &mut Env) -> Self {
-        let at_least_one = |n: &u64| *n >= 1;
+        // Bounded above too: a timer far in the future would overflow.
+        let at_least_one = |n: &u64| (1..=86_400).contains(n);
         let init_ms = env.parse_where(
             "WS_INIT_TIMEOUT_MS",
             3000u64,
-            |n| *n >= 10,
-            "a number of milliseconds of at least 10",
+            |n| (10..=600_000).contains(n),
+            "a number of milliseconds from 10 to 600000",
         );
         let keepalive = env.parse_where(
             "WS_KEEPALIVE_SECS",
             12u64,
             at_least_one,
-            "a whole number of seconds of at least 1",
+            "a whole number of seconds from 1 to 86400",
         );
         let session_check = env.parse_where(
             "WS_SESSION_CHECK_SECS",
             10u64,
             at_least_one,
-            "a whole number of seconds of at least 1",
+            "a whole number of seconds from 1 to 86400",
         );
         WebSocketConfig {
             init_timeout: Duration::from_millis(init_ms),

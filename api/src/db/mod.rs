@@ -141,41 +141,32 @@ impl Tx {
     }
 }
 
-/// Whether retrying `e` later may succeed: the database was unreachable, restarting, busy or
-/// out of connections, or the transaction lost a serialization or deadlock race. Anything else
-/// (a value the database refuses, a constraint, a bug) fails the same way every time.
-pub fn is_transient(e: &DbErr) -> bool {
+/// Whether the database refused `e`'s statement for its values: a refusal that retrying the same
+/// statement cannot fix (a value it cannot store, a constraint). Anything else (the database
+/// unreachable, restarting, busy, out of connections or memory, a timeout, a lost race) may go
+/// away, so callers that must eventually write retry it.
+pub fn is_refusal(e: &DbErr) -> bool {
     match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        // The pooled path's renderer refused a value (a NUL, a date out of range).
+        DbErr::Exec(RuntimeErr::Internal(_)) | DbErr::Query(RuntimeErr::Internal(_)) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            sqlx_transient(e)
-        }
-        _ => false,
-    }
-}
-
-fn sqlx_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code();
-            let code = code.as_deref().unwrap_or_default();
-            // PostgreSQL: connection exceptions (08), serialization failure and deadlock
-            // (40001, 40P01), too many connections (53300), lock not available (55P03),
-            // shutdown and start-up (57P01-57P03).
-            code.starts_with("08")
-                || matches!(
-                    code,
-                    "40001" | "40P01" | "53300" | "55P03" | "57P01" | "57P02" | "57P03"
-                )
-                // SQLite: BUSY and LOCKED, with any extended code.
-                || code
-                    .parse::<u32>()
-                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+            match e.as_ref() {
+                sqlx::Error::Encode(_) => true,
+                sqlx::Error::Database(db) => {
+                    let code = db.code();
+                    let code = code.as_deref().unwrap_or_default();
+                    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                        // TOOBIG, CONSTRAINT, MISMATCH, RANGE (with any extended code).
+                        code.parse::<u32>()
+                            .is_ok_and(|n| matches!(n & 0xff, 18 | 19 | 20 | 25))
+                    } else {
+                        // PostgreSQL: data exceptions (22), integrity constraints (23), a
+                        // value over a program limit (54000).
+                        code.starts_with("22") || code.starts_with("23") || code == "54000"
+                    }
+                }
+                _ => false,
+            }
         }
         _ => false,
     }

@@ -384,6 +384,7 @@ async fn the_request_role_cannot_rewrite_the_meter_or_the_schema() {
         "DELETE FROM usage_daily",
         "INSERT INTO user_limits (user_id, max_concurrent_calls) VALUES ('x', 1000)",
         "ALTER FUNCTION usage_rollups_add() SECURITY INVOKER",
+        "CREATE FUNCTION mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
     ] {
         let err = app.exec(sql).await.expect_err(sql).to_string();
         assert!(
@@ -391,6 +392,17 @@ async fn the_request_role_cannot_rewrite_the_meter_or_the_schema() {
             "{sql}: {err}"
         );
     }
+    // Usage it inserts itself cannot lower the meter: the rollup refuses negative figures.
+    let err = app
+        .exec(&format!(
+            "INSERT INTO token_usage (user_id, model, prompt_tokens, completion_tokens, cost_microcents) \
+             VALUES ('{}', 'gpt-4o-mini', -1000000, 0, 0)",
+            user.id
+        ))
+        .await
+        .expect_err("negative usage")
+        .to_string();
+    assert!(err.contains("cannot be negative"), "{err}");
     // The same role still reads and meters: the books balance through it.
     tests::assert_books_balance(&app, &user.id, 1).await;
     app.shutdown().await;

@@ -31,6 +31,8 @@ use crate::error::AppError;
 use crate::graphql::{AppSchema, OverWebSocket, request_data};
 use crate::state::AppState;
 
+/// How long one frame may wait for the peer to take it before the peer counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long operations already running may go on once the session ended.
@@ -169,7 +171,7 @@ async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
         code,
         reason: close_reason(reason).into(),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
+    if !send_frame(socket, Message::Close(Some(frame))).await {
         return;
     }
     // Wait a moment for the peer's close frame, so it sees a clean close and not a reset.
@@ -398,7 +400,7 @@ impl Connection {
                     if self.session_ended_at.is_some_and(|t| t.elapsed() > DRAIN_AFTER_SESSION_END) {
                         return close(code::FORBIDDEN, "Forbidden");
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if !send_frame(socket, Message::Ping(Default::default())).await {
                         return End::Gone;
                     }
                     if protocol == Protocol::Legacy && acknowledged && !send(socket, &encode("ka", None, None)).await {
@@ -474,12 +476,14 @@ impl Connection {
         let Some(viewer) = &self.viewer else {
             return true;
         };
-        match crate::auth::session::resolve(&self.state.db, &viewer.session.token).await {
-            Ok(Some(active)) if active.user.id == viewer.user.id => {
+        match crate::auth::session::is_live(&self.state.db, &viewer.session.id, &viewer.user.id)
+            .await
+        {
+            Ok(true) => {
                 self.checked_at = Instant::now();
                 true
             }
-            Ok(_) => false,
+            Ok(false) => false,
             Err(e) => {
                 tracing::warn!(error = ?e, "WebSocket session check failed; kept for now");
                 true
@@ -611,12 +615,18 @@ impl Connection {
     }
 }
 
-/// Send one text message; false when the peer is gone.
+/// Send one text message; false when the peer is gone, or takes nothing for [`SEND_TIMEOUT`].
 async fn send(socket: &mut WebSocket, text: &str) -> bool {
-    socket
-        .send(Message::Text(text.to_owned().into()))
-        .await
-        .is_ok()
+    send_frame(socket, Message::Text(text.to_owned().into())).await
+}
+
+/// Send one frame, bounded: a peer that stops reading (its receive window full) would otherwise
+/// hold the connection, its slots and its running operations forever.
+async fn send_frame(socket: &mut WebSocket, frame: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// `connection_init`'s authentication: `{"authorization": "Bearer TOKEN"}` must resolve to a

@@ -382,5 +382,24 @@ async fn transient_finalisation_failures_are_retried_within_a_bound() {
             .is_some(),
         "its reservation (the lease) is kept"
     );
+    // Once the database takes it again, this process's lease sweep records the outcome the
+    // call's task handed over: exact, not an estimate.
+    sea_orm::ConnectionTrait::execute_unprepared(&direct, "DROP TRIGGER flaky ON prompt_logs")
+        .await
+        .unwrap();
+    app.app_calls().wait_idle().await;
+    assert_eq!(app.app_calls().recover().await.unwrap(), 1);
+    let log = PromptLogs::find_by_id(log.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.status, CallStatus::Ok);
+    assert_eq!(
+        log.completion.as_deref(),
+        Some(upstream::answer("#always @@tokens=2", 2).as_str())
+    );
+    assert_eq!(log.completion_tokens, 2);
+    tests::assert_books_balance(&app, &user.id, 2).await;
     app.shutdown().await;
 }
