@@ -28,6 +28,7 @@ pub struct Options {
     heavy_rows: usize,
     idle: usize,
     duration: Duration,
+    checkpoint_ms: u64,
     out: std::path::PathBuf,
 }
 
@@ -35,7 +36,8 @@ impl Options {
     pub const USAGE: &'static str =
         "usage: bench [--scenarios streaming,history,usage,signin,idle] [--streams 100,500,1000]
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
-             [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--out bench-results/latest.json]";
+             [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--checkpoint-ms 1000]
+             [--out bench-results/latest.json]";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -50,6 +52,7 @@ impl Options {
             rows_per_user: 2000,
             heavy_rows: 200_000,
             idle: 5000,
+            checkpoint_ms: 1000,
             duration: Duration::from_secs(10),
             out: "bench-results/latest.json".into(),
         };
@@ -76,6 +79,7 @@ impl Options {
                 "--rows-per-user" => o.rows_per_user = n()?,
                 "--heavy-rows" => o.heavy_rows = n()?,
                 "--idle" => o.idle = n()?,
+                "--checkpoint-ms" => o.checkpoint_ms = n()? as u64,
                 "--seconds" => o.duration = Duration::from_secs(n()? as u64),
                 "--out" => o.out = value.into(),
                 _ => return Err(format!("unknown option {flag}")),
@@ -154,6 +158,9 @@ async fn start(options: &Options) -> Result<Stack, String> {
         .env("WS_MAX_SOCKETS_PER_USER", "0")
         .env("WS_MAX_SOCKETS_PER_IP", "0")
         .env("WS_INIT_TIMEOUT_MS", "10000")
+        // Running calls' progress saved beside their leases (the server's default is 1000);
+        // a very large value turns checkpoints off for a comparison.
+        .env("CALL_CHECKPOINT_MS", options.checkpoint_ms.to_string())
         .env("INSTANCE_ID", "bench")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -238,10 +245,11 @@ pub async fn run(options: Options) -> Result<(), String> {
     // Idle connections first, on a fresh server: after the streaming runs the allocator holds
     // freed memory that new connections would reuse unseen.
     if options.wants("idle") {
-        // Un-initialised first: its baseline is the fresh server's.
-        rows.push(uninitialised_connections(&stack, options.idle).await?);
-        print_row(rows.last().expect("a row"));
         rows.push(idle_connections(&stack, options.idle).await?);
+        print_row(rows.last().expect("a row"));
+        // After the authenticated ones (whose per-connection figure needs a fresh server): its
+        // "after close" against its "before" shows whether a flood leaves anything behind.
+        rows.push(uninitialised_connections(&stack, options.idle).await?);
         print_row(rows.last().expect("a row"));
     }
     if options.wants("streaming") {
@@ -386,6 +394,8 @@ async fn streaming(
     let tokens = options.tokens;
     // (A line to attach a profiler at: `perf record -p <server pid>` from here on.)
     println!("measuring streaming {n}");
+    let db0 = db_activity(&stack.db).await?;
+    let split = CpuSplit::start(stack.pid);
     let cpu0 = cpu_time(stack.pid);
     let harness_cpu0 = cpu_time(std::process::id());
     let sampler = RssSampler::start(stack.pid);
@@ -410,6 +420,8 @@ async fn streaming(
     let wall = t0.elapsed();
     let cpu = cpu_time(stack.pid).saturating_sub(cpu0);
     let harness_cpu = cpu_time(std::process::id()).saturating_sub(harness_cpu0);
+    let (_, _, other_cpu) = split.finish();
+    let db1 = db_activity(&stack.db).await?;
     let peak_rss = sampler.peak();
     drop(sampler);
 
@@ -531,9 +543,39 @@ async fn streaming(
             // same two cores.
             ("server_cpu_s".into(), f(cpu.as_secs_f64())),
             ("harness_cpu_s".into(), f(harness_cpu.as_secs_f64())),
+            // The database's load meanwhile (checkpoints, leases, admissions, finalisations):
+            // its transactions and row updates per second, and the CPU of everything that is
+            // neither the server nor the harness (PostgreSQL, mostly).
+            (
+                "db_commits_per_s".into(),
+                f((db1.0 - db0.0) as f64 / wall.as_secs_f64()),
+            ),
+            (
+                "db_rows_updated_per_s".into(),
+                f((db1.1 - db0.1) as f64 / wall.as_secs_f64()),
+            ),
+            ("postgres_cpu_s".into(), f(other_cpu)),
+            ("checkpoint_ms".into(), json!(options.checkpoint_ms)),
             ("wall_s".into(), f(wall.as_secs_f64())),
         ],
     })
+}
+
+/// (transactions committed, rows updated) in this database so far, as PostgreSQL counts them
+/// (its statistics are flushed about once a second; the runs here last longer).
+async fn db_activity(db: &DatabaseConnection) -> Result<(i64, i64), String> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_stat_force_next_flush(), xact_commit, tup_updated FROM pg_stat_database WHERE datname = current_database()",
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no pg_stat_database row")?;
+    Ok((
+        row.try_get_by_index::<i64>(1).map_err(|e| e.to_string())?,
+        row.try_get_by_index::<i64>(2).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// A closed-loop measurement's figures: rate, latency percentiles and the CPU per request of
