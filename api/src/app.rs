@@ -43,6 +43,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    sockets: Arc<transport::websocket::Sockets>,
 }
 
 impl Application {
@@ -129,11 +130,13 @@ impl Application {
             config: Arc::new(config),
             statements,
         };
-        let router = router(state.clone());
+        let sockets = Arc::new(transport::websocket::Sockets::default());
+        let router = router(state.clone(), sockets.clone());
         Ok(Self {
             listener,
             router,
             state,
+            sockets,
         })
     }
 
@@ -166,6 +169,7 @@ impl Application {
             listener,
             router,
             state,
+            sockets,
         } = self;
         let signal = signal.shared();
         let server = axum::serve(
@@ -178,6 +182,8 @@ impl Application {
         let grace = state.config.server.shutdown_grace;
         let drain = async move {
             signal.await;
+            // WebSockets close (1001) once their running operations end; calls get the grace.
+            sockets.shut_down();
             calls.shutdown(grace).await;
         };
         let (served, ()) = tokio::join!(server, drain);
@@ -187,7 +193,7 @@ impl Application {
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, sockets: Arc<transport::websocket::Sockets>) -> Router {
     let schema = graphql::build_schema(state.clone());
     // Authentication runs once per request, before the GraphQL handler, and only where a caller
     // matters: health checks and the IDE's static files never cost a session lookup.
@@ -206,9 +212,7 @@ fn router(state: AppState) -> Router {
         .merge(api)
         .layer(CookieManagerLayer::new())
         .layer(Extension(schema))
-        .layer(Extension(std::sync::Arc::new(
-            transport::websocket::Sockets::default(),
-        )))
+        .layer(Extension(sockets))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -21,6 +21,9 @@ pub struct WebSocketConfig {
     /// `WS_MAX_SOCKETS_PER_IP` (default 256, 0 = unlimited): open sockets from one client
     /// network (an IPv4 address, an IPv6 /64), signed in or not.
     pub max_sockets_per_ip: usize,
+    /// `WS_MAX_SOCKETS` (default 10000, 0 = unlimited): open sockets in this process, all
+    /// holders together.
+    pub max_sockets: usize,
     /// `WS_SESSION_CHECK_SECS` (default 10): how often a socket re-reads its session, so that a
     /// session ended elsewhere (another replica, a Better Auth app, expiry) stops it within
     /// this time. A sign-out on this server stops its sockets at once.
@@ -61,6 +64,11 @@ impl WebSocketConfig {
             max_sockets_per_user: env.parse(
                 "WS_MAX_SOCKETS_PER_USER",
                 16usize,
+                "a whole number, 0 for unlimited",
+            ),
+            max_sockets: env.parse(
+                "WS_MAX_SOCKETS",
+                10_000usize,
                 "a whole number, 0 for unlimited",
             ),
             max_sockets_per_ip: env.parse(

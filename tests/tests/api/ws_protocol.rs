@@ -556,3 +556,44 @@ async fn legacy_graphql_ws_keeps_its_own_semantics() {
     assert_eq!(closed(&mut ws).await.0, 1000);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_process_holds_at_most_ws_max_sockets() {
+    let app = spawn_app_with_env(&[("WS_MAX_SOCKETS", "2")]).await;
+    let _a = raw(&app, "graphql-transport-ws").await.unwrap();
+    let _b = raw(&app, "graphql-transport-ws").await.unwrap();
+    assert_eq!(raw(&app, "graphql-transport-ws").await.err(), Some(429));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_shutting_down_closes_its_sockets_1001_once_their_operations_end() {
+    let app = spawn_app_with_env(&[("SHUTDOWN_GRACE_SECS", "5")]).await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut idle = GqlWs::connect(&app, Some(&user.token)).await;
+    let mut busy = GqlWs::connect(&app, Some(&user.token)).await;
+    busy.subscribe(
+        "1",
+        STREAM,
+        json!({ "i": { "prompt": "finish me @@tokens=40 @@pace_ms=10" } }),
+    )
+    .await;
+    assert_eq!(busy.next().await.unwrap()["type"], "next");
+    let stopping = tokio::spawn(app.shutdown());
+    assert_eq!(
+        idle.closed().await,
+        Some((1001, "server shutting down".to_owned()))
+    );
+    // The running stream finishes within the grace period, then its socket closes too.
+    let (payloads, error) = busy.collect("1").await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        payloads.last().unwrap()["data"]["completionStream"]["done"],
+        true
+    );
+    assert_eq!(
+        busy.closed().await,
+        Some((1001, "server shutting down".to_owned()))
+    );
+    stopping.await.unwrap();
+}

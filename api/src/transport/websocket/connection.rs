@@ -41,6 +41,7 @@ const DRAIN_AFTER_SESSION_END: Duration = Duration::from_secs(60);
 /// Close codes (graphql-ws's `CloseCode`, and RFC 6455's).
 mod code {
     pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
     pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const BAD_REQUEST: u16 = 4400;
@@ -152,13 +153,16 @@ pub(super) struct Connection {
     sockets: Arc<Sockets>,
     auth: RequestAuth,
     viewer: Option<Viewer>,
-    _network_slot: Slot,
+    /// The process's and the client network's counts of this socket.
+    _slots: [Slot; 2],
     user_slot: Option<Slot>,
     ops: Operations,
     /// When the session was last found alive.
     checked_at: Instant,
     /// Set when the session ended while operations were running.
     session_ended_at: Option<Instant>,
+    /// The server is shutting down: no new operation, close when the running ones end.
+    closing: bool,
 }
 
 /// Close a socket that will not be served (no acceptable subprotocol).
@@ -191,7 +195,7 @@ impl Connection {
         schema: AppSchema,
         sockets: Arc<Sockets>,
         auth: RequestAuth,
-        network_slot: Slot,
+        slots: [Slot; 2],
         user_slot: Option<Slot>,
     ) -> Self {
         Connection {
@@ -200,11 +204,12 @@ impl Connection {
             schema,
             sockets,
             auth,
-            _network_slot: network_slot,
+            _slots: slots,
             user_slot,
             ops: Operations::default(),
             checked_at: Instant::now(),
             session_ended_at: None,
+            closing: false,
         }
     }
 
@@ -381,6 +386,14 @@ impl Connection {
                         }
                     }
                 }
+                () = self.sockets.closing(), if !self.closing => {
+                    // Server shutdown: close once the running operations end (calls get the
+                    // shutdown grace period, then are stopped and finalised).
+                    self.closing = true;
+                    if self.ops.by_id.is_empty() {
+                        return close(code::GOING_AWAY, "server shutting down");
+                    }
+                }
                 () = &mut init_deadline, if !init_received => {
                     return close(code::INIT_TIMEOUT, "Connection initialisation timeout");
                 }
@@ -434,8 +447,14 @@ impl Connection {
     }
 
     fn end_if_drained(&self) -> Option<End> {
-        (self.session_ended_at.is_some() && self.ops.by_id.is_empty())
-            .then(|| close(code::FORBIDDEN, "Forbidden"))
+        if !self.ops.by_id.is_empty() {
+            return None;
+        }
+        if self.session_ended_at.is_some() {
+            return Some(close(code::FORBIDDEN, "Forbidden"));
+        }
+        self.closing
+            .then(|| close(code::GOING_AWAY, "server shutting down"))
     }
 
     /// Take the caller `connection_init` authenticated (counting the socket against them).

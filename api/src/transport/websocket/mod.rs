@@ -48,6 +48,19 @@ pub async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     let cfg = &state.config.websocket;
+    if sockets.is_closing() {
+        return AppError::Unavailable("the server is shutting down".into()).into_response();
+    }
+    let Some(process_slot) = sockets.take(Holder::Process, cfg.max_sockets) else {
+        return AppError::CallLimit {
+            message: format!(
+                "this server holds its maximum of {} WebSocket connections",
+                cfg.max_sockets
+            ),
+            retry_after_secs: 5,
+        }
+        .into_response();
+    };
     // Counted before the upgrade: a flood of sockets from one network costs an HTTP answer.
     let network = network_key(state_ip(&auth));
     let Some(network_slot) = sockets.take(Holder::Network(network), cfg.max_sockets_per_ip) else {
@@ -105,8 +118,14 @@ pub async fn upgrade(
     }
     upgrade
         .on_upgrade(move |socket| async move {
-            let connection =
-                connection::Connection::new(state, schema, sockets, auth, network_slot, user_slot);
+            let connection = connection::Connection::new(
+                state,
+                schema,
+                sockets,
+                auth,
+                [process_slot, network_slot],
+                user_slot,
+            );
             match protocol {
                 Some(protocol) => connection.run(socket, protocol).await,
                 // As graphql-ws's server: the socket opens, then closes with the reason.

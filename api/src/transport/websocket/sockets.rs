@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
+
 /// What a socket counts against.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Holder {
@@ -10,12 +12,16 @@ pub enum Holder {
     Network(String),
     /// A signed-in user.
     User(String),
+    /// The whole process.
+    Process,
 }
 
 /// Open sockets per holder. Shared by every connection of the process.
 #[derive(Debug, Default)]
 pub struct Sockets {
     open: Mutex<HashMap<Holder, usize>>,
+    /// Cancelled when the server begins to shut down.
+    closing: CancellationToken,
 }
 
 /// One socket counted against a holder, until dropped.
@@ -38,6 +44,20 @@ impl Sockets {
             sockets: self.clone(),
             holder,
         })
+    }
+
+    /// The server is shutting down: connections close once their running operations end.
+    pub fn shut_down(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves once [`Sockets::shut_down`] was called.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closing.cancelled()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
     }
 
     /// Sockets open for `holder` now.
