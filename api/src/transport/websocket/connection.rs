@@ -239,6 +239,10 @@ impl Connection {
         let mut waiting: Vec<(String, Operation)> = Vec::new();
         let mut keepalive = interval_at(Instant::now() + cfg.keepalive, cfg.keepalive);
         let mut session_check = interval_at(Instant::now() + cfg.session_check, cfg.session_check);
+        // After a long wait elsewhere in the loop, one tick, not a burst of them (a burst would
+        // judge the peer silent while its pongs wait unread).
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut revocations = self.state.auth.revocations();
         let mut last_heard = Instant::now();
 
