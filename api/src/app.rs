@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::{Extension, Router, middleware};
@@ -185,6 +186,19 @@ impl Application {
             // WebSockets close (1001) once their running operations end; calls get the grace.
             sockets.shut_down();
             calls.shutdown(grace).await;
+            // Upgraded connections are not the HTTP server's to wait for: give them a moment
+            // to send their last events and their close (1001) before the process exits.
+            let closed = async {
+                while sockets.held_by(&transport::websocket::Holder::Process) > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), closed)
+                .await
+                .is_err()
+            {
+                tracing::warn!("WebSocket connections still open at exit");
+            }
         };
         let (served, ()) = tokio::join!(server, drain);
         tracing::info!("stopped: no call left in flight");

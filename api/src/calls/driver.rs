@@ -29,9 +29,10 @@ fn refused(e: &AppError) -> bool {
 }
 
 /// The outcome to record when the database refused the real one: the same tokens (what was
-/// consumed is billed), status `error`, no text, and why; the call's other metadata is kept.
-fn unstorable(outcome: &Outcome) -> Outcome {
-    let mut metadata = outcome.metadata.clone();
+/// consumed is billed), status `error`, no text, and why; the metadata is the call's own from
+/// admission (anything the upstream wrote into it may be what was refused).
+fn unstorable(log: &prompt_logs::Model, outcome: &Outcome) -> Outcome {
+    let mut metadata = log.metadata.clone().unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
         metadata = json!({});
     }
@@ -118,6 +119,8 @@ impl Driver {
         }
         let (status, reached) = match &ended {
             Ended::Finished(reason) => {
+                // Upstream text: storable like the answer (no U+0000), and bounded.
+                let reason: String = reason.replace('\0', "\u{FFFD}").chars().take(64).collect();
                 metadata["finish_reason"] = json!(reason);
                 let status = if reason == "content_filter" {
                     CallStatus::Filtered
@@ -147,8 +150,15 @@ impl Driver {
         };
         // Exact when the upstream reported usage; otherwise counted with the model's tokenizer.
         // A request the upstream refused (HTTP error, no connection) consumed nothing.
+        // Upstream figures are bounded to what a log holds: a hostile or broken upstream's
+        // negative or enormous usage can neither lower the meter nor overflow it.
+        let bounded = |n: i64| n.clamp(0, i64::from(i32::MAX));
         let (prompt_tokens, completion_tokens, source) = match usage {
-            Some(u) => (u.prompt_tokens, u.completion_tokens, "upstream"),
+            Some(u) => (
+                bounded(u.prompt_tokens),
+                bounded(u.completion_tokens),
+                "upstream",
+            ),
             None if reached => (
                 i64::from(log.prompt_tokens),
                 tokenizer::count_text(&req.model, &text) as i64,
@@ -201,9 +211,15 @@ impl Driver {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };
-            if refused(&e) && !fell_back {
+            if refused(&e) {
+                if fell_back {
+                    // Even the plain fallback is refused: left to the lease sweep, which
+                    // records the call from its checkpoint.
+                    tracing::error!(error = ?e, "the call's fallback outcome was refused too");
+                    return Err(e);
+                }
                 tracing::error!(error = ?e, "the call's outcome cannot be stored; recording it as an error without its text");
-                outcome = unstorable(&outcome);
+                outcome = unstorable(log, &outcome);
                 fell_back = true;
                 continue;
             }

@@ -29,6 +29,10 @@ impl Calls {
             cutoff,
         )
         .await?;
+        // Handed-over outcomes whose call is not stranded here any more were finalised
+        // elsewhere (or went with their user): nothing to keep them for.
+        self.abandoned
+            .retain(&stranded.iter().map(|(log, _)| log.id).collect());
         let mut finalised = 0;
         for (log, checkpoint) in &stranded {
             // An outcome this process's own call task could not record in time is exact.
@@ -42,7 +46,11 @@ impl Calls {
                 Ok(_) => finalised += 1,
                 Err(e) => {
                     tracing::warn!(log_id = %log.id, error = ?e, "could not finalise a stranded call; next sweep");
-                    if let Some(outcome) = handed_over {
+                    // Kept for the next sweep unless the database refused it: then the next
+                    // sweep records the call from its checkpoint instead.
+                    let refused = matches!(&e, crate::error::AppError::Internal(source)
+                        if source.downcast_ref::<sea_orm::DbErr>().is_some_and(crate::db::is_refusal));
+                    if let Some(outcome) = handed_over.filter(|_| !refused) {
                         self.abandoned.hand_over(log.id, outcome);
                     }
                 }
@@ -97,15 +105,29 @@ impl Calls {
     /// One checkpoint of every running call (text that fails to save is kept for the next).
     pub async fn checkpoint_once(&self) {
         let unsaved = self.in_flight.take_unsaved();
-        if unsaved.is_empty() {
-            return;
+        let mut chunks = Vec::new();
+        let mut rest = unsaved;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(store::CHECKPOINTS_PER_STATEMENT));
+            chunks.push(std::mem::replace(&mut rest, tail));
         }
-        let batch: Vec<(uuid::Uuid, &str)> =
-            unsaved.iter().map(|(id, _, t)| (*id, t.as_str())).collect();
-        if let Err(e) = store::checkpoint(&self.db, &batch).await {
-            tracing::warn!(error = ?e, calls = batch.len(), "could not checkpoint running calls");
-            for (_, slot, text) in unsaved {
-                slot.restore(text);
+        for chunk in chunks {
+            let batch: Vec<(uuid::Uuid, usize, &str)> = chunk
+                .iter()
+                .map(|(id, _, saved, t)| (*id, *saved, t.as_str()))
+                .collect();
+            match store::checkpoint(&self.db, &batch).await {
+                Ok(()) => {
+                    for (_, slot, _, text) in &chunk {
+                        slot.saved(text);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, calls = batch.len(), "could not checkpoint running calls");
+                    for (_, slot, _, text) in chunk {
+                        slot.restore(text);
+                    }
+                }
             }
         }
     }

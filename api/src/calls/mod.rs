@@ -193,6 +193,17 @@ impl Calls {
         }
         // Nothing runs any more: the lease maintenance ends too.
         self.stop.cancel();
+        // Outcomes handed over while the database was away: one last, bounded try (else the
+        // next start records them from their checkpoints).
+        if !self.abandoned.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(5), self.recover()).await {
+                Ok(Ok(n)) => tracing::info!(calls = n, "recorded outcomes left over at shutdown"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = ?e, "could not record outcomes left over at shutdown")
+                }
+                Err(_) => tracing::warn!("recording outcomes left over at shutdown timed out"),
+            }
+        }
     }
 
     /// Calls running now (started and not yet finalised).

@@ -280,32 +280,47 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
     Ok(())
 }
 
-/// Append to each running call's checkpoint what it relayed since the last one: all of them in
-/// one statement (`checkpoint = checkpoint || CASE log_id WHEN … END`). A call finalised
-/// meanwhile has no row left and is skipped.
-pub async fn checkpoint(db: &Db, unsaved: &[(Uuid, &str)]) -> AppResult<()> {
-    use sea_orm::sea_query::{CaseStatement, ExprTrait};
+/// Calls whose checkpoints one statement writes (bounded: each call takes three bound values).
+pub const CHECKPOINTS_PER_STATEMENT: usize = 500;
+
+/// Save running calls' progress beside their leases, up to [`CHECKPOINTS_PER_STATEMENT`] calls
+/// in one statement: each entry is (call, characters already saved, text relayed since), and
+/// becomes `checkpoint = substr(checkpoint, 1, saved) || text`, so a statement that committed
+/// but reported an error, when sent again, writes the same (never the text twice). The lease's
+/// heartbeat is renewed with it. A call finalised meanwhile has no row left and is skipped.
+pub async fn checkpoint(db: &Db, unsaved: &[(Uuid, usize, &str)]) -> AppResult<()> {
     if unsaved.is_empty() {
         return Ok(());
     }
+    db.execute(&checkpoint_update(unsaved)).await?;
+    Ok(())
+}
+
+fn checkpoint_update(unsaved: &[(Uuid, usize, &str)]) -> sea_orm::sea_query::UpdateStatement {
+    use sea_orm::QueryTrait;
+    use sea_orm::sea_query::{BinOper, CaseStatement, ExprTrait, Func};
     let mut case = CaseStatement::new();
-    for (id, text) in unsaved {
+    for (id, saved, text) in unsaved {
         case = case.case(
             Expr::col(call_reservations::Column::LogId).eq(*id),
-            Expr::value((*text).to_owned()),
+            Expr::expr(
+                Func::cust("substr")
+                    .arg(Expr::col(call_reservations::Column::Checkpoint))
+                    .arg(1)
+                    .arg(i32::try_from(*saved).unwrap_or(i32::MAX)),
+            )
+            .binary(BinOper::Custom("||"), Expr::value((*text).to_owned())),
         );
     }
-    let case = case.finally(Expr::value(String::new()));
+    let case = case.finally(Expr::col(call_reservations::Column::Checkpoint));
     call_reservations::Entity::update_many()
+        .col_expr(call_reservations::Column::Checkpoint, case.into())
         .col_expr(
-            call_reservations::Column::Checkpoint,
-            Expr::col(call_reservations::Column::Checkpoint)
-                .binary(sea_orm::sea_query::BinOper::Custom("||"), case),
+            call_reservations::Column::HeartbeatAt,
+            Expr::value(now_micros()),
         )
-        .filter(call_reservations::Column::LogId.is_in(unsaved.iter().map(|(id, _)| *id)))
-        .exec(db)
-        .await?;
-    Ok(())
+        .filter(call_reservations::Column::LogId.is_in(unsaved.iter().map(|(id, _, _)| *id)))
+        .into_query()
 }
 
 /// Calls in flight that nobody is running any more: no lease, a lease that lapsed (its process
@@ -333,29 +348,79 @@ pub async fn stranded(
     if in_flight.is_empty() {
         return Ok(Vec::new());
     }
-    let leases: std::collections::HashMap<Uuid, call_reservations::Model> =
+    // Leases without their checkpoints: only stranded calls' checkpoints are read.
+    let leases: std::collections::HashMap<Uuid, (String, DateTime<Utc>)> =
         call_reservations::Entity::find()
+            .select_only()
+            .column(call_reservations::Column::LogId)
+            .column(call_reservations::Column::Owner)
+            .column(call_reservations::Column::HeartbeatAt)
             .filter(call_reservations::Column::LogId.is_in(in_flight.iter().map(|l| l.id)))
+            .into_tuple::<(Uuid, String, DateTime<Utc>)>()
             .all(db)
             .await?
             .into_iter()
-            .map(|r| (r.log_id, r))
+            .map(|(id, owner, heartbeat)| (id, (owner, heartbeat)))
             .collect();
     let lapsed_before =
         now_micros() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-    Ok(in_flight
+    let stranded: Vec<prompt_logs::Model> = in_flight
         .into_iter()
         .filter(|log| !running.contains(&log.id) && log.created_at < cutoff)
         .filter(|log| match leases.get(&log.id) {
             None => true,
-            Some(r) => r.owner == owner || r.heartbeat_at < lapsed_before,
+            Some((lease_owner, heartbeat)) => lease_owner == owner || *heartbeat < lapsed_before,
         })
+        .collect();
+    if stranded.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut checkpoints: std::collections::HashMap<Uuid, String> =
+        call_reservations::Entity::find()
+            .select_only()
+            .column(call_reservations::Column::LogId)
+            .column(call_reservations::Column::Checkpoint)
+            .filter(call_reservations::Column::LogId.is_in(stranded.iter().map(|l| l.id)))
+            .into_tuple::<(Uuid, String)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+    Ok(stranded
+        .into_iter()
         .map(|log| {
-            let checkpoint = leases
-                .get(&log.id)
-                .map(|r| r.checkpoint.clone())
-                .unwrap_or_default();
+            let checkpoint = checkpoints.remove(&log.id).unwrap_or_default();
             (log, checkpoint)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod checkpoint_sql {
+    use sea_orm::Statement;
+
+    use super::checkpoint_update;
+
+    /// The checkpoint statement as each backend gets it: every value bound, none left behind.
+    #[test]
+    fn the_checkpoint_statement_binds_every_value() {
+        let id = uuid::Uuid::nil();
+        let stmt = |b: sea_orm::DbBackend| -> Statement {
+            let q = checkpoint_update(&[(id, 3, "héllo")]);
+            b.build(&q)
+        };
+        let pg = stmt(sea_orm::DbBackend::Postgres);
+        assert!(
+            pg.sql.contains("substr(\"checkpoint\", $2, $3) || $4"),
+            "{}",
+            pg.sql
+        );
+        let lite = stmt(sea_orm::DbBackend::Sqlite);
+        assert!(
+            lite.sql.contains("substr(\"checkpoint\", ?, ?) || ?"),
+            "{}",
+            lite.sql
+        );
+        assert_eq!(lite.values.unwrap().0.len(), 6);
+    }
 }

@@ -29,30 +29,43 @@ pub struct InFlightGuard {
     unsaved: Arc<Unsaved>,
 }
 
-/// Text a call relayed that no checkpoint holds yet.
+/// Text a call relayed that no checkpoint holds yet, and how much its checkpoint holds.
 #[derive(Default)]
-pub struct Unsaved(Mutex<String>);
+pub struct Unsaved(Mutex<UnsavedText>);
+
+#[derive(Default)]
+struct UnsavedText {
+    pending: String,
+    /// Characters the call's checkpoint row holds.
+    saved_chars: usize,
+}
 
 impl Unsaved {
-    fn text(&self) -> MutexGuard<'_, String> {
+    fn text(&self) -> MutexGuard<'_, UnsavedText> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Add relayed text.
     pub fn push(&self, delta: &str) {
-        self.text().push_str(delta);
+        self.text().pending.push_str(delta);
     }
 
-    /// Take what is unsaved (to checkpoint it).
-    pub fn take(&self) -> String {
-        std::mem::take(&mut *self.text())
+    /// Take what is unsaved, with how many characters are saved before it.
+    pub fn take(&self) -> (usize, String) {
+        let mut t = self.text();
+        (t.saved_chars, std::mem::take(&mut t.pending))
+    }
+
+    /// The checkpoint of `text` (taken with [`Unsaved::take`]) committed.
+    pub fn saved(&self, text: &str) {
+        self.text().saved_chars += text.chars().count();
     }
 
     /// Put back text whose checkpoint failed, before anything relayed since.
     pub fn restore(&self, earlier: String) {
-        let mut text = self.text();
-        let later = std::mem::replace(&mut *text, earlier);
-        text.push_str(&later);
+        let mut t = self.text();
+        let later = std::mem::replace(&mut t.pending, earlier);
+        t.pending.push_str(&later);
     }
 }
 
@@ -90,9 +103,10 @@ impl InFlight {
         self.state().calls.keys().copied().collect()
     }
 
-    /// Every call in flight with text to checkpoint, and that text (taken: on failure, give it
-    /// back with [`Unsaved::restore`]).
-    pub fn take_unsaved(&self) -> Vec<(Uuid, Arc<Unsaved>, String)> {
+    /// Every call in flight with text to checkpoint: (call, its text's holder, characters
+    /// saved, text taken). On failure give the text back with [`Unsaved::restore`]; on
+    /// success record it with [`Unsaved::saved`].
+    pub fn take_unsaved(&self) -> Vec<(Uuid, Arc<Unsaved>, usize, String)> {
         let calls: Vec<(Uuid, Arc<Unsaved>)> = self
             .state()
             .calls
@@ -102,8 +116,8 @@ impl InFlight {
         calls
             .into_iter()
             .filter_map(|(id, u)| {
-                let text = u.take();
-                (!text.is_empty()).then_some((id, u, text))
+                let (saved, text) = u.take();
+                (!text.is_empty()).then_some((id, u, saved, text))
             })
             .collect()
     }
@@ -159,6 +173,16 @@ impl Abandoned {
     pub fn take(&self, id: &Uuid) -> Option<super::store::Outcome> {
         self.map().remove(id)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+
+    /// Forget outcomes of calls that are no longer waiting for this process (finalised by
+    /// another replica's sweep, or gone with their user).
+    pub fn retain(&self, waiting: &HashSet<Uuid>) {
+        self.map().retain(|id, _| waiting.contains(id));
+    }
 }
 
 #[cfg(test)]
@@ -188,15 +212,22 @@ mod tests {
     fn unsaved_text_is_taken_once_and_restored_in_order() {
         let tracker = Arc::new(InFlight::default());
         let a = tracker.register(Uuid::now_v7()).unwrap();
-        a.unsaved().push("Hel");
+        a.unsaved().push("Hél");
         let taken = tracker.take_unsaved();
-        assert_eq!(taken.len(), 1);
+        assert_eq!((taken[0].2, taken[0].3.as_str()), (0, "Hél"));
         a.unsaved().push("lo");
-        assert!(tracker.take_unsaved()[0].2 == "lo");
-        // A failed checkpoint puts its text back before what came since.
-        taken[0].1.restore(taken[0].2.clone());
+        // The first checkpoint failed: its text goes back before what came since.
+        taken[0].1.restore(taken[0].3.clone());
+        let again = tracker.take_unsaved();
+        assert_eq!((again[0].2, again[0].3.as_str()), (0, "Héllo"));
+        again[0].1.saved(&again[0].3);
         a.unsaved().push("!");
-        assert_eq!(tracker.take_unsaved()[0].2, "Hel!");
+        let next = tracker.take_unsaved();
+        assert_eq!(
+            (next[0].2, next[0].3.as_str()),
+            (5, "!"),
+            "characters, not bytes"
+        );
         assert!(tracker.take_unsaved().is_empty());
     }
 }

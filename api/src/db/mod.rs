@@ -161,8 +161,8 @@ pub fn is_refusal(e: &DbErr) -> bool {
                             .is_ok_and(|n| matches!(n & 0xff, 18 | 19 | 20 | 25))
                     } else {
                         // PostgreSQL: data exceptions (22), integrity constraints (23), a
-                        // value over a program limit (54000).
-                        code.starts_with("22") || code.starts_with("23") || code == "54000"
+                        // value over a program limit (54).
+                        code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
                     }
                 }
                 _ => false,

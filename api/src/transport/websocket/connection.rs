@@ -542,6 +542,20 @@ impl Connection {
         operation: Operation,
     ) -> Option<End> {
         let cfg = &self.state.config.websocket;
+        if self.closing {
+            // Shutting down: nothing new starts (the socket closes once running ones end).
+            let payload = error_payload(
+                "the server is shutting down",
+                "SERVICE_UNAVAILABLE",
+                Some(5),
+            );
+            let payload = match protocol {
+                Protocol::TransportWs => payload,
+                Protocol::Legacy => payload[0].clone(),
+            };
+            return (!send(socket, &encode("error", Some(&id), Some(payload))).await)
+                .then_some(End::Gone);
+        }
         if self.ops.by_id.len() >= cfg.max_operations {
             let max = cfg.max_operations;
             return (!Self::refuse_operation(socket, protocol, &id, max).await)
