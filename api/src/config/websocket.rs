@@ -24,6 +24,9 @@ pub struct WebSocketConfig {
     /// `WS_MAX_SOCKETS` (default 10000, 0 = unlimited): open sockets in this process, all
     /// holders together.
     pub max_sockets: usize,
+    /// `WS_MAX_ANONYMOUS_SOCKETS` (default 1000, 0 = unlimited): sockets in this process that
+    /// initialised without signing in, so they cannot fill `WS_MAX_SOCKETS` for signed-in users.
+    pub max_anonymous_sockets: usize,
     /// `WS_SESSION_CHECK_SECS` (default 10): how often a socket re-reads its session, so that a
     /// session ended elsewhere (another replica, a Better Auth app, expiry) stops it within
     /// this time. A sign-out on this server stops its sockets at once.
@@ -69,6 +72,11 @@ impl WebSocketConfig {
             max_sockets: env.parse(
                 "WS_MAX_SOCKETS",
                 10_000usize,
+                "a whole number, 0 for unlimited",
+            ),
+            max_anonymous_sockets: env.parse(
+                "WS_MAX_ANONYMOUS_SOCKETS",
+                1000usize,
                 "a whole number, 0 for unlimited",
             ),
             max_sockets_per_ip: env.parse(

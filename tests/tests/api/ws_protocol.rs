@@ -597,3 +597,20 @@ async fn a_server_shutting_down_closes_its_sockets_1001_once_their_operations_en
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn sockets_without_sign_in_have_a_cap_of_their_own() {
+    let app = spawn_app_with_env(&[("WS_MAX_ANONYMOUS_SOCKETS", "1")]).await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut anonymous = raw(&app, "graphql-transport-ws").await.unwrap();
+    init(&mut anonymous, None).await;
+    let mut second = raw(&app, "graphql-transport-ws").await.unwrap();
+    send(&mut second, json!({ "type": "connection_init" })).await;
+    assert_eq!(
+        closed(&mut second).await,
+        close(1013, "too many connections without sign-in")
+    );
+    // Signed-in users are not crowded out.
+    let _signed_in = init_as(&app, &user.token).await.unwrap();
+    app.shutdown().await;
+}

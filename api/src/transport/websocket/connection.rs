@@ -471,7 +471,23 @@ impl Connection {
             (Some(a), Some(b)) => a.user.id == b.user.id,
             _ => false,
         };
-        if !same_user {
+        if viewer.is_none() && self.user_slot.is_none() {
+            // Sockets without a signed-in user have a cap of their own, so they cannot crowd out
+            // signed-in users under WS_MAX_SOCKETS.
+            match self
+                .sockets
+                .take(Holder::Anonymous, cfg.max_anonymous_sockets)
+            {
+                Some(slot) => self.user_slot = Some(slot),
+                None => {
+                    return Some(close(
+                        code::TRY_AGAIN_LATER,
+                        "too many connections without sign-in",
+                    ));
+                }
+            }
+        }
+        if !same_user && viewer.is_some() {
             self.user_slot = None;
             if let Some(v) = &viewer {
                 match self

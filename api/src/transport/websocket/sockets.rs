@@ -14,6 +14,8 @@ pub enum Holder {
     User(String),
     /// The whole process.
     Process,
+    /// Sockets of the process that initialised without signing in.
+    Anonymous,
 }
 
 /// Open sockets per holder. Shared by every connection of the process.
