@@ -47,6 +47,43 @@ pub struct Application {
     sockets: Arc<transport::websocket::Sockets>,
 }
 
+/// What the `api` binary does (and the processes that stand in for it: the benchmark's server,
+/// the tests' killable one): configuration from the environment, migrations and recovery, then
+/// serving until SIGTERM/SIGINT. `on_listening` learns the bound address once requests are
+/// accepted. A bad configuration exits 2, any other failure 1.
+pub async fn serve_from_env(on_listening: impl FnOnce(SocketAddr)) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.auth.secret_is_dev_default {
+        tracing::warn!(
+            "BETTER_AUTH_SECRET is not set: using a development secret; set one before exposing this server"
+        );
+    }
+    let backend = config.database.backend();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %app.local_addr(), ?backend, "listening");
+    on_listening(app.local_addr());
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 impl Application {
     /// Connect, migrate (unless turned off), finalise calls a previous run left in flight, and
     /// bind the listener.

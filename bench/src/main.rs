@@ -59,27 +59,6 @@ fn serve() -> ExitCode {
         .expect("a Tokio runtime");
     runtime.block_on(async {
         api::telemetry::init("warn");
-        let config = match api::config::Config::from_env() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        let app = match api::app::Application::build(config).await {
-            Ok(app) => app,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!("LISTENING {}", app.local_addr());
-        match app.run_until_stopped().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("server error: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        api::app::serve_from_env(|addr| println!("LISTENING {addr}")).await
     })
 }

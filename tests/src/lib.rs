@@ -144,22 +144,7 @@ impl TestApp {
 
     /// Sign up a user through the API and return their credentials and token.
     pub async fn sign_up(&self, email: &str) -> TestUser {
-        let password = "correct horse battery staple".to_owned();
-        let body = self
-            .gql(
-                None,
-                "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id email } } }",
-                json!({ "i": { "email": email, "password": password, "name": "Test User" } }),
-            )
-            .await;
-        let payload = &body["data"]["signUp"];
-        assert!(payload.is_object(), "signUp failed: {body}");
-        TestUser {
-            id: payload["user"]["id"].as_str().unwrap().to_owned(),
-            email: payload["user"]["email"].as_str().unwrap().to_owned(),
-            password,
-            token: payload["token"].as_str().unwrap().to_owned(),
-        }
+        sign_up_at(&self.http, &self.base_url, email).await
     }
 
     /// A client that keeps cookies, like a browser.
@@ -169,6 +154,31 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("build the HTTP client")
+    }
+}
+
+/// Sign up a user on the server at `base_url` (`http://HOST:PORT`): their credentials and token.
+pub async fn sign_up_at(http: &reqwest::Client, base_url: &str, email: &str) -> TestUser {
+    let password = "correct horse battery staple".to_owned();
+    let body: Value = http
+        .post(format!("{base_url}/graphql"))
+        .json(&json!({
+            "query": "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id email } } }",
+            "variables": { "i": { "email": email, "password": password, "name": "Test User" } },
+        }))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("a JSON body");
+    let payload = &body["data"]["signUp"];
+    assert!(payload.is_object(), "signUp failed: {body}");
+    TestUser {
+        id: payload["user"]["id"].as_str().unwrap().to_owned(),
+        email: payload["user"]["email"].as_str().unwrap().to_owned(),
+        password,
+        token: payload["token"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -320,4 +330,43 @@ pub async fn spawn_app_on(
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// What an npm-driven script in `tests/interop` reported.
+pub struct NodeRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `node <script> <url>` in `tests/interop`, which must have `package` installed (`npm ci`
+/// there); its output is printed too, so `--nocapture` shows the report.
+pub async fn run_interop(script: &str, package: &str, url: String) -> NodeRun {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop");
+    assert!(
+        dir.join("node_modules").join(package).exists(),
+        "{package} is not installed: run `npm ci` in {}",
+        dir.display()
+    );
+    let script = script.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(url)
+            .current_dir(dir)
+            .output()
+            .expect("run node (Node.js 20 or later must be installed)")
+    })
+    .await
+    .unwrap();
+    let run = NodeRun {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    #[allow(clippy::print_stdout)] // the report, for --nocapture
+    {
+        println!("{}", run.stdout);
+    }
+    run
 }

@@ -3,38 +3,21 @@
 //!
 //! Run: `(cd tests/interop && npm ci) && cargo test -p tests --test graphql_http_audit`
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use tests::spawn_app;
 
 #[tokio::test]
 async fn the_server_passes_the_graphql_over_http_audit() {
     let app = spawn_app().await;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop");
+    let run = tests::run_interop("audit.mjs", "graphql-http", app.url("/graphql")).await;
     assert!(
-        dir.join("node_modules/graphql-http").exists(),
-        "graphql-http is not installed: run `npm ci` in {}",
-        dir.display()
+        run.success,
+        "the audit found errors or warnings:\n{}\n{}",
+        run.stdout, run.stderr
     );
-    let url = app.url("/graphql");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("audit.mjs")
-            .arg(url)
-            .current_dir(dir)
-            .output()
-            .expect("run node (Node.js 20 or later must be installed)")
-    })
-    .await
-    .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    println!("{report}");
     assert!(
-        out.status.success(),
-        "the audit found errors or warnings:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.stdout.contains(" 0 warn, 0 error of "),
+        "{}",
+        run.stdout
     );
-    assert!(report.contains(" 0 warn, 0 error of "), "{report}");
     app.shutdown().await;
 }

@@ -19,7 +19,7 @@ use crate::metering::prices::Price;
 
 /// Whether a failed finalisation was the database refusing the outcome's values (retrying
 /// cannot help); anything else may pass and is retried.
-fn refused(e: &AppError) -> bool {
+pub(super) fn refused(e: &AppError) -> bool {
     match e {
         AppError::Internal(source) => source
             .downcast_ref::<sea_orm::DbErr>()

@@ -48,9 +48,7 @@ impl Calls {
                     tracing::warn!(log_id = %log.id, error = ?e, "could not finalise a stranded call; next sweep");
                     // Kept for the next sweep unless the database refused it: then the next
                     // sweep records the call from its checkpoint instead.
-                    let refused = matches!(&e, crate::error::AppError::Internal(source)
-                        if source.downcast_ref::<sea_orm::DbErr>().is_some_and(crate::db::is_refusal));
-                    if let Some(outcome) = handed_over.filter(|_| !refused) {
+                    if let Some(outcome) = handed_over.filter(|_| !super::driver::refused(&e)) {
                         self.abandoned.hand_over(log.id, outcome);
                     }
                 }

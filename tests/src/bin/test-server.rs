@@ -13,29 +13,11 @@ async fn main() -> ExitCode {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
     api::telemetry::init("warn");
-    let config = match api::config::Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+    api::app::serve_from_env(|addr| {
+        #[allow(clippy::print_stdout)] // the protocol with the test that started it
+        {
+            println!("LISTENING {addr}");
         }
-    };
-    let app = match api::app::Application::build(config).await {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    #[allow(clippy::print_stdout)] // the protocol with the test that started it
-    {
-        println!("LISTENING {}", app.local_addr());
-    }
-    match app.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
+    .await
 }

@@ -537,16 +537,15 @@ impl Connection {
         id: &str,
         max: usize,
     ) -> bool {
-        let payload = error_payload(
+        send_refusal(
+            socket,
+            protocol,
+            id,
             &format!("at most {max} operations may run at once on one connection"),
             "RATE_LIMITED",
             Some(1),
-        );
-        let payload = match protocol {
-            Protocol::TransportWs => payload,
-            Protocol::Legacy => payload[0].clone(),
-        };
-        send(socket, &encode("error", Some(id), Some(payload))).await
+        )
+        .await
     }
 
     /// Start an operation; `Some` ends the connection.
@@ -560,17 +559,16 @@ impl Connection {
         let cfg = &self.state.config.websocket;
         if self.closing {
             // Shutting down: nothing new starts (the socket closes once running ones end).
-            let payload = error_payload(
+            let sent = send_refusal(
+                socket,
+                protocol,
+                &id,
                 "the server is shutting down",
                 "SERVICE_UNAVAILABLE",
                 Some(5),
-            );
-            let payload = match protocol {
-                Protocol::TransportWs => payload,
-                Protocol::Legacy => payload[0].clone(),
-            };
-            return (!send(socket, &encode("error", Some(&id), Some(payload))).await)
-                .then_some(End::Gone);
+            )
+            .await;
+            return (!sent).then_some(End::Gone);
         }
         if self.ops.by_id.len() >= cfg.max_operations {
             let max = cfg.max_operations;
@@ -582,16 +580,15 @@ impl Connection {
         if self.viewer.is_some()
             && (self.session_ended_at.is_some() || (stale && !self.session_alive().await))
         {
-            let payload = error_payload(
+            send_refusal(
+                socket,
+                protocol,
+                &id,
                 &AppError::Unauthenticated.message(),
                 "UNAUTHENTICATED",
                 None,
-            );
-            let payload = match protocol {
-                Protocol::TransportWs => payload,
-                Protocol::Legacy => payload[0].clone(),
-            };
-            send(socket, &encode("error", Some(&id), Some(payload))).await;
+            )
+            .await;
             if protocol == Protocol::Legacy {
                 send(
                     socket,
@@ -666,6 +663,25 @@ impl Connection {
             }
         }
     }
+}
+
+/// Refuse operation `id` in-band: an `error` message with one coded GraphQL error (an array of
+/// them on graphql-transport-ws, the error itself on the legacy protocol). False when the peer
+/// is gone.
+async fn send_refusal(
+    socket: &mut WebSocket,
+    protocol: Protocol,
+    id: &str,
+    message: &str,
+    code: &str,
+    retry_after: Option<u64>,
+) -> bool {
+    let errors = error_payload(message, code, retry_after);
+    let payload = match protocol {
+        Protocol::TransportWs => errors,
+        Protocol::Legacy => errors[0].clone(),
+    };
+    send(socket, &encode("error", Some(id), Some(payload))).await
 }
 
 /// Send one text message; false when the peer is gone, or takes nothing for [`SEND_TIMEOUT`].

@@ -60,37 +60,26 @@ async fn start_child(
     (child, addr)
 }
 
-async fn sign_up(addr: std::net::SocketAddr) -> (String, String) {
-    // reqwest is built without a default TLS provider (servers install ring; none runs here).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{addr}/graphql"))
-        .json(&json!({
-            "query": "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id } } }",
-            "variables": { "i": { "email": "crash@example.com", "password": "correct horse battery staple", "name": "Crash" } }
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let p = &body["data"]["signUp"];
-    (
-        p["token"].as_str().expect("a token").to_owned(),
-        p["user"]["id"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// Run streams on a child server, kill it with SIGKILL once each has relayed at least 50
 /// tokens; what each client received, by prompt.
-async fn crash_while_streaming(
-    database: &TestDatabase,
-    upstream: &upstream::LocalUpstream,
-    instance: &str,
-) -> (String, HashMap<String, String>) {
-    let (mut child, addr) = start_child(database, &upstream.base_url(), instance).await;
-    let (token, user_id) = sign_up(addr).await;
+async fn crash_while_streaming(instance: &str) -> (TestDatabase, String, HashMap<String, String>) {
+    let database = TestDatabase::create().await;
+    let upstream = upstream::spawn(upstream::UpstreamConfig {
+        pace: std::time::Duration::ZERO,
+        default_tokens: 8,
+    })
+    .await
+    .unwrap();
+    let (mut child, addr) = start_child(&database, &upstream.base_url(), instance).await;
+    // reqwest is built without a default TLS provider (servers install ring; none runs here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let user = tests::sign_up_at(
+        &reqwest::Client::new(),
+        &format!("http://{addr}"),
+        "crash@example.com",
+    )
+    .await;
+    let (token, user_id) = (user.token, user.id);
     let mut sockets = Vec::new();
     for i in 0..STREAMS {
         let mut ws = GqlWs::connect_to(addr, Some(&token)).await;
@@ -132,7 +121,7 @@ async fn crash_while_streaming(
         .expect("the killed server's sockets end");
         received.insert(prompt, text);
     }
-    (user_id, received)
+    (database, user_id, received)
 }
 
 /// Every call finalised as `error` from its checkpoint: the logged completion is a prefix of
@@ -177,14 +166,7 @@ async fn assert_recovered(app: &tests::TestApp, user_id: &str, received: &HashMa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_finalises_its_streams_from_checkpoints_when_it_restarts() {
-    let database = TestDatabase::create().await;
-    let upstream = upstream::spawn(upstream::UpstreamConfig {
-        pace: std::time::Duration::ZERO,
-        default_tokens: 8,
-    })
-    .await
-    .unwrap();
-    let (user_id, received) = crash_while_streaming(&database, &upstream, "replica-a").await;
+    let (database, user_id, received) = crash_while_streaming("replica-a").await;
     // The same replica starts again (same INSTANCE_ID): its start-up recovery finalises them.
     let app = spawn_app_on(database, |vars| {
         vars.insert("INSTANCE_ID".into(), "replica-a".into());
@@ -196,14 +178,7 @@ async fn a_killed_server_finalises_its_streams_from_checkpoints_when_it_restarts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replica_finalises_a_dead_replicas_streams_from_checkpoints() {
-    let database = TestDatabase::create().await;
-    let upstream = upstream::spawn(upstream::UpstreamConfig {
-        pace: std::time::Duration::ZERO,
-        default_tokens: 8,
-    })
-    .await
-    .unwrap();
-    let (user_id, received) = crash_while_streaming(&database, &upstream, "replica-dead").await;
+    let (database, user_id, received) = crash_while_streaming("replica-dead").await;
     let app = spawn_app_on(database, |vars| {
         vars.insert("INSTANCE_ID".into(), "replica-b".into());
     })
