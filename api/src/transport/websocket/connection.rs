@@ -301,13 +301,10 @@ impl Connection {
                             init_received = true;
                             init = Some(authenticate(self.state.clone(), self.auth.viewer.clone(), payload).boxed());
                         }
+                        // (Only graphql-transport-ws has ping: a legacy `ping` is an unknown
+                        // type, answered by `parse_legacy`'s error above.)
                         ClientMessage::Ping(payload) => {
-                            // The legacy protocol has no ping: as its reference server, unknown.
-                            let reply = match protocol {
-                                Protocol::TransportWs => encode("pong", None, payload.map(Value::Object)),
-                                Protocol::Legacy => encode("error", None, Some(json!({"message": "Invalid message type!"}))),
-                            };
-                            if !send(socket, &reply).await {
+                            if !send(socket, &encode("pong", None, payload.map(Value::Object))).await {
                                 return End::Gone;
                             }
                         }
