@@ -22,7 +22,7 @@ impl Calls {
         let cutoff = now_micros();
         let running = self.in_flight.snapshot();
         let stranded = store::stranded(
-            &self.db,
+            &self.sweeps,
             &self.instance,
             self.config.lease,
             &running,
@@ -42,7 +42,7 @@ impl Calls {
                 None => self.outcome_from_checkpoint(log, checkpoint),
             };
             // One call that cannot be finalised now does not hold up the others.
-            match store::finalise(&self.db, log, outcome).await {
+            match store::finalise(&self.sweeps, log, outcome).await {
                 Ok(_) => finalised += 1,
                 Err(e) => {
                     tracing::warn!(log_id = %log.id, error = ?e, "could not finalise a stranded call; next sweep");
@@ -114,7 +114,7 @@ impl Calls {
                 .iter()
                 .map(|(id, _, saved, t)| (*id, *saved, t.as_str()))
                 .collect();
-            match store::checkpoint(&self.db, &batch).await {
+            match store::checkpoint(&self.sweeps, &batch).await {
                 Ok(()) => {
                     for (_, slot, _, text) in &chunk {
                         slot.saved(text);
@@ -139,7 +139,7 @@ impl Calls {
                 () = self.stop.cancelled() => return,
             }
             let running: Vec<_> = self.in_flight.snapshot().into_iter().collect();
-            if let Err(e) = store::renew(&self.db, &running).await {
+            if let Err(e) = store::renew(&self.sweeps, &running).await {
                 tracing::warn!(error = ?e, "could not renew call leases");
             }
             match self.recover().await {

@@ -57,6 +57,8 @@ pub struct Call {
 /// The call pipeline, shared by every request.
 pub struct Calls {
     db: Db,
+    /// The same pool for the background sweeps (leases, checkpoints, recovery), counted apart.
+    sweeps: Db,
     client: LlmClient,
     upstream_config: UpstreamConfig,
     config: CallsConfig,
@@ -84,6 +86,7 @@ impl Calls {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = LlmClient::new(&upstream_config, &upstream.base_url)?;
         Ok(Self {
+            sweeps: db.counted_apart(),
             db,
             client,
             upstream_config,

@@ -79,6 +79,16 @@ impl Db {
         self.statements.clone()
     }
 
+    /// The same pool, counting its statements apart: background work (lease renewal, the
+    /// stranded-call sweep, checkpoints) runs on its own timer and must not show up in the
+    /// statements a request is seen to cost.
+    pub fn counted_apart(&self) -> Db {
+        Db {
+            path: self.path.clone(),
+            statements: Arc::default(),
+        }
+    }
+
     fn count(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
     }
