@@ -31,6 +31,10 @@ pub enum AppError {
     BudgetExceeded {
         budget: i64,
     },
+    /// Another turn of the conversation is in flight (or started meanwhile).
+    ConversationBusy,
+    /// A per-user count limit (conversations a user may keep): `QUOTA_EXCEEDED`.
+    QuotaExceeded(String),
     /// The upstream failed; the call is logged as `error` under `log_id`.
     Upstream {
         message: String,
@@ -55,6 +59,9 @@ impl AppError {
             AppError::NotFound => "not found".into(),
             AppError::EmailTaken => "an account with this email already exists".into(),
             AppError::InvalidCredentials => "invalid email or password".into(),
+            AppError::ConversationBusy => {
+                "another turn of this conversation is in flight: wait for it to finish".into()
+            }
             AppError::RateLimited { retry_after_secs } => {
                 format!("too many attempts, try again in {retry_after_secs} s")
             }
@@ -65,6 +72,7 @@ impl AppError {
                 message.clone()
             }
             AppError::Forbidden(m)
+            | AppError::QuotaExceeded(m)
             | AppError::BadUserInput(m)
             | AppError::BadRequest(m)
             | AppError::Unavailable(m)
@@ -86,6 +94,8 @@ impl AppError {
             AppError::InvalidCredentials => "INVALID_CREDENTIALS",
             AppError::RateLimited { .. } | AppError::CallLimit { .. } => "RATE_LIMITED",
             AppError::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
+            AppError::ConversationBusy => "CONVERSATION_BUSY",
+            AppError::QuotaExceeded(_) => "QUOTA_EXCEEDED",
             AppError::Upstream { .. } => "UPSTREAM_ERROR",
             AppError::BadRequest(_) => "BAD_REQUEST",
             AppError::Unavailable(_) => "SERVICE_UNAVAILABLE",
@@ -130,6 +140,7 @@ impl AppError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             AppError::BudgetExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::ConversationBusy | AppError::QuotaExceeded(_) => StatusCode::CONFLICT,
             AppError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,6 +7,8 @@
 
 pub mod account;
 pub mod call_reservations;
+pub mod conversation_turns;
+pub mod conversations;
 pub mod prelude;
 pub mod prompt_log_usage;
 pub mod prompt_logs;

@@ -1,5 +1,7 @@
 pub use super::account::Entity as Account;
 pub use super::call_reservations::Entity as CallReservations;
+pub use super::conversation_turns::Entity as ConversationTurns;
+pub use super::conversations::Entity as Conversations;
 pub use super::prompt_log_usage::Entity as PromptLogUsage;
 pub use super::prompt_logs::{CallStatus, Entity as PromptLogs};
 pub use super::session::Entity as Session;

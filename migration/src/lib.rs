@@ -130,6 +130,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0010_call_checkpoints.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261130_000011_conversations",
+                postgres: [
+                    include_str!("../sql/0011_conversations.postgres.up.sql"),
+                    include_str!("../sql/0011_conversations.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0011_conversations.sqlite.up.sql"),
+                    include_str!("../sql/0011_conversations.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

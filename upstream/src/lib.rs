@@ -17,6 +17,7 @@
 //! | `@@finish=X` | finish with `finish_reason` X (`content_filter`, `length`, an unknown value; `empty` sends "") |
 //! | `@@no_usage` | send no usage chunk even when `stream_options.include_usage` asks for one |
 //! | `@@trace=ID` | record when the request arrived and when each token was sent ([`Stats::take_trace`]) |
+//! | `@@record=ID` | record the request's messages and `max_tokens` as received ([`Stats::take_received`]) |
 //!
 //! Every token is one token of the model's tokenizer, so the deltas, the usage the server
 //! reports and a local count of the text all agree.
@@ -70,6 +71,18 @@ pub struct Stats {
     changed: Notify,
     /// Timings of streams whose prompt carries `@@trace=ID` (for the benchmark harness).
     traces: std::sync::Mutex<std::collections::HashMap<String, StreamTrace>>,
+    /// Requests whose prompt carries `@@record=ID`, as received.
+    received: std::sync::Mutex<std::collections::HashMap<String, Received>>,
+}
+
+/// A chat request as the upstream received it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    pub model: String,
+    /// `(role, text)` of every message, in order.
+    pub messages: Vec<(String, String)>,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<usize>,
 }
 
 /// When a traced stream's request arrived and when each content token was handed to the
@@ -95,6 +108,14 @@ impl Stats {
     /// Take the timings recorded for `@@trace=id` (once the stream has ended).
     pub fn take_trace(&self, id: &str) -> Option<StreamTrace> {
         self.traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    /// Take the request recorded for `@@record=id`.
+    pub fn take_received(&self, id: &str) -> Option<Received> {
+        self.received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id)
@@ -208,6 +229,7 @@ struct Directives {
     finish: Option<String>,
     no_usage: bool,
     trace: Option<String>,
+    record: Option<String>,
 }
 
 fn directives(text: &str) -> Directives {
@@ -232,6 +254,7 @@ fn directives(text: &str) -> Directives {
             "no_usage" => d.no_usage = true,
             "nul" => d.nul = true,
             "trace" => d.trace = Some(value.to_owned()),
+            "record" => d.record = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -316,6 +339,19 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
         .iter()
         .map(|m| (m.role.clone(), m.text()))
         .collect();
+    if let Some(id) = &d.record {
+        let received = Received {
+            model: req.model.clone(),
+            messages: texts.clone(),
+            max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        };
+        state
+            .stats
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), received);
+    }
     let prompt_tokens = tokenizer::count_chat(
         &req.model,
         texts.iter().map(|(r, c)| (r.as_str(), c.as_str())),

@@ -9,11 +9,13 @@
 //! and finalised the same way. Calls whose process died are finalised by a lease sweep.
 //!
 //! * [`validate`]: what a request may ask for (pure);
+//! * [`context`]: what is sent: a conversation's earlier turns, trimmed to the context window;
 //! * [`store`]: admission, finalisation and leases in the database;
 //! * [`driver`]: relaying one call and finalising it;
 //! * [`leases`]: lease renewal and the recovery of stranded calls;
 //! * [`tracker`]: the one record of this process's calls in flight.
 
+pub mod context;
 mod driver;
 mod leases;
 pub mod store;
@@ -33,9 +35,9 @@ use crate::config::{CallsConfig, ProfileDefaults, UpstreamConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::llm::{LlmClient, UpstreamInfo, UpstreamRequest};
-use crate::service::profiles;
+use crate::service::{conversations, profiles};
 use driver::Driver;
-use store::{CallLimits, NewCall};
+use store::{CallLimits, NewCall, NewTurn};
 use tracker::InFlight;
 pub use validate::CallRequest;
 
@@ -71,7 +73,12 @@ pub struct Calls {
     abandoned: Arc<tracker::Abandoned>,
     /// This process, as the owner of the calls it runs (`INSTANCE_ID`).
     instance: String,
+    /// Token counts of conversations' finished turns (see `context::TurnTokens`).
+    turn_tokens: context::TurnTokens,
 }
+
+/// Turns of a conversation read at a time while its context is built (newest first).
+const CONTEXT_PAGE: u64 = 64;
 
 impl Calls {
     pub fn new(
@@ -97,6 +104,7 @@ impl Calls {
             in_flight: Arc::default(),
             abandoned: Arc::default(),
             instance,
+            turn_tokens: context::TurnTokens::default(),
         })
     }
 
@@ -116,7 +124,22 @@ impl Calls {
             return Err(AppError::Unavailable("the server is shutting down".into()));
         };
         let profile = profiles::get_or_create(&self.db, user_id, &self.defaults).await?;
-        let call = validate::validate(req, &profile.default_model, &self.config)?;
+        // Someone else's conversation is as absent as one that never existed.
+        let conversation = match req.conversation_id.as_deref() {
+            Some(id) => {
+                let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
+                Some(
+                    conversations::get(&self.db, user_id, id)
+                        .await?
+                        .ok_or(AppError::NotFound)?,
+                )
+            }
+            None => None,
+        };
+        let default_model = conversation
+            .as_ref()
+            .map_or(profile.default_model.as_str(), |c| c.model.as_str());
+        let call = validate::validate(req, default_model, &self.config)?;
         let limits = store::limits_for(
             &self.db,
             user_id,
@@ -126,8 +149,50 @@ impl Calls {
             },
         )
         .await?;
-        let prompt_tokens =
-            tokenizer::count_chat(&call.model, [("user", call.prompt.as_str())]) as i64;
+        let system = conversation
+            .as_ref()
+            .and_then(|c| c.system_prompt.as_deref());
+        let mut context = context::Context::new(
+            &call.model,
+            self.config.prices.context_window(&call.model),
+            call.max_tokens,
+            system,
+            &call.prompt,
+            &self.turn_tokens,
+        )?;
+        if let Some(c) = &conversation {
+            let mut before = c.turn_count.saturating_add(1);
+            'pages: loop {
+                let page =
+                    conversations::turns_before(&self.db, c.id, before, CONTEXT_PAGE).await?;
+                for (seq, log) in &page {
+                    // Only the newest turn can be running: then this call must wait for it.
+                    if log.in_flight() {
+                        return Err(AppError::ConversationBusy);
+                    }
+                    before = *seq;
+                    if !context.offer(log) {
+                        break 'pages;
+                    }
+                }
+                if (page.len() as u64) < CONTEXT_PAGE {
+                    break;
+                }
+            }
+        }
+        let context = context.build(system, &call.prompt);
+        let prompt_tokens = context.prompt_tokens as i64;
+        let mut metadata = json!({ "stream": streaming, "max_tokens": call.max_tokens });
+        let turn = conversation.as_ref().map(|c| {
+            metadata["conversation_id"] = json!(c.id);
+            metadata["context_turns"] = json!(context.turns);
+            NewTurn {
+                conversation_id: c.id,
+                seq: c.turn_count.saturating_add(1),
+                title: (c.turn_count == 0 && c.title.is_none())
+                    .then(|| conversations::title_from_prompt(&call.prompt)),
+            }
+        });
         let new_call = NewCall {
             id: log_id,
             user_id: user_id.to_owned(),
@@ -138,7 +203,8 @@ impl Calls {
             budget: profile.monthly_token_budget,
             limits,
             owner: self.instance.clone(),
-            metadata: json!({ "stream": streaming, "max_tokens": call.max_tokens }),
+            metadata,
+            turn,
         };
         let (tx, events) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -154,7 +220,7 @@ impl Calls {
         };
         let request = UpstreamRequest {
             model: call.model,
-            prompt: call.prompt,
+            messages: context.messages,
             max_tokens: call.max_tokens,
             temperature: call.temperature,
         };

@@ -3,8 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use entity::prompt_logs::{self, CallStatus};
-use entity::{call_reservations, prompt_log_usage, token_usage, user_limits};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use entity::{
+    call_reservations, conversation_turns, conversations, prompt_log_usage, token_usage,
+    user_limits,
+};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
     QuerySelect, Set,
@@ -37,6 +40,19 @@ pub struct NewCall {
     /// The server process that will run the call (its lease holder).
     pub owner: String,
     pub metadata: Value,
+    /// The turn of a conversation this call is, if any.
+    pub turn: Option<NewTurn>,
+}
+
+/// A call's place in its conversation.
+#[derive(Clone, Debug)]
+pub struct NewTurn {
+    pub conversation_id: Uuid,
+    /// The turn's number: the conversation's `turn_count` when its context was read, plus one.
+    /// Admission takes it only if no other turn took it meanwhile (else `CONVERSATION_BUSY`).
+    pub seq: i32,
+    /// The title to give a conversation that has none (on its first turn).
+    pub title: Option<String>,
 }
 
 /// Admit a call: within the budget, insert its in-flight log and its reservation. Refused calls
@@ -56,6 +72,9 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
             });
         }
     }
+    if let Some(turn) = &call.turn {
+        take_turn(&txn, &call.user_id, turn, created_at).await?;
+    }
     let log = prompt_logs::ActiveModel {
         id: Set(call.id),
         user_id: Set(call.user_id.clone()),
@@ -71,6 +90,16 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     }
     .insert(&txn)
     .await?;
+    if let Some(turn) = &call.turn {
+        conversation_turns::ActiveModel {
+            conversation_id: Set(turn.conversation_id),
+            seq: Set(turn.seq),
+            log_id: Set(log.id),
+            user_id: Set(call.user_id.clone()),
+        }
+        .insert(&txn)
+        .await?;
+    }
     call_reservations::ActiveModel {
         log_id: Set(log.id),
         user_id: Set(call.user_id),
@@ -84,6 +113,36 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
     .await?;
     txn.commit().await?;
     Ok(log)
+}
+
+/// Move the conversation's turn count from `seq - 1` to `seq`: the row lock (PostgreSQL) or
+/// write lock (SQLite) this takes orders concurrent turns, and a turn that finds the count
+/// moved since its context was read was overtaken by another turn: `CONVERSATION_BUSY`. Also
+/// the conversation's last activity, and its title if it has none yet.
+async fn take_turn(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    turn: &NewTurn,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    use conversations::Column as C;
+    let mut q = conversations::Entity::update_many()
+        .col_expr(C::TurnCount, Expr::value(turn.seq))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::Id.eq(turn.conversation_id))
+        .filter(C::UserId.eq(user_id))
+        .filter(C::TurnCount.eq(turn.seq - 1));
+    if let Some(title) = &turn.title {
+        // A title set meanwhile (updateConversation) is kept.
+        q = q.col_expr(
+            C::Title,
+            Func::coalesce([Expr::col(C::Title), Expr::value(title.as_str())]).into(),
+        );
+    }
+    if q.exec(db).await?.rows_affected == 0 {
+        return Err(AppError::ConversationBusy);
+    }
+    Ok(())
 }
 
 /// How many calls a user may run at once and start per minute (0 = unlimited).

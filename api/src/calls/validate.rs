@@ -13,6 +13,8 @@ pub struct CallRequest {
     pub model: Option<String>,
     pub max_tokens: Option<i32>,
     pub temperature: Option<f64>,
+    /// Continue this conversation (its earlier turns are the context), by its id as given.
+    pub conversation_id: Option<String>,
 }
 
 /// A request that passed every check, with its model resolved and priced.

@@ -1,6 +1,7 @@
 //! What calls may ask for, what they cost, who runs them, and what new users start with:
 //! `MAX_PROMPT_CHARS`, `MAX_COMPLETION_TOKENS`, `DEFAULT_MAX_TOKENS`, `MODEL_PRICES`,
-//! `INSTANCE_ID`, `CALL_LEASE_SECS`, `DEFAULT_MODEL`, `DEFAULT_MONTHLY_TOKEN_BUDGET`.
+//! `INSTANCE_ID`, `CALL_LEASE_SECS`, `DEFAULT_MODEL`, `DEFAULT_MONTHLY_TOKEN_BUDGET`,
+//! `USER_MAX_CONVERSATIONS`.
 
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub struct CallsConfig {
     /// `USER_CALLS_PER_MINUTE` (default 20, 0 = unlimited): calls one user may start in any 60 s,
     /// across replicas; overridable per user like the above.
     pub calls_per_minute: u32,
+    /// `USER_MAX_CONVERSATIONS` (default 10 000, 0 = unlimited): conversations one user may
+    /// keep (archived ones count: nothing is ever deleted), so one free account cannot fill
+    /// the database with empty conversations.
+    pub max_conversations: u32,
 }
 
 /// The profile a new user gets.
@@ -110,7 +115,13 @@ impl CallsConfig {
             20u32,
             "a whole number, 0 for unlimited",
         );
+        let max_conversations = env.parse(
+            "USER_MAX_CONVERSATIONS",
+            10_000u32,
+            "a whole number, 0 for unlimited",
+        );
         CallsConfig {
+            max_conversations,
             max_concurrent_calls,
             calls_per_minute,
             max_prompt_chars,

@@ -28,6 +28,9 @@ pub struct Model {
     /// True when calls go to the built-in local upstream (deterministic test tokens, not a real
     /// model): no `OPENAI_BASE_URL` is configured.
     pub local_upstream: bool,
+    /// Tokens the model takes in one call, prompt and completion together: a conversation's
+    /// earlier turns are trimmed to fit (`MODEL_PRICES` sets it per model).
+    pub context_window: i32,
 }
 
 /// A completion to run.
@@ -42,6 +45,12 @@ pub struct CompletionInput {
     pub max_tokens: Option<i32>,
     /// Sampling temperature, 0 to 2.
     pub temperature: Option<f64>,
+    /// Continue this conversation of the caller's: the model sees its system prompt and
+    /// earlier turns (as many as fit the model's context window, newest kept), and the call
+    /// becomes its next turn. Its model is the conversation's unless `model` is given. One turn
+    /// at a time: `CONVERSATION_BUSY` while another runs; `NOT_FOUND` for an id that is not
+    /// one of the caller's conversations.
+    pub conversation_id: Option<ID>,
 }
 
 impl From<CompletionInput> for CallRequest {
@@ -51,6 +60,7 @@ impl From<CompletionInput> for CallRequest {
             model: i.model,
             max_tokens: i.max_tokens,
             temperature: i.temperature,
+            conversation_id: i.conversation_id.map(|id| id.0),
         }
     }
 }
@@ -109,6 +119,8 @@ impl CompletionQuery {
                 output_microcents_per_million: Int64(price.output),
                 upstream: upstream.to_owned(),
                 local_upstream: state.calls.upstream.local,
+                context_window: i32::try_from(state.calls.prices().context_window(id))
+                    .unwrap_or(i32::MAX),
             })
             .collect())
     }

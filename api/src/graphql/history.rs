@@ -9,7 +9,7 @@ use sea_orm::EntityTrait;
 
 use super::account::User;
 use super::cursor;
-use super::loaders::{CostLoader, UserLoader};
+use super::loaders::{CostLoader, LogConversationLoader, UserLoader};
 use super::scalars::Int64;
 use crate::auth::{SignedIn, Viewer};
 use crate::error::AppError;
@@ -95,6 +95,19 @@ impl PromptLog {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// The conversation this call is a turn of; null for a call outside any conversation.
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::conversations::Conversation>> {
+        Ok(ctx
+            .data::<DataLoader<LogConversationLoader>>()?
+            .load_one(self.0.id)
+            .await?
+            // The database keeps a turn's conversation and log with one owner; checked anyway.
+            .filter(|c| c.user_id == self.0.user_id)
+            .map(super::conversations::Conversation))
+    }
     /// Who made the call.
     async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         // Logs are only ever shown to their owner: the signed-in user, already loaded by
@@ -132,6 +145,42 @@ fn page_size(name: &str, n: i32) -> Result<u64, AppError> {
     }
 }
 
+/// The page a Relay connection's arguments ask for: `first`/`after` forward or `last`/`before`
+/// backward (not both), at most [`MAX_PAGE`] items, [`DEFAULT_PAGE`] when neither is given.
+pub fn window<P>(
+    first: Option<i32>,
+    after: Option<&str>,
+    last: Option<i32>,
+    before: Option<&str>,
+    decode: impl Fn(&str) -> Result<P, AppError>,
+) -> Result<Window<P>, AppError> {
+    match (first, last) {
+        (Some(_), Some(_)) => Err(AppError::bad_input("give first or last, not both")),
+        (_, Some(last)) => {
+            if after.is_some() {
+                return Err(AppError::bad_input(
+                    "last pages backward: use before, not after",
+                ));
+            }
+            Ok(Window::Backward {
+                last: page_size("last", last)?,
+                before: before.map(decode).transpose()?,
+            })
+        }
+        (first, None) => {
+            if before.is_some() {
+                return Err(AppError::bad_input(
+                    "first pages forward: use after, not before",
+                ));
+            }
+            Ok(Window::Forward {
+                first: first.map_or(Ok(DEFAULT_PAGE), |n| page_size("first", n))?,
+                after: after.map(decode).transpose()?,
+            })
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct HistoryQuery;
 
@@ -157,34 +206,9 @@ impl HistoryQuery {
         let viewer = ctx.data::<Viewer>()?;
         let secret = state.config.auth.secret.expose().as_bytes();
         let user_id = viewer.user.id.as_str();
-        let decode = |c: &str| cursor::decode(secret, user_id, c);
-        let window = match (first, last) {
-            (Some(_), Some(_)) => {
-                return Err(AppError::bad_input("give first or last, not both").into());
-            }
-            (_, Some(last)) => {
-                if after.is_some() {
-                    return Err(
-                        AppError::bad_input("last pages backward: use before, not after").into(),
-                    );
-                }
-                Window::Backward {
-                    last: page_size("last", last)?,
-                    before: before.as_deref().map(decode).transpose()?,
-                }
-            }
-            (first, None) => {
-                if before.is_some() {
-                    return Err(
-                        AppError::bad_input("first pages forward: use after, not before").into(),
-                    );
-                }
-                Window::Forward {
-                    first: first.map_or(Ok(DEFAULT_PAGE), |n| page_size("first", n))?,
-                    after: after.as_deref().map(decode).transpose()?,
-                }
-            }
-        };
+        let window = window(first, after.as_deref(), last, before.as_deref(), |c| {
+            cursor::decode(secret, user_id, c)
+        })?;
         let filter = filter.unwrap_or_default();
         let filter = Filter {
             model: filter.model,

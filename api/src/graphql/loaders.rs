@@ -4,8 +4,12 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use entity::{prompt_log_usage, token_usage, user, user_profiles};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use entity::{
+    conversation_turns, conversations, prompt_log_usage, prompt_logs, token_usage, user,
+    user_profiles,
+};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait};
 use uuid::Uuid;
 
 use crate::config::ProfileDefaults;
@@ -93,5 +97,58 @@ impl Loader<String> for MonthTokensLoader {
         crate::metering::rollup::tokens_this_month(&self.0, keys)
             .await
             .map_err(internal)
+    }
+}
+
+/// A conversation's newest turn, by conversation id (absent before its first turn).
+pub struct LastTurnLoader(pub Db);
+
+impl Loader<Uuid> for LastTurnLoader {
+    type Value = prompt_logs::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        use conversation_turns::Column as T;
+        let rows = conversation_turns::Entity::find()
+            .find_also_related(prompt_logs::Entity)
+            .join(
+                JoinType::InnerJoin,
+                conversation_turns::Relation::Conversations.def(),
+            )
+            .filter(T::ConversationId.is_in(keys.iter().copied()))
+            .filter(
+                Expr::col((conversation_turns::Entity, T::Seq)).eq(Expr::col((
+                    conversations::Entity,
+                    conversations::Column::TurnCount,
+                ))),
+            )
+            .all(&self.0)
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(turn, log)| log.map(|log| (turn.conversation_id, log)))
+            .collect())
+    }
+}
+
+/// The conversation a log is a turn of, by log id (absent for calls outside conversations).
+pub struct LogConversationLoader(pub Db);
+
+impl Loader<Uuid> for LogConversationLoader {
+    type Value = conversations::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        let rows = conversation_turns::Entity::find()
+            .filter(conversation_turns::Column::LogId.is_in(keys.iter().copied()))
+            .find_also_related(conversations::Entity)
+            .all(&self.0)
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(turn, c)| c.map(|c| (turn.log_id, c)))
+            .collect())
     }
 }

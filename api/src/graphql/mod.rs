@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod completions;
+pub mod conversations;
 pub mod cursor;
 pub mod history;
 pub mod limits;
@@ -19,7 +20,9 @@ use tower_cookies::Cookies;
 use crate::auth::Viewer;
 use crate::auth::session::ClientInfo;
 use crate::state::AppState;
-use loaders::{CostLoader, MonthTokensLoader, ProfileLoader, UserLoader};
+use loaders::{
+    CostLoader, LastTurnLoader, LogConversationLoader, MonthTokensLoader, ProfileLoader, UserLoader,
+};
 
 /// Complexity of a field that runs a database query of its own (DataLoader-batched fields
 /// count less): with `GRAPHQL_MAX_COMPLEXITY` 5000, one document runs at most about ten such
@@ -31,6 +34,7 @@ pub const QUERY_COST: usize = 100;
 pub struct Query(
     account::AccountQuery,
     history::HistoryQuery,
+    conversations::ConversationQuery,
     usage::UsageQuery,
     completions::CompletionQuery,
 );
@@ -40,6 +44,7 @@ pub struct Query(
 pub struct Mutation(
     account::AccountMutation,
     account::ProfileMutation,
+    conversations::ConversationMutation,
     completions::CompletionMutation,
 );
 
@@ -108,6 +113,8 @@ pub fn request_data(
     )));
     data.insert(loader(CostLoader(state.db.clone())));
     data.insert(loader(MonthTokensLoader(state.db.clone())));
+    data.insert(loader(LastTurnLoader(state.db.clone())));
+    data.insert(loader(LogConversationLoader(state.db.clone())));
     if let Some(viewer) = viewer {
         data.insert(viewer);
     }

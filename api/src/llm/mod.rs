@@ -63,11 +63,38 @@ pub struct Usage {
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, OpenAIError>> + Send>>;
 
+/// Who wrote a chat message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One message of a chat request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
 /// What one call asks of the upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamRequest {
     pub model: String,
-    pub prompt: String,
+    /// The system prompt and earlier turns of a conversation, if any, then the prompt.
+    pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: Option<f64>,
 }
@@ -101,7 +128,7 @@ impl LlmClient {
     pub async fn stream(&self, req: &UpstreamRequest) -> Result<ChunkStream, OpenAIError> {
         let mut body = json!({
             "model": req.model,
-            "messages": [{ "role": "user", "content": req.prompt }],
+            "messages": req.messages,
             "stream": true,
             "stream_options": { "include_usage": true },
         });

@@ -33,33 +33,50 @@ const fn microcents_from_usd_e4(usd_e4: i64) -> i64 {
     usd_e4 * 10_000
 }
 
-/// The models this server routes to and their prices.
+/// A model's context window (prompt and completion tokens together) when the table does not
+/// say: the window of most current chat models. Set it with `MODEL_PRICES` for any model whose
+/// window is smaller (a local model served with a short context, say).
+pub const DEFAULT_CONTEXT_WINDOW: u32 = 128_000;
+
+/// The models this server routes to, their prices and their context windows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PriceTable {
     models: BTreeMap<String, Price>,
+    windows: BTreeMap<String, u32>,
+}
+
+/// One model's entry in `MODEL_PRICES`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Override {
+    input: i64,
+    output: i64,
+    #[serde(default)]
+    context_window: Option<u32>,
 }
 
 impl PriceTable {
     /// OpenAI's list prices per million tokens for common chat models (standard tier).
     /// Override or extend them with `MODEL_PRICES`.
     pub fn defaults() -> Self {
-        let table: [(&str, i64, i64); 10] = [
-            // model, input, output in 10^-4 USD per million tokens
-            ("gpt-4o-mini", 1_500, 6_000),
-            ("gpt-4o", 25_000, 100_000),
-            ("gpt-4.1", 20_000, 80_000),
-            ("gpt-4.1-mini", 4_000, 16_000),
-            ("gpt-4.1-nano", 1_000, 4_000),
-            ("o4-mini", 11_000, 44_000),
-            ("o3", 20_000, 80_000),
-            ("o3-mini", 11_000, 44_000),
-            ("gpt-4-turbo", 100_000, 300_000),
-            ("gpt-3.5-turbo", 5_000, 15_000),
+        let table: [(&str, i64, i64, u32); 10] = [
+            // model, input, output in 10^-4 USD per million tokens, context window (OpenAI's
+            // model pages)
+            ("gpt-4o-mini", 1_500, 6_000, 128_000),
+            ("gpt-4o", 25_000, 100_000, 128_000),
+            ("gpt-4.1", 20_000, 80_000, 1_047_576),
+            ("gpt-4.1-mini", 4_000, 16_000, 1_047_576),
+            ("gpt-4.1-nano", 1_000, 4_000, 1_047_576),
+            ("o4-mini", 11_000, 44_000, 200_000),
+            ("o3", 20_000, 80_000, 200_000),
+            ("o3-mini", 11_000, 44_000, 200_000),
+            ("gpt-4-turbo", 100_000, 300_000, 128_000),
+            ("gpt-3.5-turbo", 5_000, 15_000, 16_385),
         ];
         Self {
             models: table
-                .into_iter()
-                .map(|(m, i, o)| {
+                .iter()
+                .map(|&(m, i, o, _)| {
                     (
                         m.to_owned(),
                         Price {
@@ -69,16 +86,22 @@ impl PriceTable {
                     )
                 })
                 .collect(),
+            windows: table
+                .iter()
+                .map(|&(m, _, _, w)| (m.to_owned(), w))
+                .collect(),
         }
     }
 
-    /// Apply overrides given as JSON: `{"model": {"input": N, "output": N}, ...}` in micro-cents
-    /// per million tokens; `null` removes a model.
+    /// Apply overrides given as JSON: `{"model": {"input": N, "output": N, "context_window": N},
+    /// ...}`, prices in micro-cents per million tokens, the window in tokens (optional: a model
+    /// the table knows keeps its window, a new one gets [`DEFAULT_CONTEXT_WINDOW`]); `null`
+    /// removes a model.
     pub fn with_overrides(mut self, json: &str) -> Result<Self, String> {
-        let overrides: BTreeMap<String, Option<Price>> =
+        let overrides: BTreeMap<String, Option<Override>> =
             serde_json::from_str(json).map_err(|e| {
                 format!(
-                    "is not a JSON object of {{\"model\": {{\"input\": N, \"output\": N}}}}: {e}"
+                    "is not a JSON object of {{\"model\": {{\"input\": N, \"output\": N, \"context_window\": N}}}}: {e}"
                 )
             })?;
         for (model, price) in overrides {
@@ -89,11 +112,27 @@ impl PriceTable {
                 Some(p) if p.input < 0 || p.output < 0 => {
                     return Err(format!("has a negative price for {model}"));
                 }
+                Some(Override {
+                    context_window: Some(w),
+                    ..
+                }) if w < 16 => {
+                    return Err(format!("has a context window under 16 tokens for {model}"));
+                }
                 Some(p) => {
-                    self.models.insert(model, p);
+                    if let Some(w) = p.context_window {
+                        self.windows.insert(model.clone(), w);
+                    }
+                    self.models.insert(
+                        model,
+                        Price {
+                            input: p.input,
+                            output: p.output,
+                        },
+                    );
                 }
                 None => {
                     self.models.remove(&model);
+                    self.windows.remove(&model);
                 }
             }
         }
@@ -105,6 +144,14 @@ impl PriceTable {
 
     pub fn get(&self, model: &str) -> Option<Price> {
         self.models.get(model).copied()
+    }
+
+    /// The model's context window in tokens (prompt and completion together).
+    pub fn context_window(&self, model: &str) -> u32 {
+        self.windows
+            .get(model)
+            .copied()
+            .unwrap_or(DEFAULT_CONTEXT_WINDOW)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, Price)> {
@@ -188,6 +235,24 @@ mod tests {
             })
         );
         assert_eq!(t.get("o3"), None);
+        // Windows: a listed model keeps its own, a new one gets the default unless it says.
+        assert_eq!(t.context_window("gpt-4o"), 128_000);
+        assert_eq!(t.context_window("my-llama"), DEFAULT_CONTEXT_WINDOW);
+        let t = PriceTable::defaults()
+            .with_overrides(r#"{"my-llama": {"input": 0, "output": 0, "context_window": 8192}, "gpt-3.5-turbo": {"input": 1, "output": 1}}"#)
+            .unwrap();
+        assert_eq!(t.context_window("my-llama"), 8192);
+        assert_eq!(t.context_window("gpt-3.5-turbo"), 16_385);
+        assert!(
+            PriceTable::defaults()
+                .with_overrides(r#"{"m": {"input": 0, "output": 0, "context_window": 0}}"#)
+                .is_err()
+        );
+        assert!(
+            PriceTable::defaults()
+                .with_overrides(r#"{"m": {"input": 0, "output": 0, "context": 9}}"#)
+                .is_err()
+        );
         assert!(PriceTable::defaults().with_overrides("[1]").is_err());
         assert!(
             PriceTable::defaults()

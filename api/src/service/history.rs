@@ -28,13 +28,13 @@ impl From<&prompt_logs::Model> for Position {
     }
 }
 
-/// Which page.
+/// Which page of a feed ordered by positions `P` (for the history: newest first).
 #[derive(Clone, Copy, Debug)]
-pub enum Window {
-    /// The `first` logs older than `after` (from the newest when None).
-    Forward { first: u64, after: Option<Position> },
-    /// The `last` logs newer than `before` (up to the oldest when None).
-    Backward { last: u64, before: Option<Position> },
+pub enum Window<P = Position> {
+    /// The `first` items after `after` in the feed's order (from its start when None).
+    Forward { first: u64, after: Option<P> },
+    /// The `last` items before `before` in the feed's order (up to its end when None).
+    Backward { last: u64, before: Option<P> },
 }
 
 /// Optional narrowing of the feed.

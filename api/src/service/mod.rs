@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod conversations;
 pub mod history;
 pub mod profiles;
 pub mod usage;

@@ -5,6 +5,7 @@ mod abuse;
 mod append_only;
 mod auth;
 mod completions;
+mod conversations;
 mod cross_site;
 mod fixtures;
 mod health;
