@@ -17,6 +17,15 @@ use crate::stats::Samples;
 use tests::ws::GqlWs;
 
 /// What to run.
+const SCENARIOS: [&str; 6] = [
+    "streaming",
+    "conversation",
+    "history",
+    "usage",
+    "signin",
+    "idle",
+];
+
 pub struct Options {
     scenarios: Vec<String>,
     streams: Vec<usize>,
@@ -34,16 +43,14 @@ pub struct Options {
 
 impl Options {
     pub const USAGE: &'static str =
-        "usage: bench [--scenarios streaming,history,usage,signin,idle] [--streams 100,500,1000]
+        "usage: bench [--scenarios streaming,conversation,history,usage,signin,idle] [--streams 100,500,1000]
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--checkpoint-ms 1000]
              [--out bench-results/latest.json]";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
-            scenarios: ["streaming", "history", "usage", "signin", "idle"]
-                .map(str::to_owned)
-                .to_vec(),
+            scenarios: SCENARIOS.map(str::to_owned).to_vec(),
             streams: vec![100, 500, 1000],
             tokens: 200,
             pace_ms: 20,
@@ -86,7 +93,7 @@ impl Options {
             }
         }
         for s in &o.scenarios {
-            if !["streaming", "history", "usage", "signin", "idle"].contains(&s.as_str()) {
+            if !SCENARIOS.contains(&s.as_str()) {
                 return Err(format!("unknown scenario {s}"));
             }
         }
@@ -257,6 +264,12 @@ pub async fn run(options: Options) -> Result<(), String> {
         for &n in &options.streams {
             rows.push(streaming(&stack, &options, n, &run_id).await?);
             print_row(rows.last().expect("a row"));
+        }
+    }
+    if options.wants("conversation") {
+        for row in conversation(&stack, &run_id).await? {
+            print_row(&row);
+            rows.push(row);
         }
     }
     if options.wants("signin") {
@@ -559,6 +572,172 @@ async fn streaming(
             ("wall_s".into(), f(wall.as_secs_f64())),
         ],
     })
+}
+
+/// Scenario 1b: time-to-first-token of a turn that continues a conversation with
+/// `EARLIER` earlier turns (its context read, trimmed and counted, its turn taken), against a
+/// call without context, `CONVERSATIONS` streams at a time (one per conversation: a
+/// conversation runs one turn at a time), `ROUNDS` times; the figure is what the server adds to
+/// the upstream's own time to first token, as in the streaming scenario.
+async fn conversation(stack: &Stack, run_id: &str) -> Result<Vec<Row>, String> {
+    const CONVERSATIONS: usize = 20;
+    const EARLIER: usize = 50;
+    const ROUNDS: usize = 10;
+    const CREATE: &str = "mutation { createConversation(input: {}) { id } }";
+    const COMPLETE: &str = "mutation($i: CompletionInput!) { complete(input: $i) { id status } }";
+    // A chat-sized exchange: a question of some 30 tokens, an answer of 60.
+    let question = |t: usize| {
+        format!(
+            "Question {t}: could you explain, step by step and with an example, how the previous answer applies to a small team shipping a chat app? @@tokens=60 @@pace_ms=0"
+        )
+    };
+    let users = sign_up_many(&stack.http, &format!("conv-{run_id}-"), CONVERSATIONS).await?;
+    println!("seeding {CONVERSATIONS} conversations of {EARLIER} turns");
+    let seeded: Vec<Result<String, String>> =
+        futures_util::future::join_all(users.iter().map(|(token, _)| async move {
+            let body = stack.http.gql(Some(token), CREATE, json!({})).await?;
+            let id = body["data"]["createConversation"]["id"]
+                .as_str()
+                .ok_or("no conversation id")?
+                .to_owned();
+            for t in 0..EARLIER {
+                let input = json!({ "i": { "prompt": question(t), "conversationId": id, "maxTokens": 60 } });
+                let body = stack.http.gql(Some(token), COMPLETE, input).await?;
+                if body["data"]["complete"]["status"] != "OK" {
+                    return Err(format!("seeding turn {t}: {body}"));
+                }
+            }
+            Ok(id)
+        }))
+        .await;
+    let ids: Vec<String> = seeded.into_iter().collect::<Result<_, _>>()?;
+    let mut sockets = Vec::new();
+    for (token, _) in &users {
+        sockets.push(Ws::connect(stack.addr, token).await?);
+    }
+    println!("measuring conversation");
+    let mut rows = Vec::new();
+    let mut round = 0;
+    for concurrent in [1, CONVERSATIONS] {
+        for with_context in [false, true] {
+            let mut added_ttft = Samples::default();
+            let mut problems = Vec::new();
+            let tag = format!("conv-{run_id}-{concurrent}-{with_context}");
+            let split = CpuSplit::start(stack.pid);
+            for _ in 0..ROUNDS * CONVERSATIONS / concurrent {
+                round += 1;
+                let results = futures_util::future::join_all(
+                    sockets
+                        .iter_mut()
+                        .take(concurrent)
+                        .enumerate()
+                        .map(|(i, ws)| {
+                            let trace = format!("{tag}-{round}-{i}");
+                            let prompt =
+                                format!("{} @@tokens=5 @@trace={trace}", question(EARLIER + round));
+                            let mut input = json!({ "prompt": prompt, "maxTokens": 60 });
+                            if with_context {
+                                input["conversationId"] = json!(ids[i]);
+                            }
+                            async move {
+                                let subscribed = Instant::now();
+                                (trace, subscribed, ws.stream(input).await)
+                            }
+                        }),
+                )
+                .await;
+                for (trace_id, subscribed, received) in results {
+                    let received = match received {
+                        Ok(r) if r.error.is_none() && !r.deltas.is_empty() => r,
+                        Ok(r) => {
+                            problems.push(format!("{trace_id}: {:?}", r.error));
+                            continue;
+                        }
+                        Err(e) => {
+                            problems.push(format!("{trace_id}: {e}"));
+                            continue;
+                        }
+                    };
+                    let Some(trace) = stack.upstream.take_trace(&trace_id) else {
+                        problems.push(format!("{trace_id}: the upstream recorded no trace"));
+                        continue;
+                    };
+                    let (Some(up_received), Some(&up_first)) =
+                        (trace.received, trace.tokens.first())
+                    else {
+                        problems.push(format!("{trace_id}: empty trace"));
+                        continue;
+                    };
+                    let server_ttft =
+                        received.deltas[0].0.duration_since(subscribed).as_micros() as i64;
+                    let upstream_ttft = up_first.duration_since(up_received).as_micros() as i64;
+                    added_ttft.push_micros(server_ttft - upstream_ttft);
+                }
+            }
+            let (server_cpu, harness_cpu, other_cpu) = split.finish();
+            if !problems.is_empty() {
+                return Err(format!(
+                    "{} conversation streams failed:\n{}",
+                    problems.len(),
+                    problems
+                        .iter()
+                        .take(10)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+            let calls = added_ttft.len().max(1);
+            // The context the measured turns carried, as their logs record it.
+            let context_turns = scalar(
+                &stack.db,
+                &format!("SELECT coalesce(min((metadata->>'context_turns')::bigint), 0) FROM prompt_logs WHERE prompt LIKE '%@@trace={tag}-%'"),
+            )
+            .await?;
+            rows.push(Row {
+                scenario: format!(
+                    "conversation x{concurrent}, {}",
+                    if with_context {
+                        "50+ earlier turns"
+                    } else {
+                        "no context"
+                    }
+                ),
+                figures: vec![
+                    ("streams_ok".into(), json!(added_ttft.len())),
+                    ("concurrent".into(), json!(concurrent)),
+                    ("context_turns_min".into(), json!(context_turns)),
+                    (
+                        "added_ttft_p50_ms".into(),
+                        f(added_ttft.percentile_ms(50.0)),
+                    ),
+                    (
+                        "added_ttft_p99_ms".into(),
+                        f(added_ttft.percentile_ms(99.0)),
+                    ),
+                    // CPU per call on the two shared cores: the server; the harness (whose
+                    // local upstream parses and tokenizes every context it is sent); the rest
+                    // (PostgreSQL, mostly).
+                    (
+                        "server_cpu_ms_per_call".into(),
+                        f(server_cpu * 1000.0 / calls as f64),
+                    ),
+                    (
+                        "harness_cpu_ms_per_call".into(),
+                        f(harness_cpu * 1000.0 / calls as f64),
+                    ),
+                    (
+                        "postgres_cpu_ms_per_call".into(),
+                        f(other_cpu * 1000.0 / calls as f64),
+                    ),
+                ],
+            });
+        }
+    }
+    for ws in sockets {
+        ws.close().await;
+    }
+    Ok(rows)
 }
 
 /// (transactions committed, rows updated) in this database so far, as PostgreSQL counts them

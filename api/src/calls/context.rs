@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use entity::prompt_logs;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::llm::{Message, Role};
+use crate::service::conversations::ContextTurn;
 
 /// Token counts of finished turns, by (log id, encoding): a final log never changes, so its
 /// count is computed once per process instead of at every later turn of its conversation.
@@ -28,13 +28,13 @@ const TURN_TOKENS_CAPACITY: usize = 200_000;
 
 impl TurnTokens {
     /// Content tokens of the turn's prompt and completion with `model`'s encoding.
-    fn get(&self, model: &str, log: &prompt_logs::Model, completion: &str) -> (usize, usize) {
-        let key = (log.id, tokenizer::encoding_name(model));
+    fn get(&self, model: &str, turn: &ContextTurn, completion: &str) -> (usize, usize) {
+        let key = (turn.id, tokenizer::encoding_name(model));
         let lock = || self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(&(p, c)) = lock().get(&key) {
             return (p as usize, c as usize);
         }
-        let p = tokenizer::count_text(model, &log.prompt);
+        let p = tokenizer::count_text(model, &turn.prompt);
         let c = tokenizer::count_text(model, completion);
         let mut counts = lock();
         if counts.len() >= TURN_TOKENS_CAPACITY {
@@ -59,6 +59,8 @@ pub struct Context<'a> {
     turns: Vec<(String, String)>,
     full: bool,
     counts: &'a TurnTokens,
+    /// What a turn's two messages add besides their contents (framing and roles).
+    framing: usize,
 }
 
 /// A finished context.
@@ -107,27 +109,29 @@ impl<'a> Context<'a> {
             turns: Vec::new(),
             full: false,
             counts,
+            framing: tokenizer::message_tokens(model, Role::User.as_str(), 0)
+                + tokenizer::message_tokens(model, Role::Assistant.as_str(), 0),
         })
     }
 
     /// Offer the next older turn; false once the context is full (offer no more). A turn that
     /// failed before any output, or is still running, adds nothing and is skipped.
-    pub fn offer(&mut self, log: &prompt_logs::Model) -> bool {
+    pub fn offer(&mut self, turn: &ContextTurn) -> bool {
         if self.full {
             return false;
         }
-        let Some(completion) = log.completion.as_deref().filter(|c| !c.is_empty()) else {
+        let Some(completion) = turn.completion.as_deref().filter(|c| !c.is_empty()) else {
             return true;
         };
-        let (p, c) = self.counts.get(self.model, log, completion);
-        let cost = tokenizer::message_tokens(self.model, Role::User.as_str(), p)
-            + tokenizer::message_tokens(self.model, Role::Assistant.as_str(), c);
+        let (p, c) = self.counts.get(self.model, turn, completion);
+        let cost = self.framing + p + c;
         if self.used + cost > self.room {
             self.full = true;
             return false;
         }
         self.used += cost;
-        self.turns.push((log.prompt.clone(), completion.to_owned()));
+        self.turns
+            .push((turn.prompt.clone(), completion.to_owned()));
         true
     }
 
@@ -166,22 +170,13 @@ impl<'a> Context<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use entity::prompt_logs::CallStatus;
 
-    fn turn(prompt: &str, completion: Option<&str>) -> prompt_logs::Model {
-        prompt_logs::Model {
+    fn turn(prompt: &str, completion: Option<&str>) -> ContextTurn {
+        ContextTurn {
+            seq: 1,
             id: Uuid::now_v7(),
-            user_id: "u".into(),
-            model: "gpt-4o-mini".into(),
             prompt: prompt.into(),
             completion: completion.map(Into::into),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            latency_ms: None,
-            status: CallStatus::Ok,
-            metadata: None,
-            created_at: Utc::now(),
         }
     }
 

@@ -123,32 +123,33 @@ impl Calls {
         let Some(guard) = self.in_flight.register(log_id) else {
             return Err(AppError::Unavailable("the server is shutting down".into()));
         };
-        let profile = profiles::get_or_create(&self.db, user_id, &self.defaults).await?;
         // Someone else's conversation is as absent as one that never existed.
-        let conversation = match req.conversation_id.as_deref() {
-            Some(id) => {
-                let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound)?;
-                Some(
-                    conversations::get(&self.db, user_id, id)
-                        .await?
-                        .ok_or(AppError::NotFound)?,
-                )
-            }
+        let conversation_id = match req.conversation_id.as_deref() {
+            Some(id) => Some(Uuid::parse_str(id).map_err(|_| AppError::NotFound)?),
             None => None,
         };
+        // What a call reads before admission is independent: read at once, not one by one.
+        let limits = CallLimits {
+            max_concurrent: self.config.max_concurrent_calls,
+            per_minute: self.config.calls_per_minute,
+        };
+        let (profile, limits, conversation) = tokio::try_join!(
+            profiles::get_or_create(&self.db, user_id, &self.defaults),
+            store::limits_for(&self.db, user_id, limits),
+            async {
+                match conversation_id {
+                    Some(id) => conversations::for_turn(&self.db, user_id, id, CONTEXT_PAGE)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            },
+        )?;
+        let (conversation, mut page) = conversation.unzip();
         let default_model = conversation
             .as_ref()
             .map_or(profile.default_model.as_str(), |c| c.model.as_str());
         let call = validate::validate(req, default_model, &self.config)?;
-        let limits = store::limits_for(
-            &self.db,
-            user_id,
-            CallLimits {
-                max_concurrent: self.config.max_concurrent_calls,
-                per_minute: self.config.calls_per_minute,
-            },
-        )
-        .await?;
         let system = conversation
             .as_ref()
             .and_then(|c| c.system_prompt.as_deref());
@@ -160,24 +161,26 @@ impl Calls {
             &call.prompt,
             &self.turn_tokens,
         )?;
-        if let Some(c) = &conversation {
-            let mut before = c.turn_count.saturating_add(1);
+        if let (Some(c), Some(page)) = (&conversation, &mut page) {
             'pages: loop {
-                let page =
-                    conversations::turns_before(&self.db, c.id, before, CONTEXT_PAGE).await?;
-                for (seq, log) in &page {
-                    // Only the newest turn can be running: then this call must wait for it.
-                    if log.in_flight() {
+                // Turns newer than the count read were started meanwhile (admission will find
+                // the count moved); only the newest counted turn can be running.
+                for turn in page.iter().filter(|t| t.seq <= c.turn_count) {
+                    if turn.completion.is_none() {
                         return Err(AppError::ConversationBusy);
                     }
-                    before = *seq;
-                    if !context.offer(log) {
+                    if !context.offer(turn) {
                         break 'pages;
                     }
                 }
+                let Some(oldest) = page.last().map(|t| t.seq) else {
+                    break;
+                };
                 if (page.len() as u64) < CONTEXT_PAGE {
                     break;
                 }
+                *page = conversations::turns_before(&self.db, user_id, c.id, oldest, CONTEXT_PAGE)
+                    .await?;
             }
         }
         let context = context.build(system, &call.prompt);

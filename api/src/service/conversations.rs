@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use entity::{conversation_turns, conversations, prompt_logs};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult,
+    JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Set,
 };
 use uuid::Uuid;
 
@@ -364,23 +364,64 @@ pub async fn turns_page(
     }
 }
 
+/// The user's conversation `id` for a new turn (`NOT_FOUND` if it is not theirs), with its
+/// newest `limit` turns, read at once (turns started after the conversation was read may be
+/// among them: see `turn_count`).
+pub async fn for_turn(
+    db: &impl ConnectionTrait,
+    user_id: &str,
+    id: Uuid,
+    limit: u64,
+) -> AppResult<(conversations::Model, Vec<ContextTurn>)> {
+    let (conversation, turns) = tokio::try_join!(
+        get(db, user_id, id),
+        turns_before(db, user_id, id, i32::MAX, limit)
+    )?;
+    Ok((conversation.ok_or(AppError::NotFound)?, turns))
+}
+
+/// What a call's context needs of an earlier turn.
+#[derive(Clone, Debug, FromQueryResult)]
+pub struct ContextTurn {
+    pub seq: i32,
+    /// The turn's log.
+    pub id: Uuid,
+    pub prompt: String,
+    /// NULL while the turn runs.
+    pub completion: Option<String>,
+}
+
 /// Up to `limit` turns numbered below `before`, newest first (a call's context is read so,
-/// until it is full).
+/// until it is full): only the columns the context uses.
 pub async fn turns_before(
     db: &impl ConnectionTrait,
+    user_id: &str,
     conversation_id: Uuid,
     before: i32,
     limit: u64,
-) -> AppResult<Vec<Turn>> {
+) -> AppResult<Vec<ContextTurn>> {
     use conversation_turns::Column as C;
-    with_logs(
-        db,
-        turns_of(conversation_id)
-            .filter(C::Seq.lt(before))
-            .order_by_desc(C::Seq)
-            .limit(limit),
-    )
-    .await
+    use prompt_logs::Column as L;
+    Ok(turns_of(conversation_id)
+        .filter(C::UserId.eq(user_id))
+        .select_only()
+        .column(C::Seq)
+        .column_as(Expr::col((prompt_logs::Entity, L::Id)), "id")
+        .column_as(Expr::col((prompt_logs::Entity, L::Prompt)), "prompt")
+        .column_as(
+            Expr::col((prompt_logs::Entity, L::Completion)),
+            "completion",
+        )
+        .join(
+            JoinType::InnerJoin,
+            conversation_turns::Relation::PromptLogs.def(),
+        )
+        .filter(C::Seq.lt(before))
+        .order_by_desc(C::Seq)
+        .limit(limit)
+        .into_model::<ContextTurn>()
+        .all(db)
+        .await?)
 }
 
 #[cfg(test)]
