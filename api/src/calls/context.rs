@@ -61,6 +61,8 @@ pub struct Context<'a> {
     counts: &'a TurnTokens,
     /// What a turn's two messages add besides their contents (framing and roles).
     framing: usize,
+    /// The most turns kept (`CONTEXT_MAX_TURNS`).
+    max_turns: usize,
 }
 
 /// A finished context.
@@ -75,11 +77,12 @@ pub struct Built {
 
 impl<'a> Context<'a> {
     /// Start with the parts that are always sent: refused (`BAD_USER_INPUT`) if they alone,
-    /// with room for `max_tokens`, do not fit the window.
+    /// with room for `max_tokens`, do not fit the window. At most `max_turns` turns are kept.
     pub fn new(
         model: &'a str,
         window: u32,
         max_tokens: u32,
+        max_turns: usize,
         system: Option<&str>,
         prompt: &str,
         counts: &'a TurnTokens,
@@ -111,6 +114,7 @@ impl<'a> Context<'a> {
             counts,
             framing: tokenizer::message_tokens(model, Role::User.as_str(), 0)
                 + tokenizer::message_tokens(model, Role::Assistant.as_str(), 0),
+            max_turns,
         })
     }
 
@@ -125,7 +129,7 @@ impl<'a> Context<'a> {
         };
         let (p, c) = self.counts.get(self.model, turn, completion);
         let cost = self.framing + p + c;
-        if self.used + cost > self.room {
+        if self.used + cost > self.room || self.turns.len() >= self.max_turns {
             self.full = true;
             return false;
         }
@@ -200,7 +204,7 @@ mod tests {
         ];
         // Offered newest first; everything fits a large window: all turns but the empty one,
         // sent oldest first.
-        let mut c = Context::new(m, 10_000, 100, Some("Be brief."), "four", &counts).unwrap();
+        let mut c = Context::new(m, 10_000, 100, 256, Some("Be brief."), "four", &counts).unwrap();
         for t in &older {
             assert!(c.offer(t));
         }
@@ -227,13 +231,18 @@ mod tests {
         let one = tokenizer::count_chat(m, [("user", "three"), ("assistant", "drei")])
             - tokenizer::reply_priming();
         let window = (fixed + one + 100) as u32;
-        let mut c = Context::new(m, window, 100, Some("Be brief."), "four", &counts).unwrap();
+        let mut c = Context::new(m, window, 100, 256, Some("Be brief."), "four", &counts).unwrap();
         assert!(c.offer(&older[0]));
         assert!(c.offer(&older[1]), "an empty turn is skipped, not a stop");
         assert!(!c.offer(&older[2]));
         assert!(!c.offer(&older[3]), "once full, older turns are not taken");
         let built = c.build(Some("Be brief."), "four");
         assert_eq!(built.turns, 1);
+        // However large the window, no more than max_turns turns.
+        let mut c = Context::new(m, 10_000, 100, 2, None, "four", &counts).unwrap();
+        assert!(c.offer(&older[0]) && c.offer(&older[2]));
+        assert!(!c.offer(&older[3]));
+        assert_eq!(c.build(None, "four").turns, 2);
         assert_eq!(built.prompt_tokens, window as usize - 100);
         assert_eq!(built.prompt_tokens, tokenizer::count_chat(m, pairs(&built)));
     }
@@ -241,9 +250,17 @@ mod tests {
     #[test]
     fn a_prompt_that_cannot_fit_is_refused() {
         let counts = TurnTokens::default();
-        let e = Context::new("gpt-4o-mini", 40, 30, None, &"word ".repeat(20), &counts)
-            .err()
-            .expect("refused");
+        let e = Context::new(
+            "gpt-4o-mini",
+            40,
+            30,
+            256,
+            None,
+            &"word ".repeat(20),
+            &counts,
+        )
+        .err()
+        .expect("refused");
         assert_eq!(e.code(), "BAD_USER_INPUT");
         assert!(
             e.message().contains("context window of 40"),
@@ -256,9 +273,9 @@ mod tests {
     fn counts_follow_the_models_encoding() {
         let counts = TurnTokens::default();
         let t = turn("hello world", Some("a reply"));
-        let mut a = Context::new("gpt-4o-mini", 10_000, 10, None, "x", &counts).unwrap();
+        let mut a = Context::new("gpt-4o-mini", 10_000, 10, 256, None, "x", &counts).unwrap();
         a.offer(&t);
-        let mut b = Context::new("gpt-4", 10_000, 10, None, "x", &counts).unwrap();
+        let mut b = Context::new("gpt-4", 10_000, 10, 256, None, "x", &counts).unwrap();
         b.offer(&t);
         let a = a.build(None, "x");
         let b = b.build(None, "x");

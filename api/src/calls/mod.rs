@@ -157,6 +157,7 @@ impl Calls {
             &call.model,
             self.config.prices.context_window(&call.model),
             call.max_tokens,
+            self.config.context_max_turns,
             system,
             &call.prompt,
             &self.turn_tokens,

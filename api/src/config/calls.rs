@@ -1,7 +1,7 @@
 //! What calls may ask for, what they cost, who runs them, and what new users start with:
 //! `MAX_PROMPT_CHARS`, `MAX_COMPLETION_TOKENS`, `DEFAULT_MAX_TOKENS`, `MODEL_PRICES`,
 //! `INSTANCE_ID`, `CALL_LEASE_SECS`, `DEFAULT_MODEL`, `DEFAULT_MONTHLY_TOKEN_BUDGET`,
-//! `USER_MAX_CONVERSATIONS`.
+//! `USER_MAX_CONVERSATIONS`, `CONTEXT_MAX_TURNS`.
 
 use std::time::Duration;
 
@@ -42,6 +42,11 @@ pub struct CallsConfig {
     /// keep (archived ones count: nothing is ever deleted), so one free account cannot fill
     /// the database with empty conversations.
     pub max_conversations: u32,
+    /// `CONTEXT_MAX_TURNS` (default 256, at least 1): the most earlier turns a conversation's
+    /// call sends, however many the context window would hold, so that the work before a call
+    /// (reading and counting its context) stays bounded for conversations of thousands of
+    /// short turns.
+    pub context_max_turns: usize,
 }
 
 /// The profile a new user gets.
@@ -120,7 +125,14 @@ impl CallsConfig {
             10_000u32,
             "a whole number, 0 for unlimited",
         );
+        let context_max_turns = env.parse_where(
+            "CONTEXT_MAX_TURNS",
+            256usize,
+            |n| *n >= 1,
+            "a whole number of at least 1",
+        );
         CallsConfig {
+            context_max_turns,
             max_conversations,
             max_concurrent_calls,
             calls_per_minute,
