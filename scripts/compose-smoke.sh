@@ -5,12 +5,15 @@
 #   * PgBouncer 1.24 with deploy/pgbouncer/pgbouncer.ini (only host and port rewritten);
 #   * the local upstream with the compose file's command;
 #   * the API with the compose file's environment (service host names rewritten to loopback),
-#     as a non-root user, as the image runs it.
+#     as a non-root user, as the image runs it;
+#   * Prometheus (Debian's) with deploy/prometheus/prometheus.yml, its target rewritten to the
+#     API's metrics listener, scraping every second.
 # Then the compose health check (/readyz) must pass, a user signs up and makes a completion
 # through PgBouncer, and the rows are checked over the direct endpoint.
 # Needs: target/debug/{api,local-upstream}, PostgreSQL server binaries, PgBouncer 1.24 at
 # $PGBOUNCER (default /opt/pgbouncer/bin/pgbouncer, from scripts/install-pgbouncers.sh),
-# docker-compose (scripts/install-docker-compose.sh) to read the resolved compose file.
+# docker-compose (scripts/install-docker-compose.sh) to read the resolved compose file,
+# prometheus and promtool (Debian's prometheus package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGBOUNCER=${PGBOUNCER:-/opt/pgbouncer/bin/pgbouncer}
@@ -36,6 +39,7 @@ read -r pg_user pg_password pg_db < <(python3 -c '
 import json,sys; e=json.load(open(sys.argv[1]))["services"]["postgres"]["environment"]
 print(e["POSTGRES_USER"], e["POSTGRES_PASSWORD"], e["POSTGRES_DB"])' "$w/compose.json")
 pg_port=$(free_port); bouncer_port=$(free_port); upstream_port=$(free_port); api_port=$(free_port)
+metrics_port=$(free_port); prom_port=$(free_port)
 
 echo "postgres on $pg_port (user $pg_user, database $pg_db)"
 printf '%s\n' "$pg_password" >"$w/pw"; chown postgres "$w/pw" 2>/dev/null || true
@@ -78,9 +82,9 @@ echo "upstream: ${up_cmd[*]}"
 pids+=($!)
 
 # The API's environment from the compose file, service names rewritten to loopback ports.
-python3 - "$w/compose.json" "$pg_port" "$bouncer_port" "$upstream_port" "$api_port" >"$w/api.env" <<'PY'
+python3 - "$w/compose.json" "$pg_port" "$bouncer_port" "$upstream_port" "$api_port" "$metrics_port" >"$w/api.env" <<'PY'
 import json, shlex, sys
-f, pg, bouncer, upstream, api = sys.argv[1:]
+f, pg, bouncer, upstream, api, metrics = sys.argv[1:]
 env = json.load(open(f))["services"]["api"]["environment"]
 subs = {"@postgres:5432/": f"@127.0.0.1:{pg}/", "@pgbouncer:6432/": f"@127.0.0.1:{bouncer}/",
         "//upstream:8080/": f"//127.0.0.1:{upstream}/"}
@@ -90,6 +94,7 @@ for k, v in env.items():
     if k == "HOST": v = "127.0.0.1"
     if k == "PORT": v = api
     if k == "BETTER_AUTH_URL": v = f"http://127.0.0.1:{api}"
+    if k == "METRICS_ADDR": v = f"127.0.0.1:{metrics}"
     print(f"{k}={shlex.quote(v)}")
 PY
 sed 's/\(PASSWORD\|SECRET\|URL[A-Z_]*\)=.*/\1=…/' "$w/api.env"
@@ -123,4 +128,36 @@ for sql in 'UPDATE token_usage SET prompt_tokens = 0' 'ALTER TABLE token_usage D
   grep -Eq 'permission denied|must be owner' <<<"$out" || { echo "$sql: $out"; exit 1; }
   echo "request role refused: $sql ($out)"
 done
-echo "compose stack (without an engine): ready, signed up, completed through PgBouncer"
+# Prometheus, as the compose file configures it (the mounted prometheus.yml), scraping the API.
+prom_cfg=$(python3 -c '
+import json,sys; s=json.load(open(sys.argv[1]))["services"]["prometheus"]
+print(next(v["source"] for v in s["volumes"] if v["target"] == "/etc/prometheus/prometheus.yml"))' "$w/compose.json")
+promtool check config "$prom_cfg"
+sed -e "s/api:9464/127.0.0.1:$metrics_port/" -e "s/scrape_interval: .*/scrape_interval: 1s/" "$prom_cfg" >"$w/prometheus.yml"
+chown postgres "$w/prometheus.yml" 2>/dev/null || true
+mkdir -p "$w/prom"; chown postgres "$w/prom" 2>/dev/null || true
+"${as_pg[@]}" prometheus --config.file="$w/prometheus.yml" --storage.tsdb.path="$w/prom" \
+  --web.listen-address="127.0.0.1:$prom_port" >"$w/prometheus.log" 2>&1 &
+pids+=($!)
+promql() { curl -fsS "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$1" |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")'; }
+metered=$(psql -At -h 127.0.0.1 -p "$pg_port" -U "$pg_user" -d "$pg_db" -c 'SELECT sum(prompt_tokens + completion_tokens) FROM token_usage')
+scraped=
+for _ in $(seq 1 150); do
+  scraped=$(promql 'sum(aiwrapper_tokens_total{job="aiwrapper"})' 2>/dev/null || true)
+  [ "$scraped" = "$metered" ] && break
+  sleep 0.2
+done
+[ "$scraped" = "$metered" ] || { cat "$w/prometheus.log"; echo "Prometheus scraped tokens=$scraped, token_usage has $metered"; exit 1; }
+echo "prometheus $(prometheus --version 2>&1 | head -1 | cut -d' ' -f3): up=$(promql 'up{job="aiwrapper"}'), aiwrapper_tokens_total = $scraped = token_usage's $metered"
+# The README's example queries (its promql block) are valid PromQL that Prometheus evaluates.
+python3 -c '
+import re,sys; b=re.search(r"```promql\n(.*?)```", open("README.md").read(), re.S).group(1)
+print("\n".join(l for l in b.splitlines() if l.strip() and not l.startswith("#")))' |
+while read -r q; do
+  status=$(curl -fsS "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$q" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  [ "$status" = success ] || { echo "README query failed: $q"; exit 1; }
+  echo "README query evaluates: $q"
+done
+echo "compose stack (without an engine): ready, signed up, completed through PgBouncer, scraped by Prometheus"

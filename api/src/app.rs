@@ -42,6 +42,8 @@ pub enum StartupError {
 /// A built application, bound to its port but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    /// `METRICS_ADDR`'s listener and routes, when set.
+    metrics: Option<(TcpListener, Router)>,
     router: Router,
     state: AppState,
     sockets: Arc<transport::websocket::Sockets>,
@@ -133,6 +135,10 @@ impl Application {
         }
         // Build the tokenizer tables now, off the executor, rather than in the first call.
         let _ = tokio::task::spawn_blocking(tokenizer::warm_up).await;
+        // Recorded only when someone can scrape them.
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            config.server.metrics_addr.is_some(),
+        ));
         let calls = Arc::new(
             Calls::new(
                 db.clone(),
@@ -141,6 +147,7 @@ impl Application {
                 config.defaults.clone(),
                 upstream,
                 config.calls.instance_id.clone(),
+                metrics.clone(),
             )
             .map_err(|e| StartupError::Upstream(e.to_string()))?,
         );
@@ -167,11 +174,23 @@ impl Application {
             calls,
             config: Arc::new(config),
             statements,
+            metrics,
         };
         let sockets = Arc::new(transport::websocket::Sockets::default());
         let router = router(state.clone(), sockets.clone());
+        let metrics = match state.config.server.metrics_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let routes = transport::metrics::routes(state.clone(), sockets.clone());
+                Some((listener, routes))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
+            metrics,
             router,
             state,
             sockets,
@@ -183,6 +202,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound TCP listener has a local address")
+    }
+
+    /// Where `GET /metrics` is served, when `METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The shared state (tests use its database handle).
@@ -205,11 +229,20 @@ impl Application {
         use futures_util::FutureExt;
         let Self {
             listener,
+            metrics,
             router,
             state,
             sockets,
         } = self;
         let signal = signal.shared();
+        if let Some((listener, routes)) = metrics {
+            // Scraped until the process stops (it reports the drain too).
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, routes).await {
+                    tracing::error!("metrics listener: {e}");
+                }
+            });
+        }
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -266,6 +299,7 @@ fn router(state: AppState, sockets: Arc<transport::websocket::Sockets>) -> Route
         .layer(Extension(sockets))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(transport::request_id))
         .with_state(state)
 }
 
@@ -286,7 +320,9 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("x-requested-with"),
+            HeaderName::from_static(crate::request_id::HEADER),
         ])
+        .expose_headers([HeaderName::from_static(crate::request_id::HEADER)])
 }
 
 async fn shutdown_signal() {

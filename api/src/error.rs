@@ -24,6 +24,7 @@ pub enum AppError {
     },
     /// A per-user call limit (concurrency or rate): `RATE_LIMITED`, saying which.
     CallLimit {
+        limit: CallLimitKind,
         message: String,
         retry_after_secs: u64,
     },
@@ -49,6 +50,24 @@ pub enum AppError {
     /// Only POST may carry this request (a mutation sent with GET).
     MethodNotAllowed(String),
     Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Which per-user call limit refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallLimitKind {
+    /// Calls in flight at once (`USER_MAX_CONCURRENT_CALLS`).
+    Concurrency,
+    /// Calls started per minute (`USER_CALLS_PER_MINUTE`).
+    Rate,
+}
+
+impl CallLimitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallLimitKind::Concurrency => "concurrency",
+            CallLimitKind::Rate => "rate",
+        }
+    }
 }
 
 impl AppError {

@@ -17,6 +17,8 @@ pub mod error;
 pub mod graphql;
 pub mod llm;
 pub mod metering;
+pub mod metrics;
+pub mod request_id;
 pub mod service;
 pub mod state;
 pub mod telemetry;

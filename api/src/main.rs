@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    api::telemetry::init("info,api=info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn");
+    let _telemetry =
+        api::telemetry::init("info,api=info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn");
     api::app::serve_from_env(|_| {}).await
 }

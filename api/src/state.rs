@@ -8,6 +8,7 @@ use crate::auth::Auth;
 use crate::calls::Calls;
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::Metrics;
 
 /// What every handler and resolver shares. Cheap to clone.
 #[derive(Clone)]
@@ -18,4 +19,6 @@ pub struct AppState {
     pub calls: Arc<Calls>,
     /// SQL statements run through the request pool since start (a metric; tests count with it).
     pub statements: Arc<AtomicU64>,
+    /// The Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }

@@ -58,7 +58,7 @@ fn serve() -> ExitCode {
         .build()
         .expect("a Tokio runtime");
     runtime.block_on(async {
-        api::telemetry::init("warn");
+        let _telemetry = api::telemetry::init("warn");
         api::app::serve_from_env(|addr| println!("LISTENING {addr}")).await
     })
 }

@@ -38,6 +38,8 @@ pub struct Options {
     idle: usize,
     duration: Duration,
     checkpoint_ms: u64,
+    /// Whether the server records Prometheus metrics (`METRICS_ADDR` set).
+    metrics: bool,
     out: std::path::PathBuf,
 }
 
@@ -46,7 +48,7 @@ impl Options {
         "usage: bench [--scenarios streaming,conversation,history,usage,signin,idle] [--streams 100,500,1000]
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--checkpoint-ms 1000]
-             [--out bench-results/latest.json]";
+             [--metrics on|off] [--out bench-results/latest.json]";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -60,6 +62,7 @@ impl Options {
             heavy_rows: 200_000,
             idle: 5000,
             checkpoint_ms: 1000,
+            metrics: true,
             duration: Duration::from_secs(10),
             out: "bench-results/latest.json".into(),
         };
@@ -87,6 +90,13 @@ impl Options {
                 "--heavy-rows" => o.heavy_rows = n()?,
                 "--idle" => o.idle = n()?,
                 "--checkpoint-ms" => o.checkpoint_ms = n()? as u64,
+                "--metrics" => {
+                    o.metrics = match value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("--metrics: on or off, not {value}")),
+                    }
+                }
                 "--seconds" => o.duration = Duration::from_secs(n()? as u64),
                 "--out" => o.out = value.into(),
                 _ => return Err(format!("unknown option {flag}")),
@@ -143,6 +153,10 @@ async fn start(options: &Options) -> Result<Stack, String> {
     if database.pooled {
         // Behind the test harness's PgBouncer (TEST_PGBOUNCER), as a deployment would be.
         server.env("DATABASE_POOL_MODE", "transaction");
+    }
+    if options.metrics {
+        // Metrics are recorded only when they can be scraped (a listener of their own).
+        server.env("METRICS_ADDR", "127.0.0.1:0");
     }
     let mut server = server
         .arg("serve")
@@ -295,6 +309,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     }
     let report = json!({
         "machine": machine(),
+        "metrics": options.metrics,
         "started_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
         "results": rows.iter().map(|r| {

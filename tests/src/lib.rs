@@ -56,6 +56,8 @@ fn init_logging() {
 /// A running server on its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served, when the test set `METRICS_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
     /// `http://127.0.0.1:PORT`
     pub base_url: String,
     /// A connection to the same database, for arranging and checking rows directly.
@@ -308,6 +310,7 @@ pub async fn spawn_app_on(
         .await
         .expect("build the application");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let db = app.state().db.clone();
     let calls = app.state().calls.clone();
     let statements = app.state().statements.clone();
@@ -317,6 +320,7 @@ pub async fn spawn_app_on(
     }));
     TestApp {
         addr,
+        metrics_addr,
         base_url: format!("http://{addr}"),
         db,
         database,
@@ -330,6 +334,48 @@ pub async fn spawn_app_on(
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// The server binary `exe` (the `test-server` binary: pass `env!("CARGO_BIN_EXE_test-server")`)
+/// as a child process with exactly `vars` (and `PATH`): killed when dropped, dead when this
+/// process dies. Its address once it listens, and its stdout lines (its logs) as they come; the
+/// lines are read to the end whether or not anyone receives them.
+pub async fn start_server_process(
+    exe: &str,
+    vars: HashMap<String, String>,
+) -> (
+    tokio::process::Child,
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(exe)
+        .env_clear()
+        .envs(vars)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server process");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let line = rx.recv().await.expect("the server printed its address");
+            if let Some(addr) = line.strip_prefix("LISTENING ") {
+                break addr.parse().expect("an address");
+            }
+        }
+    })
+    .await
+    .expect("the server started");
+    (child, addr, rx)
 }
 
 /// What an npm-driven script in `tests/interop` reported.

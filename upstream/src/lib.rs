@@ -83,6 +83,8 @@ pub struct Received {
     pub messages: Vec<(String, String)>,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<usize>,
+    /// The request's `x-request-id` header.
+    pub request_id: Option<String>,
 }
 
 /// When a traced stream's request arrived and when each content token was handed to the
@@ -294,7 +296,11 @@ async fn models() -> Json<Value> {
     }))
 }
 
-async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Response {
+async fn chat_completions(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let received = std::time::Instant::now();
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -344,6 +350,10 @@ async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Respons
             model: req.model.clone(),
             messages: texts.clone(),
             max_tokens: req.max_completion_tokens.or(req.max_tokens),
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         };
         state
             .stats

@@ -93,6 +93,8 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub struct Hasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Jobs accepted and not yet started (a metric).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Hasher {
@@ -120,7 +122,15 @@ impl Hasher {
                 })
                 .expect("spawn a password hashing thread");
         }
-        Self { jobs }
+        Self {
+            jobs,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Hashes waiting for a thread now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One fewer than the cores (at least one), leaving a core for request handling.
@@ -134,7 +144,9 @@ impl Hasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> AppResult<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiting = self.waiting.clone();
         let job: Job = Box::new(move || {
+            waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             // A request that went away while its job waited needs no hash.
             if tx.is_closed() {
                 return;
@@ -144,14 +156,21 @@ impl Hasher {
                 let _ = tx.send(result);
             }
         });
+        // Counted before it can start (a thread may take it at once).
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.jobs.try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                self.waiting
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(AppError::RateLimited {
                     retry_after_secs: 1,
                 });
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                self.waiting
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(AppError::internal("the password hashing threads are gone"));
             }
         }

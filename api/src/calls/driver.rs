@@ -60,6 +60,7 @@ pub(super) struct Driver {
     pub unsaved: std::sync::Arc<super::tracker::Unsaved>,
     /// Where an outcome goes that could not be recorded in time (see `leases`).
     pub abandoned: std::sync::Arc<super::tracker::Abandoned>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What a call received before it ended.
@@ -207,7 +208,7 @@ impl Driver {
         let mut fell_back = false;
         let mut wait = Duration::from_millis(100);
         loop {
-            let e = match store::finalise(&self.db, log, outcome.clone()).await {
+            let e = match store::finalise(&self.db, &self.metrics, log, outcome.clone()).await {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };

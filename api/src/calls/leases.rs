@@ -42,7 +42,7 @@ impl Calls {
                 None => self.outcome_from_checkpoint(log, checkpoint),
             };
             // One call that cannot be finalised now does not hold up the others.
-            match store::finalise(&self.sweeps, log, outcome).await {
+            match store::finalise(&self.sweeps, &self.metrics, log, outcome).await {
                 Ok(_) => finalised += 1,
                 Err(e) => {
                     tracing::warn!(log_id = %log.id, error = ?e, "could not finalise a stranded call; next sweep");

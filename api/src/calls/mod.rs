@@ -35,6 +35,7 @@ use crate::config::{CallsConfig, ProfileDefaults, UpstreamConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::llm::{LlmClient, UpstreamInfo, UpstreamRequest};
+use crate::metrics::Metrics;
 use crate::service::{conversations, profiles};
 use driver::Driver;
 use store::{CallLimits, NewCall, NewTurn};
@@ -75,6 +76,7 @@ pub struct Calls {
     instance: String,
     /// Token counts of conversations' finished turns (see `context::TurnTokens`).
     turn_tokens: context::TurnTokens,
+    metrics: Arc<Metrics>,
 }
 
 /// Turns of a conversation read at a time while its context is built (newest first).
@@ -88,6 +90,7 @@ impl Calls {
         defaults: ProfileDefaults,
         upstream: UpstreamInfo,
         instance: String,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         // reqwest uses rustls without a built-in crypto provider: ring is the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -105,6 +108,7 @@ impl Calls {
             abandoned: Arc::default(),
             instance,
             turn_tokens: context::TurnTokens::default(),
+            metrics,
         })
     }
 
@@ -114,8 +118,30 @@ impl Calls {
     }
 
     /// Validate, admit and start a call for `user_id`. Refusals (bad input, unknown model, budget)
-    /// happen before anything is written or sent upstream.
+    /// happen before anything is written or sent upstream; each is counted by reason.
     pub async fn start(&self, user_id: &str, req: CallRequest, streaming: bool) -> AppResult<Call> {
+        let started = self.start_call(user_id, req, streaming).await;
+        if let Err(e) = &started {
+            let reason = match e {
+                AppError::BudgetExceeded { .. } => Some("budget"),
+                AppError::CallLimit { limit, .. } => Some(limit.name()),
+                AppError::BadUserInput(_) => Some("validation"),
+                AppError::ConversationBusy => Some("conversation_busy"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                self.metrics.call_refused(reason);
+            }
+        }
+        started
+    }
+
+    async fn start_call(
+        &self,
+        user_id: &str,
+        req: CallRequest,
+        streaming: bool,
+    ) -> AppResult<Call> {
         let log_id = Uuid::now_v7();
         // Registered as in flight before its row can exist: shutdown waits for it, and a lease
         // sweep never mistakes a call being admitted for a stranded one (see `store::stranded`).
@@ -164,9 +190,8 @@ impl Calls {
         )?;
         if let (Some(c), Some(page)) = (&conversation, &mut page) {
             'pages: loop {
-                // Turns newer than the count read were started meanwhile (admission will find
-                // the count moved); only the newest counted turn can be running.
-                for turn in page.iter().filter(|t| t.seq <= c.turn_count) {
+                // Newest first, the newest counted turn first of all: only it can be running.
+                for turn in page.iter() {
                     if turn.completion.is_none() {
                         return Err(AppError::ConversationBusy);
                     }
@@ -221,6 +246,7 @@ impl Calls {
             finalise_retry: self.config.finalise_retry,
             unsaved: guard.unsaved(),
             abandoned: self.abandoned.clone(),
+            metrics: self.metrics.clone(),
         };
         let request = UpstreamRequest {
             model: call.model,
@@ -231,7 +257,8 @@ impl Calls {
         // Admission runs in the call's own task: a client that goes away while its call is being
         // admitted cannot leave an admitted call with nobody to run and finalise it.
         let (admitted_tx, admitted) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        // The call's task logs (and calls upstream) under the request's id.
+        tokio::spawn(crate::request_id::carry(async move {
             let _in_flight = guard;
             let log = match store::admit(&driver.db, new_call).await {
                 Ok(log) => log,
@@ -242,7 +269,7 @@ impl Calls {
             };
             let _ = admitted_tx.send(Ok(log_id));
             driver.run(log, request, tx).await;
-        });
+        }));
         let log_id = admitted
             .await
             .map_err(|_| AppError::internal("the call's task ended before admission"))??;

@@ -13,11 +13,13 @@ use sea_orm::{
     QuerySelect, Set,
 };
 use serde_json::Value;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, CallLimitKind};
 use crate::metering::{budget, rollup};
+use crate::metrics::{FinishedCall, Metrics};
 use crate::time::{month_key, now_micros};
 
 /// A call to admit.
@@ -211,6 +213,7 @@ async fn check_limits(
 ) -> AppResult<()> {
     if limits.max_concurrent > 0 && running >= i64::from(limits.max_concurrent) {
         return Err(AppError::CallLimit {
+            limit: CallLimitKind::Concurrency,
             message: format!(
                 "at most {} calls may run at once: wait for one to finish",
                 limits.max_concurrent
@@ -237,6 +240,7 @@ async fn check_limits(
             // The oldest of the last `per_minute` calls leaves the window then.
             let wait = u64::try_from((*oldest + window - now).num_milliseconds()).unwrap_or(0);
             return Err(AppError::CallLimit {
+                limit: CallLimitKind::Rate,
                 message: format!("at most {} calls per minute", limits.per_minute),
                 retry_after_secs: std::cmp::max(wait.div_ceil(1000), 1),
             });
@@ -264,12 +268,30 @@ fn clamp_i32(n: i64) -> i32 {
 /// Finalise an in-flight call: complete its log, append its one `token_usage` row (linked to the
 /// log; the database's trigger adds it to the rollups) and release its reservation, all or
 /// nothing. A log that is already final is returned as it is, and nothing is written.
+///
+/// What it commits is added to `metrics` (so the token and cost counters agree with
+/// `token_usage` exactly).
 pub async fn finalise(
     db: &Db,
+    metrics: &Metrics,
     log: &prompt_logs::Model,
     outcome: Outcome,
 ) -> AppResult<prompt_logs::Model> {
     let txn = db.begin().await?;
+    let ttft = outcome
+        .metadata
+        .get("ttft_ms")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis);
+    // A call recovered from a checkpoint was not timed by this process.
+    let timed = outcome.metadata.get("usage_source").and_then(Value::as_str) != Some("checkpoint");
+    let (status, prompt_tokens, completion_tokens, cost, latency_ms) = (
+        outcome.status,
+        clamp_i32(outcome.prompt_tokens),
+        clamp_i32(outcome.completion_tokens),
+        outcome.cost_microcents,
+        outcome.latency_ms,
+    );
     let updated = prompt_logs::Entity::update_many()
         .col_expr(
             prompt_logs::Column::Completion,
@@ -315,12 +337,32 @@ pub async fn finalise(
             .exec(&txn)
             .await?;
     }
-    let log = prompt_logs::Entity::find_by_id(log.id)
+    let done = prompt_logs::Entity::find_by_id(log.id)
         .one(&txn)
         .await?
         .ok_or_else(|| AppError::internal("finalised log vanished"))?;
     txn.commit().await?;
-    Ok(log)
+    if updated.rows_affected == 1 {
+        metrics.call_finished(FinishedCall {
+            model: &log.model,
+            status: status_name(status),
+            prompt_tokens: i64::from(prompt_tokens),
+            completion_tokens: i64::from(completion_tokens),
+            cost_microcents: cost,
+            ttft: ttft.filter(|_| timed),
+            duration: timed.then(|| Duration::from_millis(u64::try_from(latency_ms).unwrap_or(0))),
+        });
+    }
+    Ok(done)
+}
+
+/// A status as stored (and as the metrics label it).
+fn status_name(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Ok => "ok",
+        CallStatus::Error => "error",
+        CallStatus::Filtered => "filtered",
+    }
 }
 
 /// Renew the leases of the calls this process is running.

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// `SHUTDOWN_GRACE_SECS` (default 20): on SIGTERM, how long in-flight calls may run on before
     /// they are stopped and finalised.
     pub shutdown_grace: Duration,
+    /// `METRICS_ADDR` (unset by default): where `GET /metrics` (Prometheus) is served, on a
+    /// listener of its own so it is not public with the API (e.g. `127.0.0.1:9464`, or a
+    /// private interface a Prometheus server reaches). Unset, there is no metrics endpoint.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ServerConfig {
@@ -61,6 +65,16 @@ impl ServerConfig {
             ),
             port: env.parse("PORT", 4000u16, "a port number from 0 to 65535"),
             shutdown_grace: env.seconds("SHUTDOWN_GRACE_SECS", 20),
+            metrics_addr: env.get("METRICS_ADDR").and_then(|v| match v.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    env.problem(
+                        "METRICS_ADDR",
+                        "must be an address and port such as 127.0.0.1:9464",
+                    );
+                    None
+                }
+            }),
         }
     }
 }

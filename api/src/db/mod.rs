@@ -108,6 +108,22 @@ impl Db {
         })
     }
 
+    /// Connections of the pool now: (idle, in use).
+    pub fn pool_status(&self) -> (usize, usize) {
+        fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> (usize, usize) {
+            let idle = pool.num_idle();
+            (idle, (pool.size() as usize).saturating_sub(idle))
+        }
+        match &self.path {
+            Path::Simple(pool) => of(pool),
+            Path::Orm(c) => match c.get_database_backend() {
+                sea_orm::DatabaseBackend::Postgres => of(c.get_postgres_connection_pool()),
+                sea_orm::DatabaseBackend::Sqlite => of(c.get_sqlite_connection_pool()),
+                _ => (0, 0),
+            },
+        }
+    }
+
     /// Check that the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         match &self.path {
@@ -135,19 +151,25 @@ impl Tx {
     /// Commit the transaction.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.count();
-        match self.path {
-            TxPath::Orm(t) => t.commit().await,
-            TxPath::Simple(t) => t.into_inner().commit().await.map_err(exec_err),
-        }
+        traced("commit", async move {
+            match self.path {
+                TxPath::Orm(t) => t.commit().await,
+                TxPath::Simple(t) => t.into_inner().commit().await.map_err(exec_err),
+            }
+        })
+        .await
     }
 
     /// Roll the transaction back now (dropping it does so too, on the connection's next use).
     pub async fn rollback(self) -> Result<(), DbErr> {
         self.count();
-        match self.path {
-            TxPath::Orm(t) => t.rollback().await,
-            TxPath::Simple(t) => t.into_inner().rollback().await.map_err(exec_err),
-        }
+        traced("rollback", async move {
+            match self.path {
+                TxPath::Orm(t) => t.rollback().await,
+                TxPath::Simple(t) => t.into_inner().rollback().await.map_err(exec_err),
+            }
+        })
+        .await
     }
 }
 
@@ -179,6 +201,23 @@ pub fn is_refusal(e: &DbErr) -> bool {
             }
         }
         _ => false,
+    }
+}
+
+/// Run one statement (or transaction step) of `op` in a `db` span when traces are exported
+/// (`crate::telemetry`); otherwise as it is, at no cost. The span names the operation, never
+/// the statement (statements carry user text).
+async fn traced<T>(op: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    use tracing::Instrument;
+    if crate::telemetry::exporting() {
+        work.instrument(tracing::info_span!(
+            "db",
+            otel.kind = "client",
+            db.operation = op
+        ))
+        .await
+    } else {
+        work.await
     }
 }
 
@@ -254,34 +293,46 @@ impl ConnectionTrait for Db {
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         self.count();
-        match &self.path {
-            Path::Orm(c) => c.execute_raw(stmt).await,
-            Path::Simple(pool) => simple_execute(pool, inline::render(&stmt)?).await,
-        }
+        traced("execute_raw", async move {
+            match &self.path {
+                Path::Orm(c) => c.execute_raw(stmt).await,
+                Path::Simple(pool) => simple_execute(pool, inline::render(&stmt)?).await,
+            }
+        })
+        .await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         self.count();
-        match &self.path {
-            Path::Orm(c) => c.execute_unprepared(sql).await,
-            Path::Simple(pool) => simple_execute(pool, sql.to_owned()).await,
-        }
+        traced("execute_unprepared", async move {
+            match &self.path {
+                Path::Orm(c) => c.execute_unprepared(sql).await,
+                Path::Simple(pool) => simple_execute(pool, sql.to_owned()).await,
+            }
+        })
+        .await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         self.count();
-        match &self.path {
-            Path::Orm(c) => c.query_one_raw(stmt).await,
-            Path::Simple(pool) => simple_one(pool, inline::render(&stmt)?).await,
-        }
+        traced("query_one_raw", async move {
+            match &self.path {
+                Path::Orm(c) => c.query_one_raw(stmt).await,
+                Path::Simple(pool) => simple_one(pool, inline::render(&stmt)?).await,
+            }
+        })
+        .await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         self.count();
-        match &self.path {
-            Path::Orm(c) => c.query_all_raw(stmt).await,
-            Path::Simple(pool) => simple_all(pool, inline::render(&stmt)?).await,
-        }
+        traced("query_all_raw", async move {
+            match &self.path {
+                Path::Orm(c) => c.query_all_raw(stmt).await,
+                Path::Simple(pool) => simple_all(pool, inline::render(&stmt)?).await,
+            }
+        })
+        .await
     }
 }
 
@@ -296,42 +347,54 @@ impl ConnectionTrait for Tx {
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         self.count();
-        match &self.path {
-            TxPath::Orm(t) => t.execute_raw(stmt).await,
-            TxPath::Simple(t) => {
-                let sql = inline::render(&stmt)?;
-                simple_execute(&mut **t.lock().await, sql).await
+        traced("execute_raw", async move {
+            match &self.path {
+                TxPath::Orm(t) => t.execute_raw(stmt).await,
+                TxPath::Simple(t) => {
+                    let sql = inline::render(&stmt)?;
+                    simple_execute(&mut **t.lock().await, sql).await
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         self.count();
-        match &self.path {
-            TxPath::Orm(t) => t.execute_unprepared(sql).await,
-            TxPath::Simple(t) => simple_execute(&mut **t.lock().await, sql.to_owned()).await,
-        }
+        traced("execute_unprepared", async move {
+            match &self.path {
+                TxPath::Orm(t) => t.execute_unprepared(sql).await,
+                TxPath::Simple(t) => simple_execute(&mut **t.lock().await, sql.to_owned()).await,
+            }
+        })
+        .await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         self.count();
-        match &self.path {
-            TxPath::Orm(t) => t.query_one_raw(stmt).await,
-            TxPath::Simple(t) => {
-                let sql = inline::render(&stmt)?;
-                simple_one(&mut **t.lock().await, sql).await
+        traced("query_one_raw", async move {
+            match &self.path {
+                TxPath::Orm(t) => t.query_one_raw(stmt).await,
+                TxPath::Simple(t) => {
+                    let sql = inline::render(&stmt)?;
+                    simple_one(&mut **t.lock().await, sql).await
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         self.count();
-        match &self.path {
-            TxPath::Orm(t) => t.query_all_raw(stmt).await,
-            TxPath::Simple(t) => {
-                let sql = inline::render(&stmt)?;
-                simple_all(&mut **t.lock().await, sql).await
+        traced("query_all_raw", async move {
+            match &self.path {
+                TxPath::Orm(t) => t.query_all_raw(stmt).await,
+                TxPath::Simple(t) => {
+                    let sql = inline::render(&stmt)?;
+                    simple_all(&mut **t.lock().await, sql).await
+                }
             }
-        }
+        })
+        .await
     }
 }

@@ -8,6 +8,7 @@ pub mod completions;
 pub mod conversations;
 pub mod cursor;
 pub mod history;
+pub mod instrument;
 pub mod limits;
 pub mod loaders;
 pub mod scalars;
@@ -72,7 +73,15 @@ pub fn build_schema(state: AppState) -> AppSchema {
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_recursive_depth)
-        .limit_directives(limits.max_directives)
+        .limit_directives(limits.max_directives);
+    if state.metrics.enabled() {
+        // First, so that it sees the codes the limits give.
+        builder = builder.extension(instrument::Instrument(state.metrics.clone()));
+    }
+    if crate::telemetry::exporting() {
+        builder = builder.extension(instrument::Traced);
+    }
+    let mut builder = builder
         .extension(limits::DocumentLimits::new(&limits))
         .data(state);
     if !limits.introspection {

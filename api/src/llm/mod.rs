@@ -7,12 +7,13 @@
 //! request to the upstream is one logged, metered call (a client may retry, and that is a new
 //! call).
 
+use std::future::Future;
 use std::pin::Pin;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::middleware::ReqwestService;
+use async_openai::middleware::HttpRequestFactory;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -99,6 +100,49 @@ pub struct UpstreamRequest {
     pub temperature: Option<f64>,
 }
 
+/// The HTTP transport of upstream calls: reqwest, plus the call's request id as `x-request-id`
+/// (see `crate::request_id`) so that a call can be found in the provider's logs.
+#[derive(Clone)]
+struct WithRequestId(reqwest::Client);
+
+impl tower::Service<HttpRequestFactory> for WithRequestId {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
+        let client = self.0.clone();
+        let id = crate::request_id::current();
+        let span = if crate::telemetry::exporting() {
+            tracing::info_span!("upstream.request", otel.kind = "client")
+        } else {
+            tracing::Span::none()
+        };
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let mut request = request.build().await?;
+                if let Some(value) =
+                    id.and_then(|id| reqwest::header::HeaderValue::from_str(&id).ok())
+                {
+                    request
+                        .headers_mut()
+                        .insert(crate::request_id::HEADER, value);
+                }
+                client.execute(request).await.map_err(OpenAIError::Reqwest)
+            },
+            span,
+        ))
+    }
+}
+
 /// A client for the configured upstream.
 #[derive(Clone)]
 pub struct LlmClient {
@@ -117,7 +161,7 @@ impl LlmClient {
         if let Some(key) = &cfg.api_key {
             openai = openai.with_api_key(key.expose());
         }
-        let client = Client::with_config(openai).with_http_service(ReqwestService::new(http));
+        let client = Client::with_config(openai).with_http_service(WithRequestId(http));
         Ok(Self {
             client,
             base_url: base_url.to_owned(),

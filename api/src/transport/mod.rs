@@ -5,6 +5,7 @@
 pub mod health;
 pub mod http;
 pub mod ide;
+pub mod metrics;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -17,6 +18,23 @@ use tower_cookies::Cookies;
 use crate::auth::{AuthVia, RequestAuth};
 use crate::error::AppError;
 use crate::state::AppState;
+
+/// Middleware (outermost): the request's id (see `crate::request_id`), on the response and on
+/// everything done for the request.
+pub async fn request_id(req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(crate::request_id::HEADER)
+        .and_then(|v| v.to_str().ok());
+    let id = crate::request_id::accept_or_new(given);
+    let mut response = crate::request_id::scope(id.clone(), next.run(req)).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(crate::request_id::HEADER, value);
+    }
+    response
+}
 
 /// Middleware: authenticate once, before any handler, and refuse cookie-authenticated requests
 /// from untrusted origins.

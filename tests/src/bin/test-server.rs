@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
-    api::telemetry::init("warn");
+    let _telemetry = api::telemetry::init("warn");
     api::app::serve_from_env(|addr| {
         #[allow(clippy::print_stdout)] // the protocol with the test that started it
         {

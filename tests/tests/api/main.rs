@@ -11,6 +11,7 @@ mod fixtures;
 mod health;
 mod history;
 mod migrations;
+mod operations;
 mod pooling;
 mod rollups;
 mod schema;

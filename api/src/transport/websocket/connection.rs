@@ -25,7 +25,7 @@ use super::messages::{
     ClientMessage, LegacyBad, Operation, Protocol, close_reason, encode, error_payload,
     parse_legacy, parse_transport_ws,
 };
-use super::sockets::{Holder, Slot, Sockets};
+use super::sockets::{Holder, OperationSlot, Slot, Sockets};
 use crate::auth::{AuthVia, RequestAuth, Viewer, bearer_token};
 use crate::error::AppError;
 use crate::graphql::{AppSchema, OverWebSocket, request_data};
@@ -83,6 +83,8 @@ struct OpEvent {
 struct RunningOp {
     seq: u64,
     abort: AbortHandle,
+    /// Counts it among the process's running operations (a metric) while it lives.
+    _counted: OperationSlot,
     /// Whether anything was sent for it yet.
     answered: bool,
 }
@@ -96,7 +98,12 @@ struct Operations {
 }
 
 impl Operations {
-    fn start(&mut self, id: String, responses: BoxStream<'static, Response>) {
+    fn start(
+        &mut self,
+        id: String,
+        responses: BoxStream<'static, Response>,
+        counted: OperationSlot,
+    ) {
         self.next_seq += 1;
         let seq = self.next_seq;
         let (abort, registration) = AbortHandle::new_pair();
@@ -126,6 +133,7 @@ impl Operations {
                 seq,
                 abort,
                 answered: false,
+                _counted: counted,
             },
         );
     }
@@ -615,7 +623,7 @@ impl Connection {
         data.insert(OverWebSocket);
         request.data = data;
         let responses = self.schema.execute_stream(request);
-        self.ops.start(id, responses);
+        self.ops.start(id, responses, self.sockets.operation());
         None
     }
 

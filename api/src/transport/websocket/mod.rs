@@ -53,6 +53,7 @@ pub async fn upgrade(
     }
     let Some(process_slot) = sockets.take(Holder::Process, cfg.max_sockets) else {
         return AppError::CallLimit {
+            limit: crate::error::CallLimitKind::Concurrency,
             message: format!(
                 "this server holds its maximum of {} WebSocket connections",
                 cfg.max_sockets
@@ -65,6 +66,7 @@ pub async fn upgrade(
     let network = network_key(state_ip(&auth));
     let Some(network_slot) = sockets.take(Holder::Network(network), cfg.max_sockets_per_ip) else {
         return AppError::CallLimit {
+            limit: crate::error::CallLimitKind::Concurrency,
             message: format!(
                 "at most {} WebSocket connections may be open from one network",
                 cfg.max_sockets_per_ip
@@ -82,6 +84,7 @@ pub async fn upgrade(
                 Some(slot) => Some(slot),
                 None => {
                     return AppError::CallLimit {
+                        limit: crate::error::CallLimitKind::Concurrency,
                         message: format!(
                             "at most {} WebSocket connections may be open for one user",
                             cfg.max_sockets_per_user
@@ -116,21 +119,25 @@ pub async fn upgrade(
     if let Some(p) = protocol {
         upgrade = upgrade.protocols([p.name()]);
     }
+    // The connection's task goes on under the upgrade request's id.
+    let carried = crate::request_id::capture();
     upgrade
-        .on_upgrade(move |socket| async move {
-            let connection = connection::Connection::new(
-                state,
-                schema,
-                sockets,
-                auth,
-                [process_slot, network_slot],
-                user_slot,
-            );
-            match protocol {
-                Some(protocol) => connection.run(socket, protocol).await,
-                // As graphql-ws's server: the socket opens, then closes with the reason.
-                None => connection::refuse(socket, 4406, "Subprotocol not acceptable").await,
-            }
+        .on_upgrade(move |socket| {
+            carried.run(async move {
+                let connection = connection::Connection::new(
+                    state,
+                    schema,
+                    sockets,
+                    auth,
+                    [process_slot, network_slot],
+                    user_slot,
+                );
+                match protocol {
+                    Some(protocol) => connection.run(socket, protocol).await,
+                    // As graphql-ws's server: the socket opens, then closes with the reason.
+                    None => connection::refuse(socket, 4406, "Subprotocol not acceptable").await,
+                }
+            })
         })
         .into_response()
 }

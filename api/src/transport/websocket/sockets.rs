@@ -1,6 +1,7 @@
 //! How many sockets each client network and each user holds open, across the process.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,8 @@ pub enum Holder {
 #[derive(Debug, Default)]
 pub struct Sockets {
     open: Mutex<HashMap<Holder, usize>>,
+    /// Operations running on the process's sockets.
+    operations: AtomicUsize,
     /// Cancelled when the server begins to shut down.
     closing: CancellationToken,
 }
@@ -62,10 +65,31 @@ impl Sockets {
         self.closing.is_cancelled()
     }
 
+    /// Count one more running operation, until the slot is dropped.
+    pub fn operation(self: &Arc<Self>) -> OperationSlot {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        OperationSlot(self.clone())
+    }
+
+    /// Operations running on the process's sockets now.
+    pub fn operations(&self) -> usize {
+        self.operations.load(Ordering::Relaxed)
+    }
+
     /// Sockets open for `holder` now.
     pub fn held_by(&self, holder: &Holder) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(holder).copied().unwrap_or(0)
+    }
+}
+
+/// One running operation, counted until dropped.
+#[derive(Debug)]
+pub struct OperationSlot(Arc<Sockets>);
+
+impl Drop for OperationSlot {
+    fn drop(&mut self) {
+        self.0.operations.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

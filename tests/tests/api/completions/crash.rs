@@ -3,7 +3,6 @@
 //! same replica or by another replica's lease sweep when it never comes back.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 
 use entity::prelude::*;
 use entity::prompt_logs::{self, CallStatus};
@@ -11,7 +10,6 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use tests::ws::GqlWs;
 use tests::{TestDatabase, assert_rows_balance, base_vars, spawn_app_on};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::STREAM;
 
@@ -31,32 +29,8 @@ async fn start_child(
     vars.insert("OPENAI_BASE_URL".into(), upstream.to_owned());
     vars.insert("CALL_CHECKPOINT_MS".into(), CHECKPOINT_MS.into());
     vars.insert("INSTANCE_ID".into(), instance.into());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_test-server"))
-        .env_clear()
-        .envs(vars)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the server process");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the server printed its address");
-            if let Some(addr) = line.strip_prefix("LISTENING ") {
-                break addr.parse().unwrap();
-            }
-        }
-    })
-    .await
-    .expect("the server started");
-    // Keep reading its output (its logs), so it never writes into a closed pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (child, addr, _logs) =
+        tests::start_server_process(env!("CARGO_BIN_EXE_test-server"), vars).await;
     (child, addr)
 }
 
