@@ -338,14 +338,16 @@ pub async fn spawn_app_on(
 
 /// The server binary `exe` (the `test-server` binary: pass `env!("CARGO_BIN_EXE_test-server")`)
 /// as a child process with exactly `vars` (and `PATH`): killed when dropped, dead when this
-/// process dies. Its address once it listens, and its stdout lines (its logs) as they come; the
-/// lines are read to the end whether or not anyone receives them.
+/// process dies. Its address once it listens, the stdout lines (its logs) it printed before,
+/// and the later ones as they come; the lines are read to the end whether or not anyone
+/// receives them.
 pub async fn start_server_process(
     exe: &str,
     vars: HashMap<String, String>,
 ) -> (
     tokio::process::Child,
     SocketAddr,
+    Vec<String>,
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     use tokio::io::AsyncBufReadExt;
@@ -365,17 +367,19 @@ pub async fn start_server_process(
             let _ = tx.send(line);
         }
     });
+    let mut early = Vec::new();
     let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         loop {
             let line = rx.recv().await.expect("the server printed its address");
             if let Some(addr) = line.strip_prefix("LISTENING ") {
                 break addr.parse().expect("an address");
             }
+            early.push(line);
         }
     })
     .await
     .expect("the server started");
-    (child, addr, rx)
+    (child, addr, early, rx)
 }
 
 /// What an npm-driven script in `tests/interop` reported.

@@ -154,23 +154,23 @@ impl Calls {
             Some(id) => Some(Uuid::parse_str(id).map_err(|_| AppError::NotFound)?),
             None => None,
         };
-        // What a call reads before admission is independent: read at once, not one by one.
-        let limits = CallLimits {
-            max_concurrent: self.config.max_concurrent_calls,
-            per_minute: self.config.calls_per_minute,
+        // One read after the other: at once, a burst of calls would hold twice the
+        // connections while it queues for the pool (measured: the 500-stream burst's TTFT p99
+        // doubled), for a few tenths of a millisecond saved per call.
+        let profile = profiles::get_or_create(&self.db, user_id, &self.defaults).await?;
+        let conversation = match conversation_id {
+            Some(id) => Some(conversations::for_turn(&self.db, user_id, id, CONTEXT_PAGE).await?),
+            None => None,
         };
-        let (profile, limits, conversation) = tokio::try_join!(
-            profiles::get_or_create(&self.db, user_id, &self.defaults),
-            store::limits_for(&self.db, user_id, limits),
-            async {
-                match conversation_id {
-                    Some(id) => conversations::for_turn(&self.db, user_id, id, CONTEXT_PAGE)
-                        .await
-                        .map(Some),
-                    None => Ok(None),
-                }
+        let limits = store::limits_for(
+            &self.db,
+            user_id,
+            CallLimits {
+                max_concurrent: self.config.max_concurrent_calls,
+                per_minute: self.config.calls_per_minute,
             },
-        )?;
+        )
+        .await?;
         let (conversation, mut page) = conversation.unzip();
         let default_model = conversation
             .as_ref()

@@ -5,29 +5,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory};
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Response, ServerResult, Variables};
+use async_graphql::{Response, ServerResult};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use crate::metrics::Metrics;
 
-/// The schema extension (register it first: it must see the codes the others give).
-pub struct Instrument(pub Arc<Metrics>);
-
-impl ExtensionFactory for Instrument {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(PerOperation {
-            metrics: self.0.clone(),
-            operation: Arc::new(Mutex::new("unknown")),
-        })
-    }
-}
-
-struct PerOperation {
+/// Records each operation into the metrics: created per request by the document-limits
+/// extension (`super::limits`), which runs every hook anyway, so metrics add no extension of
+/// their own (each extension costs a boxed future per resolved field).
+pub struct Recorder {
     metrics: Arc<Metrics>,
     /// The operation's type once parsed (`unknown` when it did not parse).
     operation: Arc<Mutex<&'static str>>,
@@ -94,46 +83,36 @@ impl Drop for StreamRecord {
     }
 }
 
-#[async_trait::async_trait]
-impl Extension for PerOperation {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        *self.operation.lock().unwrap_or_else(|p| p.into_inner()) = operation_of(&doc);
-        Ok(doc)
+impl Recorder {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            operation: Arc::new(Mutex::new("unknown")),
+        }
     }
 
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let started = Instant::now();
-        let response = next.run(ctx).await;
-        self.metrics.graphql_request(
-            read(&self.operation),
-            &outcome(&response),
-            started.elapsed(),
-        );
-        response
+    /// The document parsed: its operation type labels what is recorded.
+    pub fn parsed(&self, doc: &ExecutableDocument) {
+        *self.operation.lock().unwrap_or_else(|p| p.into_inner()) = operation_of(doc);
     }
 
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        // The type is known only once the stream has parsed its document: read it then.
+    /// An operation over HTTP answered, `started` then.
+    pub fn answered(&self, response: &Response, started: Instant) {
+        self.metrics
+            .graphql_request(read(&self.operation), &outcome(response), started.elapsed());
+    }
+
+    /// An operation over WebSocket: recorded when its stream ends.
+    pub fn stream<'s>(&self, stream: BoxStream<'s, Response>) -> BoxStream<'s, Response> {
         let mut record = StreamRecord {
             metrics: self.metrics.clone(),
             operation: "unknown",
             started: Instant::now(),
             outcome: None,
         };
+        // The type is known only once the stream has parsed its document: read it then.
         let operation = self.operation.clone();
-        next.run(ctx, stream)
+        stream
             .map(move |response| {
                 record.operation = read(&operation);
                 if record.outcome.is_none() && !response.errors.is_empty() {

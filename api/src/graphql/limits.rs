@@ -18,7 +18,9 @@ use async_graphql::{Positioned, Response, ServerError, ServerResult, ValidationR
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::instrument::Recorder;
 use crate::config::GraphqlConfig;
+use crate::metrics::Metrics;
 
 pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
@@ -26,25 +28,37 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// Mutations that hash a password: one per request.
 const HASHING_MUTATIONS: [&str; 2] = ["signIn", "signUp"];
 
-/// The limits, as a schema extension.
-#[derive(Clone, Debug)]
+/// The limits, as a schema extension; with `metrics`, it also records every operation (see
+/// `super::instrument::Recorder`).
+#[derive(Clone)]
 pub struct DocumentLimits {
     pub max_aliases: usize,
     pub max_root_fields: usize,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl DocumentLimits {
-    pub fn new(cfg: &GraphqlConfig) -> Self {
+    pub fn new(cfg: &GraphqlConfig, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             max_aliases: cfg.max_aliases,
             max_root_fields: cfg.max_root_fields,
+            metrics,
         }
     }
 }
 
+/// The extension for one request.
+struct PerRequest {
+    limits: DocumentLimits,
+    recorder: Option<Recorder>,
+}
+
 impl ExtensionFactory for DocumentLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
+        Arc::new(PerRequest {
+            limits: self.clone(),
+            recorder: self.metrics.clone().map(Recorder::new),
+        })
     }
 }
 
@@ -79,7 +93,7 @@ fn refuse(message: String) -> ServerError {
 }
 
 #[async_trait::async_trait]
-impl Extension for DocumentLimits {
+impl Extension for PerRequest {
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -89,7 +103,10 @@ impl Extension for DocumentLimits {
     ) -> ServerResult<ExecutableDocument> {
         match next.run(ctx, query, variables).await {
             Ok(doc) => {
-                self.check(&doc)?;
+                if let Some(r) = &self.recorder {
+                    r.parsed(&doc);
+                }
+                self.limits.check(&doc)?;
                 Ok(doc)
             }
             // async-graphql checks recursion and directives while parsing: those are limits.
@@ -117,8 +134,12 @@ impl Extension for DocumentLimits {
     }
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let started = std::time::Instant::now();
         let mut response = next.run(ctx).await;
         code_the_rest(&mut response);
+        if let Some(r) = &self.recorder {
+            r.answered(&response, started);
+        }
         response
     }
 
@@ -130,12 +151,17 @@ impl Extension for DocumentLimits {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream)
+        let coded = next
+            .run(ctx, stream)
             .map(|mut response| {
                 code_the_rest(&mut response);
                 response
             })
-            .boxed()
+            .boxed();
+        match &self.recorder {
+            Some(r) => r.stream(coded),
+            None => coded,
+        }
     }
 }
 
@@ -224,6 +250,7 @@ mod tests {
         let limits = DocumentLimits {
             max_aliases: 3,
             max_root_fields: 4,
+            metrics: None,
         };
         let doc = async_graphql::parser::parse_query(query).unwrap();
         limits.check(&doc).map_err(|e| e.message)

@@ -74,15 +74,14 @@ pub fn build_schema(state: AppState) -> AppSchema {
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_recursive_depth)
         .limit_directives(limits.max_directives);
-    if state.metrics.enabled() {
-        // First, so that it sees the codes the limits give.
-        builder = builder.extension(instrument::Instrument(state.metrics.clone()));
-    }
     if crate::telemetry::exporting() {
         builder = builder.extension(instrument::Traced);
     }
     let mut builder = builder
-        .extension(limits::DocumentLimits::new(&limits))
+        .extension(limits::DocumentLimits::new(
+            &limits,
+            state.metrics.enabled().then(|| state.metrics.clone()),
+        ))
         .data(state);
     if !limits.introspection {
         builder = builder.disable_introspection();

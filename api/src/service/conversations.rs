@@ -365,27 +365,23 @@ pub async fn turns_page(
 }
 
 /// The user's conversation `id` for a new turn (`NOT_FOUND` if it is not theirs), with its
-/// newest `limit` turns up to its `turn_count`. The two are read at once; when the reads did
-/// not see the same turns (one started between them), the turns are read again after the
-/// conversation, so that they are exactly its newest counted ones: the newest counted turn is
-/// always among them (a call can see whether it is still running), and a turn started after the
-/// conversation was read is not (admission will find the count moved and refuse the call).
+/// newest `limit` turns up to its `turn_count`: read after the conversation, so that the newest
+/// counted turn is among them (a call can see whether it is still running), and a turn started
+/// after the conversation was read is not (admission will find the count moved and refuse the
+/// call). (Read at once, the two could disagree: see the test of concurrent turns.)
 pub async fn for_turn(
     db: &impl ConnectionTrait,
     user_id: &str,
     id: Uuid,
     limit: u64,
 ) -> AppResult<(conversations::Model, Vec<ContextTurn>)> {
-    let (conversation, mut turns) = tokio::try_join!(
-        get(db, user_id, id),
-        turns_before(db, user_id, id, i32::MAX, limit)
-    )?;
-    let conversation = conversation.ok_or(AppError::NotFound)?;
+    let conversation = get(db, user_id, id).await?.ok_or(AppError::NotFound)?;
     let count = conversation.turn_count;
-    let newest = turns.first().map_or(0, |t| t.seq);
-    if newest != count {
-        turns = turns_before(db, user_id, id, count.saturating_add(1), limit).await?;
-    }
+    let turns = if count > 0 {
+        turns_before(db, user_id, id, count.saturating_add(1), limit).await?
+    } else {
+        Vec::new()
+    };
     Ok((conversation, turns))
 }
 

@@ -330,6 +330,7 @@ async fn server_process(
 ) -> (
     tokio::process::Child,
     std::net::SocketAddr,
+    Vec<String>,
     tokio::sync::mpsc::UnboundedReceiver<String>,
     upstream::LocalUpstream,
     TestDatabase,
@@ -346,20 +347,21 @@ async fn server_process(
     for (k, v) in extra {
         vars.insert((*k).into(), (*v).into());
     }
-    let (child, addr, logs) =
+    let (child, addr, early, logs) =
         tests::start_server_process(env!("CARGO_BIN_EXE_test-server"), vars).await;
     // reqwest is built without a default TLS provider (servers install ring; none runs here).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    (child, addr, logs, upstream, database)
+    (child, addr, early, logs, upstream, database)
 }
 
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::test]
 async fn json_logs_carry_the_request_id_into_the_call_and_no_secrets() {
-    let (mut child, addr, mut rx, _upstream, _db) =
+    let (mut child, addr, mut seen, mut rx, _upstream, _db) =
         server_process(&[("LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
-    let mut seen = Vec::new();
+    // Start-up (migrations, recovery, the listening line) logged JSON too.
+    assert!(!seen.is_empty());
     let http = reqwest::Client::new();
     let user = tests::sign_up_at(&http, &format!("http://{addr}"), "logs@example.com").await;
     let prompt = "a very private prompt @@tokens=3";
@@ -464,7 +466,7 @@ fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
 async fn traces_reach_an_otlp_receiver_from_request_to_upstream_call() {
     let (receiver, mut spans) = otlp_receiver().await;
     let endpoint = format!("http://{receiver}");
-    let (mut child, addr, _logs, _upstream, _db) = server_process(&[
+    let (mut child, addr, _, _logs, _upstream, _db) = server_process(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),

@@ -29,7 +29,7 @@ async fn start_child(
     vars.insert("OPENAI_BASE_URL".into(), upstream.to_owned());
     vars.insert("CALL_CHECKPOINT_MS".into(), CHECKPOINT_MS.into());
     vars.insert("INSTANCE_ID".into(), instance.into());
-    let (child, addr, _logs) =
+    let (child, addr, _, _logs) =
         tests::start_server_process(env!("CARGO_BIN_EXE_test-server"), vars).await;
     (child, addr)
 }
