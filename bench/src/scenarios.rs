@@ -480,18 +480,16 @@ async fn streaming(
             ));
             continue;
         }
-        let Some(trace) = stack.upstream.take_trace(&format!("{tag}-{i}")) else {
-            problems.push(format!("stream {i}: the upstream recorded no trace"));
-            continue;
+        let trace = match added_by_server(stack, &format!("{tag}-{i}"), subscribed, &received) {
+            Ok((added, trace)) => {
+                added_ttft.push_micros(added);
+                trace
+            }
+            Err(e) => {
+                problems.push(format!("stream {i}: {e}"));
+                continue;
+            }
         };
-        let (Some(up_received), Some(&up_first)) = (trace.received, trace.tokens.first()) else {
-            problems.push(format!("stream {i}: empty trace"));
-            continue;
-        };
-        let first_delta = received.deltas[0].0;
-        let server_ttft = first_delta.duration_since(subscribed).as_micros() as i64;
-        let upstream_ttft = up_first.duration_since(up_received).as_micros() as i64;
-        added_ttft.push_micros(server_ttft - upstream_ttft);
         // Token k is complete in the client once the deltas' cumulative length reaches the
         // length of the first k+1 tokens of the answer.
         let mut ends = Vec::with_capacity(tokens);
@@ -589,6 +587,28 @@ async fn streaming(
     })
 }
 
+/// What the server added to a stream's time to first token, in µs: the client's time from
+/// subscribing to the first delta less the upstream's own from receiving the request to its
+/// first token (recorded for `@@trace=id`); and the upstream's trace.
+fn added_by_server(
+    stack: &Stack,
+    id: &str,
+    subscribed: Instant,
+    received: &crate::client::Received,
+) -> Result<(i64, upstream::StreamTrace), String> {
+    let trace = stack
+        .upstream
+        .take_trace(id)
+        .ok_or("the upstream recorded no trace")?;
+    let (Some(up_received), Some(&up_first)) = (trace.received, trace.tokens.first()) else {
+        return Err("empty trace".into());
+    };
+    let first_delta = received.deltas.first().ok_or("no delta")?.0;
+    let server_ttft = first_delta.duration_since(subscribed).as_micros() as i64;
+    let upstream_ttft = up_first.duration_since(up_received).as_micros() as i64;
+    Ok((server_ttft - upstream_ttft, trace))
+}
+
 /// Scenario 1b: time-to-first-token of a turn that continues a conversation with
 /// `EARLIER` earlier turns (its context read, trimmed and counted, its turn taken), against a
 /// call without context, `CONVERSATIONS` streams at a time (one per conversation: a
@@ -673,20 +693,10 @@ async fn conversation(stack: &Stack, run_id: &str) -> Result<Vec<Row>, String> {
                             continue;
                         }
                     };
-                    let Some(trace) = stack.upstream.take_trace(&trace_id) else {
-                        problems.push(format!("{trace_id}: the upstream recorded no trace"));
-                        continue;
-                    };
-                    let (Some(up_received), Some(&up_first)) =
-                        (trace.received, trace.tokens.first())
-                    else {
-                        problems.push(format!("{trace_id}: empty trace"));
-                        continue;
-                    };
-                    let server_ttft =
-                        received.deltas[0].0.duration_since(subscribed).as_micros() as i64;
-                    let upstream_ttft = up_first.duration_since(up_received).as_micros() as i64;
-                    added_ttft.push_micros(server_ttft - upstream_ttft);
+                    match added_by_server(stack, &trace_id, subscribed, &received) {
+                        Ok((added, _)) => added_ttft.push_micros(added),
+                        Err(e) => problems.push(format!("{trace_id}: {e}")),
+                    }
                 }
             }
             let (server_cpu, harness_cpu, other_cpu) = split.finish();

@@ -1,6 +1,6 @@
 //! Conversations: the caller's multi-turn chats, their turns, and their settings.
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
@@ -8,7 +8,7 @@ use entity::conversations;
 use uuid::Uuid;
 
 use super::cursor;
-use super::history::{DEFAULT_PAGE, PromptLog, window};
+use super::history::{DEFAULT_PAGE, PromptLog, connection, window};
 use super::loaders::LastTurnLoader;
 use crate::auth::{SignedIn, Viewer};
 use crate::error::AppError;
@@ -93,16 +93,11 @@ impl Conversation {
             cursor::decode_turn(secret, user_id, id, c)
         })?;
         let page = service::turns_page(&state.db, &self.0, window).await?;
-        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
-        connection
-            .edges
-            .extend(page.items.into_iter().map(|(seq, log)| {
-                Edge::new(
-                    cursor::encode_turn(secret, user_id, id, seq),
-                    PromptLog(log),
-                )
-            }));
-        Ok(connection)
+        Ok(connection(
+            page,
+            |(seq, _)| cursor::encode_turn(secret, user_id, id, *seq),
+            |(_, log)| PromptLog(log),
+        ))
     }
 }
 
@@ -171,14 +166,11 @@ impl ConversationQuery {
             cursor::decode_conversation(secret, user_id, c)
         })?;
         let page = service::page(&state.db, user_id, archived.unwrap_or(false), window).await?;
-        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
-        connection.edges.extend(page.items.into_iter().map(|c| {
-            Edge::new(
-                cursor::encode_conversation(secret, user_id, (&c).into()),
-                Conversation(c),
-            )
-        }));
-        Ok(connection)
+        Ok(connection(
+            page,
+            |c| cursor::encode_conversation(secret, user_id, c.into()),
+            Conversation,
+        ))
     }
 
     /// One of the caller's conversations; null when it does not exist or is someone else's.

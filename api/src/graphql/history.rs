@@ -13,7 +13,7 @@ use super::loaders::{CostLoader, LogConversationLoader, UserLoader};
 use super::scalars::Int64;
 use crate::auth::{SignedIn, Viewer};
 use crate::error::AppError;
-use crate::service::history::{self, Filter, Window};
+use crate::service::history::{self, Filter, Page, Window};
 use crate::state::AppState;
 
 /// Largest page `first`/`last` may ask for.
@@ -145,6 +145,21 @@ fn page_size(name: &str, n: i32) -> Result<u64, AppError> {
     }
 }
 
+/// A page as a Relay connection: each item with its cursor.
+pub fn connection<T, N: async_graphql::OutputType>(
+    page: Page<T>,
+    cursor: impl Fn(&T) -> String,
+    node: impl Fn(T) -> N,
+) -> Connection<String, N> {
+    let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
+    connection.edges.extend(
+        page.items
+            .into_iter()
+            .map(|item| Edge::new(cursor(&item), node(item))),
+    );
+    connection
+}
+
 /// The page a Relay connection's arguments ask for: `first`/`after` forward or `last`/`before`
 /// backward (not both), at most [`MAX_PAGE`] items, [`DEFAULT_PAGE`] when neither is given.
 pub fn window<P>(
@@ -215,14 +230,11 @@ impl HistoryQuery {
             status: filter.status.map(Into::into),
         };
         let page = history::page(&state.db, user_id, &filter, window).await?;
-        let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
-        connection.edges.extend(page.logs.into_iter().map(|log| {
-            Edge::new(
-                cursor::encode(secret, user_id, (&log).into()),
-                PromptLog(log),
-            )
-        }));
-        Ok(connection)
+        Ok(connection(
+            page,
+            |log| cursor::encode(secret, user_id, log.into()),
+            PromptLog,
+        ))
     }
 
     /// One of the caller's logs; null when it does not exist or is someone else's.

@@ -4,14 +4,14 @@
 
 use chrono::{DateTime, Utc};
 use entity::{conversation_turns, conversations, prompt_logs};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult,
-    JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, JoinType,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Set,
 };
 use uuid::Uuid;
 
-use super::history::Window;
+use super::keyset::{self, Page, Window};
 use crate::error::{AppError, AppResult};
 use crate::metering::prices::PriceTable;
 use crate::time::now_micros;
@@ -201,26 +201,6 @@ pub async fn update(
     get(db, user_id, id).await?.ok_or(AppError::NotFound)
 }
 
-/// A page of the sidebar, newest activity first.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub has_previous_page: bool,
-    pub has_next_page: bool,
-}
-
-fn activity_expr() -> Expr {
-    use conversations::Column as C;
-    Expr::tuple([
-        Expr::col((conversations::Entity, C::UpdatedAt)),
-        Expr::col((conversations::Entity, C::Id)),
-    ])
-}
-
-fn activity_value(a: Activity) -> Expr {
-    Expr::tuple([Expr::value(a.updated_at), Expr::value(a.id)])
-}
-
 fn sidebar(user_id: &str, archived: bool) -> Select<conversations::Entity> {
     conversations::Entity::find()
         .filter(conversations::Column::UserId.eq(user_id))
@@ -234,61 +214,12 @@ pub async fn page(
     archived: bool,
     window: Window<Activity>,
 ) -> AppResult<Page<conversations::Model>> {
-    use conversations::Column as C;
-    let older = |a| Condition::all().add(activity_expr().lt(activity_value(a)));
-    let newer = |a| Condition::all().add(activity_expr().gt(activity_value(a)));
-    let any = |q: Select<conversations::Entity>| async move {
-        AppResult::Ok(q.limit(1).count(db).await? > 0)
+    let order = keyset::Order {
+        at: conversations::Column::UpdatedAt,
+        id: conversations::Column::Id,
     };
-    match window {
-        Window::Forward { first, after } => {
-            let mut q = sidebar(user_id, archived);
-            if let Some(after) = after {
-                q = q.filter(older(after));
-            }
-            let mut items = q
-                .order_by_desc(C::UpdatedAt)
-                .order_by_desc(C::Id)
-                .limit(first + 1)
-                .all(db)
-                .await?;
-            let has_next_page = items.len() as u64 > first;
-            items.truncate(first as usize);
-            let has_previous_page = match after {
-                Some(after) => any(sidebar(user_id, archived).filter(newer(after))).await?,
-                None => false,
-            };
-            Ok(Page {
-                items,
-                has_previous_page,
-                has_next_page,
-            })
-        }
-        Window::Backward { last, before } => {
-            let mut q = sidebar(user_id, archived);
-            if let Some(before) = before {
-                q = q.filter(newer(before));
-            }
-            let mut items = q
-                .order_by_asc(C::UpdatedAt)
-                .order_by_asc(C::Id)
-                .limit(last + 1)
-                .all(db)
-                .await?;
-            let has_previous_page = items.len() as u64 > last;
-            items.truncate(last as usize);
-            items.reverse();
-            let has_next_page = match before {
-                Some(before) => any(sidebar(user_id, archived).filter(older(before))).await?,
-                None => false,
-            };
-            Ok(Page {
-                items,
-                has_previous_page,
-                has_next_page,
-            })
-        }
-    }
+    let window = window.map(|a| (a.updated_at, a.id));
+    keyset::newest_first(db, || sidebar(user_id, archived), &order, window).await
 }
 
 /// A turn: its number in the conversation and its log.

@@ -5,5 +5,6 @@ pub mod accounts;
 pub mod admin;
 pub mod conversations;
 pub mod history;
+pub mod keyset;
 pub mod profiles;
 pub mod usage;
