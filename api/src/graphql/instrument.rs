@@ -1,6 +1,7 @@
-//! Every GraphQL operation counted and timed, by operation type and outcome (`OK`, or the first
-//! error's `extensions.code`), into the server's Prometheus metrics. Over HTTP an operation is
-//! one request; over WebSocket, a stream from `subscribe` to its end.
+//! Instrumenting GraphQL operations: [`Recorder`] counts and times each one, by operation type
+//! and outcome (`OK`, or the first error's `extensions.code`), into the server's Prometheus
+//! metrics (over HTTP an operation is one request; over WebSocket, a stream from `subscribe` to
+//! its end); [`Traced`] gives exported traces their GraphQL spans.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
