@@ -515,18 +515,7 @@ async fn streaming(
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(format!(
-            "{} of {n} streams were wrong or lost:\n{}",
-            problems.len(),
-            problems
-                .iter()
-                .take(10)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        ));
-    }
+    failed_if(&problems, &format!("of {n} streams were wrong or lost"))?;
     // Exactly one final log and one linked usage row per stream.
     let logs = scalar(
         &stack.db,
@@ -585,6 +574,16 @@ async fn streaming(
             ("wall_s".into(), f(wall.as_secs_f64())),
         ],
     })
+}
+
+/// An error naming how many `problems` there were (`what` says of what) and the first ten,
+/// if there were any.
+fn failed_if(problems: &[String], what: &str) -> Result<(), String> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let first: Vec<&str> = problems.iter().take(10).map(String::as_str).collect();
+    Err(format!("{} {what}:\n{}", problems.len(), first.join("\n")))
 }
 
 /// What the server added to a stream's time to first token, in µs: the client's time from
@@ -700,18 +699,7 @@ async fn conversation(stack: &Stack, run_id: &str) -> Result<Vec<Row>, String> {
                 }
             }
             let (server_cpu, harness_cpu, other_cpu) = split.finish();
-            if !problems.is_empty() {
-                return Err(format!(
-                    "{} conversation streams failed:\n{}",
-                    problems.len(),
-                    problems
-                        .iter()
-                        .take(10)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ));
-            }
+            failed_if(&problems, "conversation streams failed")?;
             let calls = added_ttft.len().max(1);
             // The context the measured turns carried, as their logs record it.
             let context_turns = scalar(

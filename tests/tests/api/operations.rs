@@ -354,6 +354,28 @@ async fn server_process(
     (child, addr, early, logs, upstream, database)
 }
 
+/// One `complete` on a server process under the request id `id`; it must succeed.
+async fn complete_as(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    token: &str,
+    id: &str,
+    prompt: &str,
+) {
+    let body: Value = http
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(token)
+        .header("x-request-id", id)
+        .json(&json!({ "query": COMPLETE, "variables": { "i": { "prompt": prompt } } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["errors"].is_null(), "{body}");
+}
+
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::test]
@@ -365,18 +387,7 @@ async fn json_logs_carry_the_request_id_into_the_call_and_no_secrets() {
     let http = reqwest::Client::new();
     let user = tests::sign_up_at(&http, &format!("http://{addr}"), "logs@example.com").await;
     let prompt = "a very private prompt @@tokens=3";
-    let body: Value = http
-        .post(format!("http://{addr}/graphql"))
-        .bearer_auth(&user.token)
-        .header("x-request-id", "logged-req-7")
-        .json(&json!({ "query": COMPLETE, "variables": { "i": { "prompt": prompt } } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(body["errors"].is_null(), "{body}");
+    complete_as(&http, addr, &user.token, "logged-req-7", prompt).await;
     let finalised = tokio::time::timeout(PATIENCE, async {
         loop {
             let line = rx.recv().await.expect("the server logged the call");
@@ -475,18 +486,14 @@ async fn traces_reach_an_otlp_receiver_from_request_to_upstream_call() {
     .await;
     let http = reqwest::Client::new();
     let user = tests::sign_up_at(&http, &format!("http://{addr}"), "traces@example.com").await;
-    let body: Value = http
-        .post(format!("http://{addr}/graphql"))
-        .bearer_auth(&user.token)
-        .header("x-request-id", "traced-req-9")
-        .json(&json!({ "query": COMPLETE, "variables": { "i": { "prompt": "trace me @@tokens=2" } } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(body["errors"].is_null(), "{body}");
+    complete_as(
+        &http,
+        addr,
+        &user.token,
+        "traced-req-9",
+        "trace me @@tokens=2",
+    )
+    .await;
     // Spans arrive in batches; the request's trace is complete once its upstream request and
     // its root have both arrived.
     let mut all: Vec<Value> = Vec::new();
