@@ -1,0 +1,5 @@
+import { History } from "@/components/History";
+
+export default function HistoryPage() {
+  return <History />;
+}
