@@ -6,92 +6,17 @@
 // Environment: APP_URL (default http://localhost:3000), DATABASE_URL (the database the app and
 // the API share), SCREENSHOTS_DIR (default e2e/screenshots), CHROMIUM (default /usr/bin/chromium).
 // Exits non-zero at the first failed check, with a screenshot of the page as it was.
-import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
-import { resolve } from "node:path";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-
-const APP_URL = process.env.APP_URL ?? "http://localhost:3000";
-const DATABASE_URL = required("DATABASE_URL");
-const SCREENSHOTS = resolve(process.env.SCREENSHOTS_DIR ?? "e2e/screenshots");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const TIMEOUT = 30_000;
+import { APP_URL, expectText, lit, openBrowser, psql, signUp } from "./harness.mjs";
 
 const email = `e2e-${Date.now()}@example.com`;
 const password = "correct horse battery staple";
 const name = "E2E Tester";
 
-function required(key) {
-  const value = process.env[key];
-  if (!value) throw new Error(`${key} is required`);
-  return value;
-}
-
-/** One value (or one row of `|`-separated values) from the shared database. */
-function psql(sql) {
-  return execFileSync("psql", [DATABASE_URL, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], {
-    encoding: "utf8",
-  }).trim();
-}
-
-/** A string as an SQL literal. */
-const lit = (s) => `'${String(s).replaceAll("'", "''")}'`;
-
-rmSync(SCREENSHOTS, { recursive: true, force: true });
-mkdirSync(SCREENSHOTS, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-context.setDefaultTimeout(TIMEOUT);
-const page = await context.newPage();
-
-// What the page did wrong, and what the API said over graphql-ws.
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(e));
-page.on("console", (m) => {
-  if (m.type() === "error" || m.type() === "warning") console.log(`  [browser ${m.type()}] ${m.text()}`);
-});
-const wsErrors = [];
-page.on("websocket", (ws) => {
-  ws.on("framereceived", ({ payload }) => {
-    const message = JSON.parse(String(payload));
-    if (message.type === "error") wsErrors.push(...message.payload);
-    if (message.type === "next" && message.payload.errors) wsErrors.push(...message.payload.errors);
-  });
-});
-
-let shotNumber = 0;
-async function shot(label) {
-  shotNumber += 1;
-  const file = `${SCREENSHOTS}/${String(shotNumber).padStart(2, "0")}-${label}.png`;
-  await page.screenshot({ path: file, fullPage: true });
-}
-
+const { browser, page, screenshots, shot, step, pageErrors, wsErrors } = await openBrowser(
+  process.env.SCREENSHOTS_DIR ?? "e2e/screenshots",
+);
 const started = Date.now();
-async function step(title, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-  } catch (e) {
-    console.log(`not ok - ${title}`);
-    await shot("FAILED").catch(() => {});
-    throw e;
-  }
-  console.log(`ok - ${title} (${Date.now() - t0} ms)`);
-}
 
 const testId = (id) => page.getByTestId(id);
 const prompt = testId("prompt");
@@ -134,14 +59,8 @@ await step("signed out, /chat is bounced by proxy.ts to /sign-in", async () => {
 });
 
 await step("sign up through Better Auth and land in /chat", async () => {
-  await page.goto(`${APP_URL}/sign-up`);
-  await page.getByLabel("Name").fill(name);
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(password);
-  await shot("sign-up-form");
-  await page.getByRole("button", { name: "Sign up" }).click();
-  await page.waitForURL(`${APP_URL}/chat`);
-  await assertText(testId("signed-in-as"), email);
+  await signUp(page, { name, email, password }, () => shot("sign-up-form"));
+  await expectText(testId("signed-in-as"), email);
   userId = psql(`SELECT id FROM "user" WHERE email = ${lit(email)}`);
   assert.ok(userId, "no user row");
 });
@@ -152,7 +71,7 @@ await step("the model picker lists the API's models, on the profile's default", 
   const options = await picker.locator("option").allTextContents();
   assert.ok(options.includes("gpt-4o-mini"), `options: ${options}`);
   assert.equal(await picker.inputValue(), "gpt-4o-mini");
-  await assertText(testId("token-budget"), "unlimited");
+  await expectText(testId("token-budget"), "unlimited");
   await shot("chat-empty");
 });
 
@@ -180,7 +99,7 @@ await step("an answer streams in token by token over graphql-ws", async () => {
   assert.ok(conversationId, `no conversation in ${page.url()}`);
   await page.waitForFunction(() => document.querySelector('[data-testid="usage-calls"]')?.textContent === "1");
   assert.ok(Number((await testId("tokens-used").innerText()).replaceAll(",", "")) > 0);
-  await assertText(testId("conversation-list"), "Tell me about Kyoto");
+  await expectText(testId("conversation-list"), "Tell me about Kyoto");
   await shot("answer-done");
 });
 
@@ -192,8 +111,8 @@ await step("a second turn continues the conversation", async () => {
 
 await step("after a reload the conversation is listed and its turns come back", async () => {
   await page.reload();
-  await assertText(testId("conversation-list"), "Tell me about Kyoto");
-  await assertText(testId("conversation-list"), "2 turns");
+  await expectText(testId("conversation-list"), "Tell me about Kyoto");
+  await expectText(testId("conversation-list"), "2 turns");
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="turn"]').length === 2);
   const turns = await testId("turn").allInnerTexts();
   assert.ok(turns[0].includes("Tell me about Kyoto"), turns[0]);
@@ -218,7 +137,7 @@ await step("over budget: the API's BUDGET_EXCEEDED message, no call made", async
   const error = await expectServerError("BUDGET_EXCEEDED");
   assert.match(error.message, /budget/);
   assert.equal(await liveAnswer.locator(".badge").innerText(), "not sent");
-  await assertText(testId("token-budget"), /^1$/);
+  await expectText(testId("token-budget"), /^1$/);
   await shot("budget-exceeded");
 });
 
@@ -226,7 +145,7 @@ await step("within budget again, calls go through", async () => {
   psql(`UPDATE user_profiles SET monthly_token_budget = 0 WHERE user_id = ${lit(userId)}`);
   await send("Back within budget @@tokens=5");
   assert.equal(await settled(), "done");
-  await assertText(testId("token-budget"), "unlimited");
+  await expectText(testId("token-budget"), "unlimited");
 });
 
 await step("rate limited: the API's RATE_LIMITED message, with when to retry", async () => {
@@ -237,7 +156,7 @@ await step("rate limited: the API's RATE_LIMITED message, with when to retry", a
   assert.equal(await settled(), "failed");
   const error = await expectServerError("RATE_LIMITED");
   assert.ok(error.extensions.retryAfter >= 1, JSON.stringify(error));
-  await assertText(chatError, `retry in ${error.extensions.retryAfter} s`);
+  await expectText(chatError, `retry in ${error.extensions.retryAfter} s`);
   await shot("rate-limited");
 });
 
@@ -275,8 +194,8 @@ await step("a wrong password shows Better Auth's message", async () => {
   ]);
   assert.equal(response.status(), 401);
   const body = await response.json();
-  await assertText(testId("auth-error"), body.message);
-  await assertText(testId("auth-error"), body.code);
+  await expectText(testId("auth-error"), body.message);
+  await expectText(testId("auth-error"), body.code);
   await shot("wrong-password");
 });
 
@@ -284,7 +203,7 @@ await step("signed in again, the API knows the new session", async () => {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(`${APP_URL}/chat`);
-  await assertText(testId("conversation-list"), "Tell me about Kyoto");
+  await expectText(testId("conversation-list"), "Tell me about Kyoto");
   const tokens = psql(
     `SELECT sum(prompt_tokens + completion_tokens) FROM token_usage WHERE user_id = ${lit(userId)}`,
   );
@@ -331,8 +250,5 @@ await step("the database holds the user, profile, logs, usage and turns", async 
 
 assert.deepEqual(pageErrors, [], "uncaught errors in the page");
 await browser.close();
-console.log(`all steps passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots: ${SCREENSHOTS}`);
+console.log(`all steps passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots: ${screenshots}`);
 
-async function assertText(locator, text) {
-  await locator.filter({ hasText: text }).first().waitFor();
-}
