@@ -40,6 +40,8 @@ pub struct Options {
     checkpoint_ms: u64,
     /// Whether the server records Prometheus metrics (`METRICS_ADDR` set).
     metrics: bool,
+    /// Runs of each scenario: the report gives each figure's median, minimum and maximum.
+    repeat: usize,
     out: std::path::PathBuf,
 }
 
@@ -48,7 +50,9 @@ impl Options {
         "usage: bench [--scenarios streaming,conversation,history,usage,signin,idle] [--streams 100,500,1000]
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--idle 5000] [--seconds 10] [--checkpoint-ms 1000]
-             [--metrics on|off] [--out bench-results/latest.json]";
+             [--metrics on|off] [--repeat 3] [--out bench-results/latest.json]
+       --ramp-ms 0 subscribes all streams at once (a burst); --repeat runs each scenario that
+       many times and reports every figure as its median [min..max]";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -63,6 +67,7 @@ impl Options {
             idle: 5000,
             checkpoint_ms: 1000,
             metrics: true,
+            repeat: 3,
             duration: Duration::from_secs(10),
             out: "bench-results/latest.json".into(),
         };
@@ -95,6 +100,12 @@ impl Options {
                         "on" => true,
                         "off" => false,
                         _ => return Err(format!("--metrics: on or off, not {value}")),
+                    }
+                }
+                "--repeat" => {
+                    o.repeat = n()?;
+                    if o.repeat == 0 {
+                        return Err("--repeat: at least 1".into());
                     }
                 }
                 "--seconds" => o.duration = Duration::from_secs(n()? as u64),
@@ -264,7 +275,8 @@ pub async fn run(options: Options) -> Result<(), String> {
     let mut rows = Vec::new();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     // Idle connections first, on a fresh server: after the streaming runs the allocator holds
-    // freed memory that new connections would reuse unseen.
+    // freed memory that new connections would reuse unseen. (Once: a repeat would not be on a
+    // fresh server.)
     if options.wants("idle") {
         rows.push(idle_connections(&stack, options.idle).await?);
         print_row(rows.last().expect("a row"));
@@ -273,38 +285,73 @@ pub async fn run(options: Options) -> Result<(), String> {
         rows.push(uninitialised_connections(&stack, options.idle).await?);
         print_row(rows.last().expect("a row"));
     }
+    // Every other scenario `repeat` times, one run after the other (each run of each scenario
+    // printed as it ends), the figures summarised at the end.
+    let seeded = if options.wants("history") || options.wants("usage") {
+        Some(seed(&stack, &options).await?)
+    } else {
+        None
+    };
     if options.wants("streaming") {
         warm_up(&stack).await?;
-        for &n in &options.streams {
-            rows.push(streaming(&stack, &options, n, &run_id).await?);
-            print_row(rows.last().expect("a row"));
-        }
     }
-    if options.wants("conversation") {
-        for row in conversation(&stack, &run_id).await? {
-            print_row(&row);
-            rows.push(row);
+    for k in 0..options.repeat {
+        if options.repeat > 1 {
+            println!("-- run {} of {}", k + 1, options.repeat);
         }
-    }
-    if options.wants("signin") {
-        for row in signin_storm(&stack, &options).await? {
-            print_row(&row);
-            rows.push(row);
-        }
-    }
-    if options.wants("history") || options.wants("usage") {
-        let data = seed(&stack, &options).await?;
-        if options.wants("history") {
-            for row in history(&stack, &options, &data).await? {
-                print_row(&row);
-                rows.push(row);
+        let run = format!("{run_id}r{k}");
+        let mut ran = Vec::new();
+        if options.wants("streaming") {
+            for &n in &options.streams {
+                ran.push(streaming(&stack, &options, n, &run).await?);
+                print_row(ran.last().expect("a row"));
             }
         }
-        if options.wants("usage") {
-            for row in usage(&stack, &options, &data).await? {
+        if options.wants("conversation") {
+            for row in conversation(&stack, &run).await? {
                 print_row(&row);
-                rows.push(row);
+                ran.push(row);
             }
+        }
+        if options.wants("signin") {
+            for row in signin_storm(&stack, &options).await? {
+                print_row(&row);
+                ran.push(row);
+            }
+        }
+        if let Some(data) = &seeded {
+            if options.wants("history") {
+                for row in history(&stack, &options, data).await? {
+                    print_row(&row);
+                    ran.push(row);
+                }
+            }
+            if options.wants("usage") {
+                for row in usage(&stack, &options, data).await? {
+                    print_row(&row);
+                    ran.push(row);
+                }
+            }
+        }
+        rows.extend(ran);
+    }
+    let summary = summarise(&rows);
+    if options.repeat > 1 {
+        println!("\nmedian [min..max] of {} runs", options.repeat);
+        for (scenario, figures) in &summary {
+            let text: Vec<String> = figures
+                .iter()
+                .map(|(k, v)| match (&v["median"], &v["min"], &v["max"]) {
+                    (Value::Number(m), Value::Number(lo), Value::Number(hi)) => format!(
+                        "{k}={:.2} [{:.2}..{:.2}]",
+                        m.as_f64().unwrap_or_default(),
+                        lo.as_f64().unwrap_or_default(),
+                        hi.as_f64().unwrap_or_default()
+                    ),
+                    _ => format!("{k}={v}"),
+                })
+                .collect();
+            println!("{scenario:<28} {}", text.join("  "));
         }
     }
     let report = json!({
@@ -312,6 +359,13 @@ pub async fn run(options: Options) -> Result<(), String> {
         "metrics": options.metrics,
         "started_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
+        "repeat": options.repeat,
+        "summary": summary.iter().map(|(scenario, figures)| {
+            let mut o = serde_json::Map::new();
+            o.insert("scenario".into(), json!(scenario));
+            for (k, v) in figures { o.insert(k.clone(), v.clone()); }
+            Value::Object(o)
+        }).collect::<Vec<_>>(),
         "results": rows.iter().map(|r| {
             let mut o = serde_json::Map::new();
             o.insert("scenario".into(), json!(r.scenario));
@@ -360,6 +414,51 @@ fn machine() -> Value {
         "cpu": cpu,
         "memory_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
     })
+}
+
+/// Each scenario's figures over its runs, in the order the scenarios first ran: a figure that
+/// is a number in every run becomes `{median, min, max}`, any other the first run's value.
+fn summarise(rows: &[Row]) -> Vec<(String, Vec<(String, Value)>)> {
+    let mut scenarios: Vec<(&str, Vec<&Row>)> = Vec::new();
+    for row in rows {
+        match scenarios.iter_mut().find(|(s, _)| *s == row.scenario) {
+            Some((_, runs)) => runs.push(row),
+            None => scenarios.push((&row.scenario, vec![row])),
+        }
+    }
+    scenarios
+        .into_iter()
+        .map(|(scenario, runs)| {
+            let figures = runs[0]
+                .figures
+                .iter()
+                .map(|(key, first)| {
+                    let mut values: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r.figures.iter().find(|(k, _)| k == key))
+                        .filter_map(|(_, v)| v.as_f64())
+                        .collect();
+                    if values.len() != runs.len() {
+                        return (key.clone(), first.clone());
+                    }
+                    values.sort_by(f64::total_cmp);
+                    let mid = values.len() / 2;
+                    let median = if values.len() % 2 == 1 {
+                        values[mid]
+                    } else {
+                        (values[mid - 1] + values[mid]) / 2.0
+                    };
+                    let summary = json!({
+                        "median": f(median),
+                        "min": f(values[0]),
+                        "max": f(values[values.len() - 1]),
+                    });
+                    (key.clone(), summary)
+                })
+                .collect();
+            (scenario.to_owned(), figures)
+        })
+        .collect()
 }
 
 fn print_row(row: &Row) {

@@ -1,7 +1,7 @@
 //! Accounts: the signed-in user (`me`), sign-up, sign-in and sign-out, and the profile.
 //! Sign-in and sign-up are throttled here, at the edge, before the account service runs.
 
-use async_graphql::dataloader::DataLoader;
+use super::batch::Batcher;
 use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{user, user_profiles};
@@ -212,7 +212,7 @@ impl User {
     /// The user's AI-app profile (created with the defaults on first use).
     #[graphql(complexity = "5 + child_complexity")]
     async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
-        let loader = ctx.data::<DataLoader<ProfileLoader>>()?;
+        let loader = ctx.data::<Batcher<ProfileLoader, String>>()?;
         let profile = loader
             .load_one(self.0.id.clone())
             .await?
@@ -241,7 +241,7 @@ impl Profile {
     /// Prompt + completion tokens metered since the start of this UTC calendar month.
     #[graphql(complexity = 5)]
     async fn tokens_used_this_month(&self, ctx: &Context<'_>) -> async_graphql::Result<Int64> {
-        let loader = ctx.data::<DataLoader<MonthTokensLoader>>()?;
+        let loader = ctx.data::<Batcher<MonthTokensLoader, String>>()?;
         Ok(Int64(
             loader.load_one(self.0.user_id.clone()).await?.unwrap_or(0),
         ))

@@ -1,7 +1,7 @@
 //! Conversations: the caller's multi-turn chats, their turns, and their settings.
 
+use super::batch::Batcher;
 use async_graphql::connection::Connection;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use entity::conversations;
@@ -67,7 +67,7 @@ impl Conversation {
             return Ok(None);
         }
         Ok(ctx
-            .data::<DataLoader<LastTurnLoader>>()?
+            .data::<Batcher<LastTurnLoader, Uuid>>()?
             .load_one(self.0.id)
             .await?
             .map(PromptLog))

@@ -1,7 +1,7 @@
 //! The history feed: the signed-in user's calls (`prompt_logs`), newest first, and one call by id.
 
+use super::batch::Batcher;
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
 use entity::prompt_logs;
@@ -86,7 +86,7 @@ impl PromptLog {
             return Ok(None);
         }
         Ok(ctx
-            .data::<DataLoader<CostLoader>>()?
+            .data::<Batcher<CostLoader, uuid::Uuid>>()?
             .load_one(self.0.id)
             .await?
             .map(Int64))
@@ -101,7 +101,7 @@ impl PromptLog {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<super::conversations::Conversation>> {
         Ok(ctx
-            .data::<DataLoader<LogConversationLoader>>()?
+            .data::<Batcher<LogConversationLoader, uuid::Uuid>>()?
             .load_one(self.0.id)
             .await?
             // The database keeps a turn's conversation and log with one owner; checked anyway.
@@ -118,7 +118,7 @@ impl PromptLog {
             return Ok(User(viewer.user.clone()));
         }
         let user = ctx
-            .data::<DataLoader<UserLoader>>()?
+            .data::<Batcher<UserLoader, String>>()?
             .load_one(self.0.user_id.clone())
             .await?
             .ok_or_else(|| AppError::internal("a log without its user"))?;

@@ -4,6 +4,7 @@
 //! feed and the [`scalars`]. How requests reach it is `crate::transport`.
 
 pub mod account;
+pub mod batch;
 pub mod completions;
 pub mod conversations;
 pub mod cursor;
@@ -14,7 +15,6 @@ pub mod loaders;
 pub mod scalars;
 pub mod usage;
 
-use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Data, MergedObject, Schema};
 use tower_cookies::Cookies;
 
@@ -94,35 +94,42 @@ pub fn build_schema(state: AppState) -> AppSchema {
 #[derive(Clone, Copy, Debug)]
 pub struct OverWebSocket;
 
-/// A per-request DataLoader. async-graphql collects keys for 1 ms before it queries, and each
-/// level of nesting pays that (`me { profile { tokensUsedThisMonth } }`: about 3 ms at one
-/// client, see docs/performance.md). A 100 µs window was tried: in a debug build one page's
-/// 100 keys then no longer fit one window and batches split (the statement-count test caught it).
-fn loader<T: Loader<K>, K>(l: T) -> DataLoader<T>
-where
-    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
-{
-    DataLoader::new(l, tokio::spawn)
-}
-
 /// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
-/// and this request's DataLoaders (so batching and caching never cross requests or users).
+/// and this request's loaders (so batching never crosses requests or users). The operation
+/// must run through the returned [`batch::Batches`] (`drive`): it starts the loaders' batches.
 pub fn request_data(
     state: &AppState,
     viewer: Option<Viewer>,
     client: ClientInfo,
     cookies: Option<Cookies>,
-) -> Data {
+) -> (Data, batch::Batches) {
+    let batches = batch::Batches::default();
     let mut data = Data::default();
-    data.insert(loader(UserLoader(state.db.clone())));
-    data.insert(loader(ProfileLoader(
-        state.db.clone(),
-        state.config.defaults.clone(),
-    )));
-    data.insert(loader(CostLoader(state.db.clone())));
-    data.insert(loader(MonthTokensLoader(state.db.clone())));
-    data.insert(loader(LastTurnLoader(state.db.clone())));
-    data.insert(loader(LogConversationLoader(state.db.clone())));
+    let db = &state.db;
+    data.insert(batch::Batcher::<_, String>::new(
+        UserLoader(db.clone()).into(),
+        batches.clone(),
+    ));
+    data.insert(batch::Batcher::<_, String>::new(
+        ProfileLoader(db.clone(), state.config.defaults.clone()).into(),
+        batches.clone(),
+    ));
+    data.insert(batch::Batcher::<_, uuid::Uuid>::new(
+        CostLoader(db.clone()).into(),
+        batches.clone(),
+    ));
+    data.insert(batch::Batcher::<_, String>::new(
+        MonthTokensLoader(db.clone()).into(),
+        batches.clone(),
+    ));
+    data.insert(batch::Batcher::<_, uuid::Uuid>::new(
+        LastTurnLoader(db.clone()).into(),
+        batches.clone(),
+    ));
+    data.insert(batch::Batcher::<_, uuid::Uuid>::new(
+        LogConversationLoader(db.clone()).into(),
+        batches.clone(),
+    ));
     if let Some(viewer) = viewer {
         data.insert(viewer);
     }
@@ -130,5 +137,5 @@ pub fn request_data(
     if let Some(cookies) = cookies {
         data.insert(cookies);
     }
-    data
+    (data, batches)
 }

@@ -61,8 +61,9 @@ async fn post_graphql(
                 .into_response();
         }
     };
-    request.data = request_data(&state, auth.viewer, auth.client, Some(cookies));
-    respond(media, &schema.execute(request).await)
+    let batches;
+    (request.data, batches) = request_data(&state, auth.viewer, auth.client, Some(cookies));
+    respond(media, &batches.drive(schema.execute(request)).await)
 }
 
 const JSON: &str = "application/json";
@@ -169,8 +170,9 @@ async fn get_graphql(
             .into_response();
     }
     let cookies = parts.extensions.get::<Cookies>().cloned();
-    request.data = request_data(&state, auth.viewer, auth.client, cookies);
-    respond(media, &schema.execute(request).await)
+    let batches;
+    (request.data, batches) = request_data(&state, auth.viewer, auth.client, cookies);
+    respond(media, &batches.drive(schema.execute(request)).await)
 }
 
 /// A GraphQL request from a URL query string, per GraphQL over HTTP: `query`, `operationName`,

@@ -614,7 +614,7 @@ impl Connection {
         if let Some(variables) = operation.variables {
             request = request.variables(Variables::from_json(variables));
         }
-        let mut data = request_data(
+        let (mut data, batches) = request_data(
             &self.state,
             self.viewer.clone(),
             self.auth.client.clone(),
@@ -622,7 +622,7 @@ impl Connection {
         );
         data.insert(OverWebSocket);
         request.data = data;
-        let responses = self.schema.execute_stream(request);
+        let responses = Box::pin(batches.drive(self.schema.execute_stream(request)));
         self.ops.start(id, responses, self.sockets.operation());
         None
     }
