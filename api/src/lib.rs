@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod graphql;
+pub mod grouped;
 pub mod llm;
 pub mod metering;
 pub mod metrics;

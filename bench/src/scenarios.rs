@@ -553,6 +553,9 @@ async fn streaming(
     drop(sampler);
 
     let mut added_ttft = Samples::default();
+    // Its first part: from subscribing to the request's arrival upstream (the server's work
+    // before the call goes out: the operation, admission, the upstream connection).
+    let mut to_upstream = Samples::default();
     let mut relay = Samples::default();
     let mut problems = Vec::new();
     for (i, prompt, subscribed, received) in results {
@@ -582,6 +585,9 @@ async fn streaming(
         let trace = match added_by_server(stack, &format!("{tag}-{i}"), subscribed, &received) {
             Ok((added, trace)) => {
                 added_ttft.push_micros(added);
+                if let Some(arrived) = trace.received {
+                    to_upstream.push(arrived.saturating_duration_since(subscribed));
+                }
                 trace
             }
             Err(e) => {
@@ -644,6 +650,14 @@ async fn streaming(
             (
                 "added_ttft_p99_ms".into(),
                 f(added_ttft.percentile_ms(99.0)),
+            ),
+            (
+                "to_upstream_p50_ms".into(),
+                f(to_upstream.percentile_ms(50.0)),
+            ),
+            (
+                "to_upstream_p99_ms".into(),
+                f(to_upstream.percentile_ms(99.0)),
             ),
             ("relay_p50_ms".into(), f(relay.percentile_ms(50.0))),
             ("relay_p99_ms".into(), f(relay.percentile_ms(99.0))),

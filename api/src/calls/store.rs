@@ -13,6 +13,7 @@ use sea_orm::{
     QuerySelect, Set,
 };
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -57,64 +58,219 @@ pub struct NewTurn {
     pub title: Option<String>,
 }
 
-/// Admit a call: within the budget, insert its in-flight log and its reservation. Refused calls
-/// write nothing.
+/// Admit a call: within the budget and the limits, insert its in-flight log, its turn and its
+/// reservation. A refused call writes nothing.
 pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
+    let mut result = [None];
+    admit_together(db, std::slice::from_ref(&call), &mut result).await?;
+    result[0]
+        .take()
+        .unwrap_or_else(|| Err(AppError::internal("an admission without an outcome")))
+}
+
+/// Admit calls together (group commit): one transaction for all of them, with one statement
+/// per table rather than per call, and one commit. Each call is decided as [`admit`] would
+/// decide it alone, in the given order: a call counts the ones admitted before it in the
+/// group. Outcomes are in the calls' order.
+///
+/// If the group fails as a whole (a database error: a user deleted meanwhile, a deadlock, a
+/// lost connection), nothing of it was written; its refusals stand, and every other call is
+/// admitted on its own, so one call cannot fail the others.
+pub async fn admit_many(db: &Db, calls: Vec<NewCall>) -> Vec<AppResult<prompt_logs::Model>> {
+    let mut results: Vec<Option<AppResult<prompt_logs::Model>>> =
+        calls.iter().map(|_| None).collect();
+    if let Err(e) = admit_together(db, &calls, &mut results).await {
+        if calls.len() == 1 {
+            return vec![Err(e)];
+        }
+        tracing::warn!(error = ?e, calls = calls.len(), "a group admission failed: admitting its calls one at a time");
+        let alone = calls
+            .into_iter()
+            .zip(results)
+            .map(|(call, decided)| async move {
+                match decided {
+                    Some(Err(refused)) => Err(refused),
+                    _ => admit(db, call).await,
+                }
+            });
+        return futures_util::future::join_all(alone).await;
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(AppError::internal("an admission without an outcome"))))
+        .collect()
+}
+
+/// What a user's checked calls are decided against, in one group.
+struct Account {
+    /// Tokens metered this month.
+    used: i64,
+    /// Calls in flight, and the tokens they reserve.
+    running: i64,
+    reserved: i64,
+    /// Start times of the calls of the last minute, newest first (only for a per-minute limit).
+    recent: Vec<DateTime<Utc>>,
+}
+
+impl NewCall {
+    /// Whether admission checks a budget or limits (which lock the user's month).
+    fn checked(&self) -> bool {
+        self.budget > 0 || !self.limits.unlimited()
+    }
+}
+
+/// The group's transaction. Refusals are written into `results` as they are decided; the
+/// admitted calls' logs only once the transaction committed. An error means nothing was
+/// written.
+async fn admit_together(
+    db: &Db,
+    calls: &[NewCall],
+    results: &mut [Option<AppResult<prompt_logs::Model>>],
+) -> AppResult<()> {
     let txn = db.begin().await?;
     let created_at = now_micros();
-    // With no budget and no limits there is nothing to check: no lock on the user's month, so
-    // one user's concurrent calls are admitted in parallel.
-    if call.budget > 0 || !call.limits.unlimited() {
-        let used = rollup::lock_month(&txn, &call.user_id, &month_key(created_at)).await?;
-        let (running, reserved) = in_flight(&txn, &call.user_id).await?;
-        check_limits(&txn, &call.user_id, call.limits, running, created_at).await?;
-        if call.budget > 0 && !budget::admits(call.budget, used, reserved) {
-            return Err(AppError::BudgetExceeded {
-                budget: call.budget,
-            });
+    // The users whose calls are checked, locked in one order (their rollup rows, by user id),
+    // so that concurrent groups cannot deadlock on them. With no budget and no limits there is
+    // nothing to check and no lock: one user's calls are admitted in parallel.
+    let mut checked: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.checked())
+        .map(|c| c.user_id.as_str())
+        .collect();
+    checked.sort_unstable();
+    checked.dedup();
+    let mut accounts: HashMap<&str, Account> = HashMap::new();
+    if !checked.is_empty() {
+        let used = rollup::lock_months(&txn, &checked, &month_key(created_at)).await?;
+        let mut flight = in_flight(&txn, &checked).await?;
+        let mut rated: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.checked() && c.limits.per_minute > 0)
+            .map(|c| c.user_id.as_str())
+            .collect();
+        rated.sort_unstable();
+        rated.dedup();
+        let mut recent = recent_calls(&txn, &rated, created_at).await?;
+        for user in checked {
+            let (running, reserved) = flight.remove(user).unwrap_or((0, 0));
+            accounts.insert(
+                user,
+                Account {
+                    used: used.get(user).copied().unwrap_or(0),
+                    running,
+                    reserved,
+                    recent: recent.remove(user).unwrap_or_default(),
+                },
+            );
         }
     }
-    if let Some(turn) = &call.turn {
-        take_turn(&txn, &call.user_id, turn, created_at).await?;
-    }
-    let log = prompt_logs::ActiveModel {
-        id: Set(call.id),
-        user_id: Set(call.user_id.clone()),
-        model: Set(call.model),
-        prompt: Set(call.prompt),
-        completion: Set(None),
-        prompt_tokens: Set(clamp_i32(call.prompt_tokens)),
-        completion_tokens: Set(0),
-        latency_ms: Set(None),
-        status: Set(CallStatus::Ok),
-        metadata: Set(Some(call.metadata)),
-        created_at: Set(created_at),
-    }
-    .insert(&txn)
-    .await?;
-    if let Some(turn) = &call.turn {
-        conversation_turns::ActiveModel {
-            conversation_id: Set(turn.conversation_id),
-            seq: Set(turn.seq),
-            log_id: Set(log.id),
-            user_id: Set(call.user_id.clone()),
+    let mut admitted = Vec::with_capacity(calls.len());
+    for (i, call) in calls.iter().enumerate() {
+        let account = accounts.get_mut(call.user_id.as_str());
+        if call.checked()
+            && let Some(a) = &account
+        {
+            let refusal =
+                limit_refusal(call.limits, a.running, &a.recent, created_at).or_else(|| {
+                    (call.budget > 0 && !budget::admits(call.budget, a.used, a.reserved)).then(
+                        || AppError::BudgetExceeded {
+                            budget: call.budget,
+                        },
+                    )
+                });
+            if let Some(refusal) = refusal {
+                results[i] = Some(Err(refusal));
+                continue;
+            }
         }
-        .insert(&txn)
+        if let Some(turn) = &call.turn {
+            match take_turn(&txn, &call.user_id, turn, created_at).await {
+                Ok(()) => {}
+                Err(AppError::ConversationBusy) => {
+                    results[i] = Some(Err(AppError::ConversationBusy));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(a) = account {
+            a.running += 1;
+            a.reserved = a
+                .reserved
+                .saturating_add(std::cmp::max(call.reservation, 0));
+            a.recent.insert(0, created_at);
+        }
+        admitted.push(i);
+    }
+    if !admitted.is_empty() {
+        let logs: Vec<prompt_logs::Model> = admitted
+            .iter()
+            .map(|&i| in_flight_log(&calls[i], created_at))
+            .collect();
+        prompt_logs::Entity::insert_many(
+            logs.iter()
+                .map(|l| prompt_logs::ActiveModel::from(l.clone())),
+        )
+        .exec_without_returning(&txn)
         .await?;
+        let turns: Vec<conversation_turns::ActiveModel> = admitted
+            .iter()
+            .filter_map(|&i| {
+                let call = &calls[i];
+                call.turn
+                    .as_ref()
+                    .map(|turn| conversation_turns::ActiveModel {
+                        conversation_id: Set(turn.conversation_id),
+                        seq: Set(turn.seq),
+                        log_id: Set(call.id),
+                        user_id: Set(call.user_id.clone()),
+                    })
+            })
+            .collect();
+        if !turns.is_empty() {
+            conversation_turns::Entity::insert_many(turns)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
+            let call = &calls[i];
+            call_reservations::ActiveModel {
+                log_id: Set(call.id),
+                user_id: Set(call.user_id.clone()),
+                tokens: Set(std::cmp::max(call.reservation, 0)),
+                owner: Set(call.owner.clone()),
+                heartbeat_at: Set(created_at),
+                created_at: Set(created_at),
+                ..Default::default()
+            }
+        }))
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        for (&i, log) in admitted.iter().zip(logs) {
+            results[i] = Some(Ok(log));
+        }
+    } else {
+        txn.commit().await?;
     }
-    call_reservations::ActiveModel {
-        log_id: Set(log.id),
-        user_id: Set(call.user_id),
-        tokens: Set(std::cmp::max(call.reservation, 0)),
-        owner: Set(call.owner),
-        heartbeat_at: Set(created_at),
-        created_at: Set(created_at),
-        ..Default::default()
+    Ok(())
+}
+
+/// The log an admitted call starts with: in flight (no completion yet).
+fn in_flight_log(call: &NewCall, created_at: DateTime<Utc>) -> prompt_logs::Model {
+    prompt_logs::Model {
+        id: call.id,
+        user_id: call.user_id.clone(),
+        model: call.model.clone(),
+        prompt: call.prompt.clone(),
+        completion: None,
+        prompt_tokens: clamp_i32(call.prompt_tokens),
+        completion_tokens: 0,
+        latency_ms: None,
+        status: CallStatus::Ok,
+        metadata: Some(call.metadata.clone()),
+        created_at,
     }
-    .insert(&txn)
-    .await?;
-    txn.commit().await?;
-    Ok(log)
 }
 
 /// Move the conversation's turn count from `seq - 1` to `seq`: the row lock (PostgreSQL) or
@@ -160,59 +316,104 @@ impl CallLimits {
     }
 }
 
-/// The user's limits: the operator's overrides (`user_limits`) over the server's defaults.
+/// Each user's limits: the operator's overrides (`user_limits`) over the server's defaults,
+/// in one query.
 pub async fn limits_for(
     db: &impl ConnectionTrait,
-    user_id: &str,
+    user_ids: &[String],
     defaults: CallLimits,
-) -> AppResult<CallLimits> {
-    let Some(row) = user_limits::Entity::find_by_id(user_id.to_owned())
-        .one(db)
-        .await?
-    else {
-        return Ok(defaults);
-    };
+) -> AppResult<HashMap<String, CallLimits>> {
+    let rows = user_limits::Entity::find()
+        .filter(user_limits::Column::UserId.is_in(user_ids.iter().cloned()))
+        .all(db)
+        .await?;
     let pick = |v: Option<i32>, default: u32| v.map_or(default, |n| u32::try_from(n).unwrap_or(0));
-    Ok(CallLimits {
-        max_concurrent: pick(row.max_concurrent_calls, defaults.max_concurrent),
-        per_minute: pick(row.calls_per_minute, defaults.per_minute),
-    })
+    let mut limits: HashMap<String, CallLimits> =
+        user_ids.iter().map(|u| (u.clone(), defaults)).collect();
+    for row in rows {
+        limits.insert(
+            row.user_id,
+            CallLimits {
+                max_concurrent: pick(row.max_concurrent_calls, defaults.max_concurrent),
+                per_minute: pick(row.calls_per_minute, defaults.per_minute),
+            },
+        );
+    }
+    Ok(limits)
 }
 
 #[derive(FromQueryResult)]
 struct InFlightSum {
+    user_id: String,
     calls: i64,
     total: Option<i64>,
 }
 
-/// The user's calls in flight, and what they may still use.
-async fn in_flight(db: &impl ConnectionTrait, user_id: &str) -> AppResult<(i64, i64)> {
-    let sum = call_reservations::Entity::find()
+/// Each user's calls in flight, and what they may still use (users without any are absent).
+async fn in_flight(
+    db: &impl ConnectionTrait,
+    user_ids: &[&str],
+) -> AppResult<HashMap<String, (i64, i64)>> {
+    use call_reservations::Column as R;
+    let sums = call_reservations::Entity::find()
         .select_only()
-        .column_as(call_reservations::Column::LogId.count(), "calls")
+        .column(R::UserId)
+        .column_as(R::LogId.count(), "calls")
         // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
-        .column_as(
-            call_reservations::Column::Tokens.sum().cast_as("BIGINT"),
-            "total",
-        )
-        .filter(call_reservations::Column::UserId.eq(user_id))
+        .column_as(R::Tokens.sum().cast_as("BIGINT"), "total")
+        .filter(R::UserId.is_in(user_ids.iter().copied()))
+        .group_by(R::UserId)
         .into_model::<InFlightSum>()
-        .one(db)
+        .all(db)
         .await?;
-    Ok(sum.map_or((0, 0), |s| (s.calls, s.total.unwrap_or(0))))
+    Ok(sums
+        .into_iter()
+        .map(|s| (s.user_id, (s.calls, s.total.unwrap_or(0))))
+        .collect())
 }
 
-/// Refuse a call over the user's concurrency or rate limit; run under the user's month lock,
-/// so that the count cannot change between the check and the insert, on any replica.
-async fn check_limits(
+/// Start times of each user's calls of the last minute, newest first.
+async fn recent_calls(
     db: &impl ConnectionTrait,
-    user_id: &str,
+    user_ids: &[&str],
+    now: DateTime<Utc>,
+) -> AppResult<HashMap<String, Vec<DateTime<Utc>>>> {
+    use sea_orm::QueryOrder;
+    let mut recent: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    if user_ids.is_empty() {
+        return Ok(recent);
+    }
+    let rows: Vec<(String, DateTime<Utc>)> = prompt_logs::Entity::find()
+        .select_only()
+        .column(prompt_logs::Column::UserId)
+        .column(prompt_logs::Column::CreatedAt)
+        .filter(prompt_logs::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(prompt_logs::Column::CreatedAt.gt(now - RATE_WINDOW))
+        .order_by_desc(prompt_logs::Column::CreatedAt)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (user, at) in rows {
+        recent.entry(user).or_default().push(at);
+    }
+    Ok(recent)
+}
+
+/// The window of the per-minute limit.
+const RATE_WINDOW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Why a call over the user's concurrency or rate limit is refused, given the calls `running`
+/// and the start times of the last minute's calls, newest first. Decided under the user's
+/// month lock, so that the counts cannot change between the check and the insert, on any
+/// replica.
+fn limit_refusal(
     limits: CallLimits,
     running: i64,
+    recent: &[DateTime<Utc>],
     now: DateTime<Utc>,
-) -> AppResult<()> {
+) -> Option<AppError> {
     if limits.max_concurrent > 0 && running >= i64::from(limits.max_concurrent) {
-        return Err(AppError::CallLimit {
+        return Some(AppError::CallLimit {
             limit: CallLimitKind::Concurrency,
             message: format!(
                 "at most {} calls may run at once: wait for one to finish",
@@ -221,32 +422,18 @@ async fn check_limits(
             retry_after_secs: 1,
         });
     }
-    if limits.per_minute > 0 {
-        use sea_orm::QueryOrder;
-        let window = chrono::Duration::seconds(60);
-        let recent: Vec<DateTime<Utc>> = prompt_logs::Entity::find()
-            .select_only()
-            .column(prompt_logs::Column::CreatedAt)
-            .filter(prompt_logs::Column::UserId.eq(user_id))
-            .filter(prompt_logs::Column::CreatedAt.gt(now - window))
-            .order_by_desc(prompt_logs::Column::CreatedAt)
-            .limit(u64::from(limits.per_minute))
-            .into_tuple()
-            .all(db)
-            .await?;
-        if recent.len() >= limits.per_minute as usize
-            && let Some(oldest) = recent.last()
-        {
-            // The oldest of the last `per_minute` calls leaves the window then.
-            let wait = u64::try_from((*oldest + window - now).num_milliseconds()).unwrap_or(0);
-            return Err(AppError::CallLimit {
-                limit: CallLimitKind::Rate,
-                message: format!("at most {} calls per minute", limits.per_minute),
-                retry_after_secs: std::cmp::max(wait.div_ceil(1000), 1),
-            });
-        }
+    if limits.per_minute > 0
+        && let Some(oldest) = recent.get(limits.per_minute as usize - 1)
+    {
+        // The oldest of the last `per_minute` calls leaves the window then.
+        let wait = u64::try_from((*oldest + RATE_WINDOW - now).num_milliseconds()).unwrap_or(0);
+        return Some(AppError::CallLimit {
+            limit: CallLimitKind::Rate,
+            message: format!("at most {} calls per minute", limits.per_minute),
+            retry_after_secs: std::cmp::max(wait.div_ceil(1000), 1),
+        });
     }
-    Ok(())
+    None
 }
 
 /// How a call ended, ready to record.

@@ -46,22 +46,9 @@ impl Loader<String> for ProfileLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        let mut found: HashMap<String, user_profiles::Model> = user_profiles::Entity::find()
-            .filter(user_profiles::Column::UserId.is_in(keys.iter().cloned()))
-            .all(&self.0)
+        profiles::get_or_create_many(&self.0, keys, &self.1)
             .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|p| (p.user_id.clone(), p))
-            .collect();
-        let missing: Vec<&String> = keys.iter().filter(|k| !found.contains_key(*k)).collect();
-        for key in missing {
-            let created = profiles::get_or_create(&self.0, key, &self.1)
-                .await
-                .map_err(internal)?;
-            found.insert(key.clone(), created);
-        }
-        Ok(found)
+            .map_err(internal)
     }
 }
 

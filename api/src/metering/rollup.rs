@@ -11,17 +11,23 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use crate::error::{AppError, AppResult};
 use crate::time::{month_key, now_micros};
 
-/// Lock the user's rollup row for `month` (creating it) and return the tokens metered in it, so
-/// admissions of one user run one at a time on both databases: the first statement of the
-/// transaction is a write to that row.
-pub async fn lock_month(db: &impl ConnectionTrait, user_id: &str, month: &str) -> AppResult<i64> {
+/// Lock the users' rollup rows for `month` (creating them) and return the tokens metered in
+/// each, so admissions of one user run one at a time on both databases: the first statement of
+/// the transaction is a write to those rows. `user_ids` must be sorted and distinct: concurrent
+/// transactions then take the locks in one order and cannot deadlock on them.
+pub async fn lock_months(
+    db: &impl ConnectionTrait,
+    user_ids: &[&str],
+    month: &str,
+) -> AppResult<HashMap<String, i64>> {
+    debug_assert!(user_ids.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
     // Only the key: the counters start at their defaults, and the request role may write
     // nothing else of this table (migration 0009).
-    usage_monthly::Entity::insert(usage_monthly::ActiveModel {
-        user_id: Set(user_id.to_owned()),
+    usage_monthly::Entity::insert_many(user_ids.iter().map(|user| usage_monthly::ActiveModel {
+        user_id: Set((*user).to_owned()),
         month: Set(month.to_owned()),
         ..Default::default()
-    })
+    }))
     .on_conflict(
         OnConflict::columns([usage_monthly::Column::UserId, usage_monthly::Column::Month])
             .value(
@@ -32,11 +38,20 @@ pub async fn lock_month(db: &impl ConnectionTrait, user_id: &str, month: &str) -
     )
     .exec_without_returning(db)
     .await?;
-    usage_monthly::Entity::find_by_id((user_id.to_owned(), month.to_owned()))
-        .one(db)
-        .await?
-        .map(|m| m.prompt_tokens + m.completion_tokens)
-        .ok_or_else(|| AppError::internal("usage rollup row missing right after its upsert"))
+    let rows = usage_monthly::Entity::find()
+        .filter(usage_monthly::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(usage_monthly::Column::Month.eq(month))
+        .all(db)
+        .await?;
+    if rows.len() != user_ids.len() {
+        return Err(AppError::internal(
+            "usage rollup rows missing right after their upsert",
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|m| (m.user_id, m.prompt_tokens + m.completion_tokens))
+        .collect())
 }
 
 /// Tokens metered this UTC month for each user (0 for users without usage), in one query.

@@ -1,5 +1,7 @@
 //! The per-user profile (1:1 with `user`).
 
+use std::collections::HashMap;
+
 use entity::user_profiles;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
@@ -30,6 +32,28 @@ pub async fn get_or_create(
     find(db, user_id)
         .await?
         .ok_or_else(|| AppError::internal("profile vanished right after it was created"))
+}
+
+/// The profiles of `user_ids` in one query, missing ones created with the defaults.
+pub async fn get_or_create_many(
+    db: &impl ConnectionTrait,
+    user_ids: &[String],
+    defaults: &ProfileDefaults,
+) -> AppResult<HashMap<String, user_profiles::Model>> {
+    let mut found: HashMap<String, user_profiles::Model> = user_profiles::Entity::find()
+        .filter(user_profiles::Column::UserId.is_in(user_ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.user_id.clone(), p))
+        .collect();
+    for user_id in user_ids {
+        if !found.contains_key(user_id) {
+            let created = get_or_create(db, user_id, defaults).await?;
+            found.insert(user_id.clone(), created);
+        }
+    }
+    Ok(found)
 }
 
 async fn find(db: &impl ConnectionTrait, user_id: &str) -> AppResult<Option<user_profiles::Model>> {

@@ -6,6 +6,7 @@
 //! By theme: [`relay`] (successful calls), [`failures`] (upstream errors, cut streams, timeouts,
 //! refusals), [`budget`], [`replicas`] (leases, sweeps, crash recovery) and [`shutdown`].
 
+mod admission;
 mod budget;
 mod crash;
 mod failures;
