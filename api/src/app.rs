@@ -165,12 +165,12 @@ impl Application {
             tokio::spawn(calls.clone().checkpoint_progress());
         }
         let addr = SocketAddr::new(config.server.host, config.server.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener =
+            transport::listen(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let auth = Arc::new(Auth::new(&config.auth, &db));
         let state = AppState {
             db,
-            auth: Arc::new(Auth::new(&config.auth)),
+            auth,
             calls,
             config: Arc::new(config),
             statements,
@@ -180,8 +180,7 @@ impl Application {
         let router = router(state.clone(), sockets.clone());
         let metrics = match state.config.server.metrics_addr {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
+                let listener = transport::listen(addr)
                     .map_err(|source| StartupError::Bind { addr, source })?;
                 let routes = transport::metrics::routes(state.clone(), sockets.clone());
                 Some((listener, routes))

@@ -13,8 +13,17 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// A queue of `I` answered with `O`, run in groups by the function given to [`Grouped::start`].
+/// Clones share the queue.
 pub struct Grouped<I, O> {
     queue: mpsc::UnboundedSender<(I, oneshot::Sender<O>)>,
+}
+
+impl<I, O> Clone for Grouped<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
 }
 
 impl<I: Send + 'static, O: Send + 'static> Grouped<I, O> {

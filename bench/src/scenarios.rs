@@ -141,9 +141,7 @@ const PASSWORD: &str = "correct horse battery staple";
 async fn start(options: &Options) -> Result<Stack, String> {
     let database = tests::TestDatabase::create_postgres().await;
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|e| e.to_string())?;
+    let listener = upstream::listen(([127, 0, 0, 1], 0).into()).map_err(|e| e.to_string())?;
     let upstream_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let upstream = Arc::new(upstream::Stats::default());
     let serving = upstream.clone();

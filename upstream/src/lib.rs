@@ -168,9 +168,23 @@ pub async fn serve(
         .await
 }
 
+/// A listener on `addr` whose accept queue holds a burst: tokio's `bind` asks for 128, and 500
+/// streams opened at once overflowed it (SYNs dropped, retried a second later). The server's
+/// own listener is made the same way (`api::transport::listen`).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Start on a free loopback port, in the background, for as long as the runtime lives.
 pub async fn spawn(config: UpstreamConfig) -> std::io::Result<LocalUpstream> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let listener = listen(([127, 0, 0, 1], 0).into())?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(Stats::default());
     let serving = stats.clone();

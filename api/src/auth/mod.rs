@@ -15,7 +15,8 @@ use tower_cookies::Cookies;
 
 use crate::config::AuthConfig;
 use crate::db::Db;
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
+use crate::grouped::Grouped;
 use cookie::SessionCookies;
 use password::Hasher;
 use rate_limit::AuthRateLimiter;
@@ -54,11 +55,34 @@ pub struct Auth {
     /// Session ids ended here (sign-out), for the WebSocket connections that use them.
     revoked: tokio::sync::broadcast::Sender<String>,
     trusted_proxy_hops: usize,
+    /// Sessions re-checked for the calls that arrive together (see [`Auth::live_session`]).
+    live: Grouped<String, AppResult<Option<session::ActiveSession>>>,
 }
 
+/// The most session tokens one query resolves.
+const MAX_LIVE_GROUP: usize = 64;
+
 impl Auth {
-    pub fn new(cfg: &AuthConfig) -> Self {
+    /// From within the runtime (the grouped session checks run on `db` in a task of their own).
+    pub fn new(cfg: &AuthConfig, db: &Db) -> Self {
+        let db = db.clone();
+        let live = Grouped::start(2, MAX_LIVE_GROUP, move |tokens: Vec<String>| {
+            let db = db.clone();
+            async move {
+                match session::resolve_many(&db, &tokens).await {
+                    Ok(resolved) => resolved.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        tracing::error!(error = ?e, "re-checking sessions failed");
+                        tokens
+                            .iter()
+                            .map(|_| Err(AppError::internal("re-checking the session failed")))
+                            .collect()
+                    }
+                }
+            }
+        });
         Self {
+            live,
             cookies: SessionCookies::new(cfg.secret.expose(), cfg.secure_cookies()),
             hasher: Hasher::for_this_machine(cfg.hash_queue),
             limiter: AuthRateLimiter::new(cfg.rate_limit_max, cfg.rate_limit_window),
@@ -67,6 +91,16 @@ impl Auth {
             trusted_proxy_hops: cfg.trusted_proxy_hops,
             revoked: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// [`session::resolve`], for a session that authenticated a connection earlier (a
+    /// WebSocket's, before each call it starts): resolved in one query with the other checks
+    /// that arrive meanwhile, so a burst of calls does not queue a statement each on the pool.
+    pub async fn live_session(&self, token: &str) -> AppResult<Option<session::ActiveSession>> {
+        self.live
+            .call(token.to_owned())
+            .await
+            .unwrap_or_else(|| Err(AppError::Unavailable("the server is shutting down".into())))
     }
 
     /// End a session and tell this process's open sockets of it at once (other processes'

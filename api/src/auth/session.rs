@@ -70,20 +70,73 @@ pub struct ActiveSession {
 /// Resolve a token: `None` when unknown or expired (an expired row is deleted). Slides the expiry
 /// forward when the session was last refreshed more than [`SESSION_UPDATE_AGE`] ago.
 pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option<ActiveSession>> {
-    let Some((session, Some(user))) = session::Entity::find()
+    let found = session::Entity::find()
         .filter(session::Column::Token.eq(token))
         .find_also_related(user::Entity)
         .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
+        .await?;
+    match found {
+        Some((session, Some(user))) => settle(db, session, user).await,
+        _ => Ok(None),
+    }
+}
+
+/// [`resolve`] for many tokens, in one query (and a write for each session that expired or is
+/// due to slide, which is rare); in the tokens' order.
+pub async fn resolve_many(
+    db: &impl ConnectionTrait,
+    tokens: &[String],
+) -> AppResult<Vec<Option<ActiveSession>>> {
+    let mut found: std::collections::HashMap<String, (session::Model, user::Model)> =
+        session::Entity::find()
+            .filter(session::Column::Token.is_in(tokens.iter().cloned()))
+            .find_also_related(user::Entity)
+            .all(db)
+            .await?
+            .into_iter()
+            .filter_map(|(s, u)| u.map(|u| (s.token.clone(), (s, u))))
+            .collect();
+    let mut resolved = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        resolved.push(match found.remove(token) {
+            Some((session, user)) => settle(db, session, user).await?,
+            // Unknown, or the same token earlier in the list: resolved once, as it was.
+            None => resolved_before(tokens, token, &resolved).flatten(),
+        });
+    }
+    Ok(resolved)
+}
+
+/// What an earlier occurrence of `token` in `tokens` resolved to.
+fn resolved_before(
+    tokens: &[String],
+    token: &str,
+    resolved: &[Option<ActiveSession>],
+) -> Option<Option<ActiveSession>> {
+    tokens
+        .iter()
+        .zip(resolved)
+        .find(|(t, _)| *t == token)
+        .map(|(_, r)| {
+            r.clone().map(|a| ActiveSession {
+                refreshed: false,
+                ..a
+            })
+        })
+}
+
+/// A found session: `None` if it expired (deleting it), else live, its expiry slid forward if
+/// it is due (Better Auth: once `expiresAt - expiresIn + updateAge` has passed).
+async fn settle(
+    db: &impl ConnectionTrait,
+    session: session::Model,
+    user: user::Model,
+) -> AppResult<Option<ActiveSession>> {
     let now = now_millis_naive();
     if session.expires_at <= now {
         session::Entity::delete_by_id(session.id).exec(db).await?;
         return Ok(None);
     }
-    // Better Auth: refresh once `expiresAt - expiresIn + updateAge` has passed.
     let due =
         session.expires_at - ttl() + chrono::Duration::from_std(SESSION_UPDATE_AGE).expect("fits");
     if due > now {

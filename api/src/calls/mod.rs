@@ -83,9 +83,9 @@ pub struct Calls {
     turn_tokens: context::TurnTokens,
     metrics: Arc<Metrics>,
     /// Callers' profiles and limits, read for the calls that arrive together.
-    callers: Arc<Grouped<String, AppResult<Caller>>>,
+    callers: Grouped<String, AppResult<Caller>>,
     /// Admissions, written for the calls that arrive together (`store::admit_many`).
-    admissions: Arc<Grouped<NewCall, AppResult<prompt_logs::Model>>>,
+    admissions: Grouped<NewCall, AppResult<prompt_logs::Model>>,
 }
 
 /// What a call is decided against: its caller's profile (default model, budget) and limits.
@@ -132,8 +132,8 @@ impl Calls {
             }
         });
         Ok(Self {
-            callers: Arc::new(callers),
-            admissions: Arc::new(admissions),
+            callers,
+            admissions,
             sweeps: db.counted_apart(),
             db,
             client,

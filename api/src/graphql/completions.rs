@@ -86,7 +86,7 @@ async fn live_user_id(ctx: &Context<'_>) -> async_graphql::Result<String> {
     if ctx.data_opt::<super::OverWebSocket>().is_none() {
         return Ok(viewer.user.id.clone());
     }
-    match crate::auth::session::resolve(&state.db, &viewer.session.token).await? {
+    match state.auth.live_session(&viewer.session.token).await? {
         Some(active) => Ok(active.user.id),
         None => Err(AppError::Unauthenticated.extend()),
     }

@@ -19,6 +19,24 @@ use crate::auth::{AuthVia, RequestAuth};
 use crate::error::AppError;
 use crate::state::AppState;
 
+/// Connections the kernel may queue before the server accepts them. tokio's `bind` asks for
+/// 128 (the standard library's value): 500 WebSocket clients reconnecting at once overflowed it
+/// and the SYNs dropped were retried by the clients' kernels a second later (`nstat`:
+/// `TcpExtListenOverflows`). The kernel caps it at `net.core.somaxconn` (4096 by default).
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`ACCEPT_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Middleware (outermost): the request's id (see `crate::request_id`), on the response and on
 /// everything done for the request.
 pub async fn request_id(req: Request, next: Next) -> Response {

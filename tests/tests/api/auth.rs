@@ -488,3 +488,32 @@ async fn sign_in_and_sign_up_are_rate_limited_per_ip_and_per_email() {
     assert_eq!(User::find().count(&app.db).await.unwrap(), 0);
     app.shutdown().await;
 }
+
+/// The grouped session check (a WebSocket's calls re-check their session together): one
+/// answer per token in order, an unknown token `None`, a repeated one answered as the first.
+#[tokio::test]
+async fn sessions_resolved_together_answer_each_token_in_order() {
+    let app = spawn_app().await;
+    let ada = app.sign_up("ada@example.com").await;
+    let bob = app.sign_up("bob@example.com").await;
+    let tokens: Vec<String> = [&ada.token, "not-a-session", &bob.token, &ada.token]
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    let resolved = api::auth::session::resolve_many(&app.db, &tokens)
+        .await
+        .expect("resolve");
+    let users: Vec<Option<&str>> = resolved
+        .iter()
+        .map(|r| r.as_ref().map(|a| a.user.email.as_str()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            Some("ada@example.com"),
+            None,
+            Some("bob@example.com"),
+            Some("ada@example.com")
+        ]
+    );
+}

@@ -39,7 +39,14 @@ fn main() -> std::process::ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind((host.as_str(), port)).await {
+        let addr = match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(mut addrs) => addrs.next(),
+            Err(_) => None,
+        };
+        let listener = match addr.map_or_else(
+            || Err(std::io::Error::other("no address")),
+            upstream::listen,
+        ) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("cannot listen on {host}:{port}: {e}");
