@@ -5,16 +5,21 @@
 //! per request (each costs a password hash). Every refusal is `GRAPHQL_VALIDATION_FAILED` and
 //! says which limit; a document that does not parse is `GRAPHQL_PARSE_FAILED`; an argument
 //! value that does not fit its type is `BAD_USER_INPUT`. No error leaves without a code.
+//!
+//! This runs around async-graphql's execution, in the transports ([`DocumentLimits::prepare`],
+//! then [`Operation::answered`] or [`Operation::stream`]), not as a schema extension: with any
+//! extension registered, async-graphql puts every resolved field through the extension chain
+//! (a registry lookup by type and field name, a boxed future per extension), which cost about
+//! a fifth of the server's CPU on a history page. The document is parsed here once and handed
+//! to async-graphql, which then does not parse it again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
-    NextValidation,
-};
+use std::time::Instant;
+
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
-use async_graphql::{Positioned, Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Positioned, Request, Response, ServerError, ServerResult};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
@@ -28,7 +33,7 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// Mutations that hash a password: one per request.
 const HASHING_MUTATIONS: [&str; 2] = ["signIn", "signUp"];
 
-/// The limits, as a schema extension; with `metrics`, it also records every operation (see
+/// The limits; with `metrics`, every operation is also recorded (see
 /// `super::instrument::Recorder`).
 #[derive(Clone)]
 pub struct DocumentLimits {
@@ -45,20 +50,70 @@ impl DocumentLimits {
             metrics,
         }
     }
-}
 
-/// The extension for one request.
-struct PerRequest {
-    limits: DocumentLimits,
-    recorder: Option<Recorder>,
-}
-
-impl ExtensionFactory for DocumentLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(PerRequest {
-            limits: self.clone(),
+    /// Parse `request`'s document and check it against the limits, before it runs. The parsed
+    /// document goes into the request (async-graphql does not parse it again). A document
+    /// refused (it does not parse, or asks for too much) comes back as the response to send;
+    /// either way the [`Operation`] finishes what is sent.
+    pub fn prepare(&self, request: &mut Request) -> (Operation, Option<Response>) {
+        let operation = Operation {
             recorder: self.metrics.clone().map(Recorder::new),
-        })
+            started: Instant::now(),
+        };
+        let refused = match async_graphql::parser::parse_query(&request.query) {
+            Ok(doc) => {
+                if let Some(r) = &operation.recorder {
+                    r.parsed(&doc);
+                }
+                let checked = self.check(&doc);
+                request.set_parsed_query(doc);
+                checked.err()
+            }
+            Err(e) => {
+                let e = ServerError::from(e);
+                // Too deep to parse is a limit, like async-graphql's own checks.
+                let code = if e.message.starts_with("The recursion depth")
+                    || e.message.starts_with("The number of directives")
+                {
+                    VALIDATION_FAILED
+                } else {
+                    PARSE_FAILED
+                };
+                Some(with_code(e, code))
+            }
+        };
+        (operation, refused.map(|e| Response::from_errors(vec![e])))
+    }
+}
+
+/// One operation on its way: gives its responses their codes and records it.
+pub struct Operation {
+    recorder: Option<Recorder>,
+    started: Instant,
+}
+
+impl Operation {
+    /// Over HTTP: the response, coded and recorded.
+    pub fn answered(self, response: &mut Response) {
+        code_the_rest(response);
+        if let Some(r) = &self.recorder {
+            r.answered(response, self.started);
+        }
+    }
+
+    /// Over WebSocket an operation is a stream: every response coded, the operation recorded
+    /// when the stream ends.
+    pub fn stream(self, responses: BoxStream<'static, Response>) -> BoxStream<'static, Response> {
+        let coded = responses
+            .map(|mut response| {
+                code_the_rest(&mut response);
+                response
+            })
+            .boxed();
+        match &self.recorder {
+            Some(r) => r.stream(coded),
+            None => coded,
+        }
     }
 }
 
@@ -90,79 +145,6 @@ fn with_code(mut e: ServerError, code: &str) -> ServerError {
 
 fn refuse(message: String) -> ServerError {
     with_code(ServerError::new(message, None), VALIDATION_FAILED)
-}
-
-#[async_trait::async_trait]
-impl Extension for PerRequest {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        match next.run(ctx, query, variables).await {
-            Ok(doc) => {
-                if let Some(r) = &self.recorder {
-                    r.parsed(&doc);
-                }
-                self.limits.check(&doc)?;
-                Ok(doc)
-            }
-            // async-graphql checks recursion and directives while parsing: those are limits.
-            Err(e)
-                if e.message.starts_with("The recursion depth")
-                    || e.message.starts_with("The number of directives") =>
-            {
-                Err(with_code(e, VALIDATION_FAILED))
-            }
-            Err(e) => Err(with_code(e, PARSE_FAILED)),
-        }
-    }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        next.run(ctx).await.map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| with_code(e, VALIDATION_FAILED))
-                .collect()
-        })
-    }
-
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let started = std::time::Instant::now();
-        let mut response = next.run(ctx).await;
-        code_the_rest(&mut response);
-        if let Some(r) = &self.recorder {
-            r.answered(&response, started);
-        }
-        response
-    }
-
-    /// Over WebSocket, operations run as streams and the `request` hook does not run: the same
-    /// codes, on every response of the stream.
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        let coded = next
-            .run(ctx, stream)
-            .map(|mut response| {
-                code_the_rest(&mut response);
-                response
-            })
-            .boxed();
-        match &self.recorder {
-            Some(r) => r.stream(coded),
-            None => coded,
-        }
-    }
 }
 
 impl DocumentLimits {

@@ -77,16 +77,21 @@ pub fn build_schema(state: AppState) -> AppSchema {
     if crate::telemetry::exporting() {
         builder = builder.extension(instrument::Traced);
     }
-    let mut builder = builder
-        .extension(limits::DocumentLimits::new(
-            &limits,
-            state.metrics.enabled().then(|| state.metrics.clone()),
-        ))
-        .data(state);
+    // No other extension: the document limits and the metrics run around execution, in the
+    // transports (see `limits`), so that fields resolve without the extension chain.
+    let mut builder = builder.data(state);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
     builder.finish()
+}
+
+/// The checks every operation goes through before it runs (see [`limits`]).
+pub fn document_limits(state: &AppState) -> limits::DocumentLimits {
+    limits::DocumentLimits::new(
+        &state.config.graphql,
+        state.metrics.enabled().then(|| state.metrics.clone()),
+    )
 }
 
 /// Marks operations that arrive over a WebSocket, whose caller was authenticated once, at

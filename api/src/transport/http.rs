@@ -18,7 +18,7 @@ use tower_cookies::Cookies;
 
 use crate::auth::RequestAuth;
 use crate::error::AppError;
-use crate::graphql::{AppSchema, request_data};
+use crate::graphql::{AppSchema, document_limits, request_data};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -61,9 +61,26 @@ async fn post_graphql(
                 .into_response();
         }
     };
+    let (operation, refused) = document_limits(&state).prepare(&mut request);
+    let mut response = match refused {
+        Some(refused) => refused,
+        None => execute(&state, &schema, request, auth, Some(cookies)).await,
+    };
+    operation.answered(&mut response);
+    respond(media, &response)
+}
+
+/// Run a checked request with this request's data and loaders.
+async fn execute(
+    state: &AppState,
+    schema: &AppSchema,
+    mut request: async_graphql::Request,
+    auth: RequestAuth,
+    cookies: Option<Cookies>,
+) -> async_graphql::Response {
     let batches;
-    (request.data, batches) = request_data(&state, auth.viewer, auth.client, Some(cookies));
-    respond(media, &batches.drive(schema.execute(request)).await)
+    (request.data, batches) = request_data(state, auth.viewer, auth.client, cookies);
+    batches.drive(schema.execute(request)).await
 }
 
 const JSON: &str = "application/json";
@@ -165,14 +182,20 @@ async fn get_graphql(
         Ok(r) => r,
         Err(message) => return AppError::BadRequest(message).into_response(),
     };
-    if is_mutation(&request) {
-        return AppError::MethodNotAllowed("mutations must be sent with POST".into())
-            .into_response();
-    }
-    let cookies = parts.extensions.get::<Cookies>().cloned();
-    let batches;
-    (request.data, batches) = request_data(&state, auth.viewer, auth.client, cookies);
-    respond(media, &batches.drive(schema.execute(request)).await)
+    let (operation, refused) = document_limits(&state).prepare(&mut request);
+    let mut response = match refused {
+        Some(refused) => refused,
+        None if is_mutation(&mut request) => {
+            return AppError::MethodNotAllowed("mutations must be sent with POST".into())
+                .into_response();
+        }
+        None => {
+            let cookies = parts.extensions.get::<Cookies>().cloned();
+            execute(&state, &schema, request, auth, cookies).await
+        }
+    };
+    operation.answered(&mut response);
+    respond(media, &response)
 }
 
 /// A GraphQL request from a URL query string, per GraphQL over HTTP: `query`, `operationName`,
@@ -209,13 +232,15 @@ fn parse_get_request(query_string: &str) -> Result<async_graphql::Request, Strin
 /// Whether the request could run a mutation. The operation is chosen as async-graphql chooses
 /// it (by `operationName`, or the only one in the document); when that is ambiguous, any
 /// mutation in the document counts, so `GET` never runs one.
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+/// Whether the (parsed) request runs a mutation.
+fn is_mutation(request: &mut async_graphql::Request) -> bool {
+    let operation_name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
         return false; // execution reports the syntax error
     };
     match &doc.operations {
         DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
+        DocumentOperations::Multiple(ops) => match &operation_name {
             Some(name) => ops
                 .get(name.as_str())
                 .is_some_and(|op| op.node.ty == OperationType::Mutation),
@@ -254,17 +279,17 @@ mod tests {
 
     #[test]
     fn mutations_are_recognised() {
-        assert!(is_mutation(&req("mutation { signOut }", None)));
-        assert!(!is_mutation(&req("{ me { id } }", None)));
-        assert!(!is_mutation(&req("query Q { me { id } }", None)));
+        assert!(is_mutation(&mut req("mutation { signOut }", None)));
+        assert!(!is_mutation(&mut req("{ me { id } }", None)));
+        assert!(!is_mutation(&mut req("query Q { me { id } }", None)));
         let both = "query Q { me { id } } mutation M { signOut }";
-        assert!(is_mutation(&req(both, Some("M"))));
-        assert!(!is_mutation(&req(both, Some("Q"))));
-        assert!(!is_mutation(&req("mutation {", None)));
+        assert!(is_mutation(&mut req(both, Some("M"))));
+        assert!(!is_mutation(&mut req(both, Some("Q"))));
+        assert!(!is_mutation(&mut req("mutation {", None)));
         // One named operation and no operationName: async-graphql runs it, so it counts.
-        assert!(is_mutation(&req("mutation M { signOut }", None)));
+        assert!(is_mutation(&mut req("mutation M { signOut }", None)));
         assert!(
-            is_mutation(&req(both, None)),
+            is_mutation(&mut req(both, None)),
             "ambiguous documents with a mutation are refused"
         );
     }

@@ -614,15 +614,23 @@ impl Connection {
         if let Some(variables) = operation.variables {
             request = request.variables(Variables::from_json(variables));
         }
-        let (mut data, batches) = request_data(
-            &self.state,
-            self.viewer.clone(),
-            self.auth.client.clone(),
-            None,
-        );
-        data.insert(OverWebSocket);
-        request.data = data;
-        let responses = Box::pin(batches.drive(self.schema.execute_stream(request)));
+        let (operation, refused) =
+            crate::graphql::document_limits(&self.state).prepare(&mut request);
+        let responses = match refused {
+            Some(refused) => futures_util::stream::once(async move { refused }).boxed(),
+            None => {
+                let (mut data, batches) = request_data(
+                    &self.state,
+                    self.viewer.clone(),
+                    self.auth.client.clone(),
+                    None,
+                );
+                data.insert(OverWebSocket);
+                request.data = data;
+                batches.drive(self.schema.execute_stream(request)).boxed()
+            }
+        };
+        let responses = operation.stream(responses);
         self.ops.start(id, responses, self.sockets.operation());
         None
     }
