@@ -348,7 +348,17 @@ impl Connection {
                                 return end;
                             }
                         }
-                        ClientMessage::Terminate => return close(code::NORMAL, "terminated"),
+                        ClientMessage::Terminate => {
+                            // Answers already there (a query answered at once) go out before
+                            // the close: a `start` then a `connection_terminate` in one write get
+                            // the query's answer, however this loop's branches were ordered.
+                            while let Some(Some(event)) = self.ops.streams.next().now_or_never() {
+                                if !self.relay(socket, protocol, event).await {
+                                    return End::Gone;
+                                }
+                            }
+                            return close(code::NORMAL, "terminated");
+                        }
                     }
                 }
                 result = async { init.as_mut().expect("guarded").await }, if init.is_some() => {
