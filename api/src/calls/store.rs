@@ -250,9 +250,9 @@ async fn admit_together(
         for (&i, log) in admitted.iter().zip(logs) {
             results[i] = Some(Ok(log));
         }
-    } else {
-        txn.commit().await?;
     }
+    // With every call refused, the transaction rolls back (dropped): nothing at all is
+    // written, not even the rollup rows' upsert.
     Ok(())
 }
 
