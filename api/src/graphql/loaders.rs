@@ -1,5 +1,6 @@
-//! DataLoaders: nested fields of a list (a log's user, a user's profile, a log's cost) are
-//! fetched with one `IN (...)` query per field per request, not one query per row.
+//! Loaders (batched per operation by `super::batch`): nested fields of a list (a log's user, a
+//! user's profile, a log's cost) are fetched with one `IN (...)` query per field per request,
+//! not one query per row.
 
 use std::collections::HashMap;
 

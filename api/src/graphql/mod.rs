@@ -25,7 +25,7 @@ use loaders::{
     CostLoader, LastTurnLoader, LogConversationLoader, MonthTokensLoader, ProfileLoader, UserLoader,
 };
 
-/// Complexity of a field that runs a database query of its own (DataLoader-batched fields
+/// Complexity of a field that runs a database query of its own (batch-loaded fields
 /// count less): with `GRAPHQL_MAX_COMPLEXITY` 5000, one document runs at most about ten such
 /// queries, and at most ten `usage` aggregates.
 pub const QUERY_COST: usize = 100;

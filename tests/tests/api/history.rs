@@ -1,5 +1,5 @@
 //! The read side: the history feed (keyset pagination, isolation, cursors, filters), a log
-//! visible to its owner only, and DataLoader batching.
+//! visible to its owner only, and the batching of nested fields.
 
 use std::sync::atomic::Ordering;
 
