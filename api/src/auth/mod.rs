@@ -59,14 +59,15 @@ pub struct Auth {
     live: Grouped<String, AppResult<Option<session::ActiveSession>>>,
 }
 
-/// The most session tokens one query resolves.
+/// The most session tokens one query resolves, and how many such queries run at once.
 const MAX_LIVE_GROUP: usize = 64;
+const LIVE_SLOTS: usize = 2;
 
 impl Auth {
     /// From within the runtime (the grouped session checks run on `db` in a task of their own).
     pub fn new(cfg: &AuthConfig, db: &Db) -> Self {
         let db = db.clone();
-        let live = Grouped::start(2, MAX_LIVE_GROUP, move |tokens: Vec<String>| {
+        let live = Grouped::start(LIVE_SLOTS, MAX_LIVE_GROUP, move |tokens: Vec<String>| {
             let db = db.clone();
             async move {
                 match session::resolve_many(&db, &tokens).await {

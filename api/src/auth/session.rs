@@ -96,33 +96,21 @@ pub async fn resolve_many(
             .into_iter()
             .filter_map(|(s, u)| u.map(|u| (s.token.clone(), (s, u))))
             .collect();
+    // A token listed twice is resolved (and slid) once.
+    let mut settled: std::collections::HashMap<&str, Option<ActiveSession>> =
+        std::collections::HashMap::new();
     let mut resolved = Vec::with_capacity(tokens.len());
     for token in tokens {
-        resolved.push(match found.remove(token) {
-            Some((session, user)) => settle(db, session, user).await?,
-            // Unknown, or the same token earlier in the list: resolved once, as it was.
-            None => resolved_before(tokens, token, &resolved).flatten(),
-        });
+        if !settled.contains_key(token.as_str()) {
+            let active = match found.remove(token) {
+                Some((session, user)) => settle(db, session, user).await?,
+                None => None,
+            };
+            settled.insert(token, active);
+        }
+        resolved.push(settled[token.as_str()].clone());
     }
     Ok(resolved)
-}
-
-/// What an earlier occurrence of `token` in `tokens` resolved to.
-fn resolved_before(
-    tokens: &[String],
-    token: &str,
-    resolved: &[Option<ActiveSession>],
-) -> Option<Option<ActiveSession>> {
-    tokens
-        .iter()
-        .zip(resolved)
-        .find(|(t, _)| *t == token)
-        .map(|(_, r)| {
-            r.clone().map(|a| ActiveSession {
-                refreshed: false,
-                ..a
-            })
-        })
 }
 
 /// A found session: `None` if it expired (deleting it), else live, its expiry slid forward if

@@ -3,7 +3,7 @@
 //! metrics (over HTTP an operation is one request; over WebSocket, a stream from `subscribe` to
 //! its end); [`Traced`] gives exported traces their GraphQL spans.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory};
@@ -14,13 +14,13 @@ use futures_util::stream::BoxStream;
 
 use crate::metrics::Metrics;
 
-/// Records each operation into the metrics: created per request by the document-limits
-/// extension (`super::limits`), which runs every hook anyway, so metrics add no extension of
-/// their own (each extension costs a boxed future per resolved field).
+/// Records one operation into the metrics: made by the document limits (`super::limits`) once
+/// they parsed the document, so metrics add no schema extension (each extension costs a boxed
+/// future per resolved field).
 pub struct Recorder {
     metrics: Arc<Metrics>,
-    /// The operation's type once parsed (`unknown` when it did not parse).
-    operation: Arc<Mutex<&'static str>>,
+    /// The operation's type (`unknown` when its document did not parse).
+    operation: &'static str,
 }
 
 fn type_name(ty: OperationType) -> &'static str {
@@ -64,10 +64,6 @@ fn outcome(response: &Response) -> String {
     if ours { code } else { "OTHER".into() }
 }
 
-fn read(cell: &Mutex<&'static str>) -> &'static str {
-    *cell.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Records a WebSocket operation when its stream ends (however it ends).
 struct StreamRecord {
     metrics: Arc<Metrics>,
@@ -85,37 +81,30 @@ impl Drop for StreamRecord {
 }
 
 impl Recorder {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// For an operation of `doc` (`None`: it did not parse).
+    pub fn new(metrics: Arc<Metrics>, doc: Option<&ExecutableDocument>) -> Self {
         Self {
             metrics,
-            operation: Arc::new(Mutex::new("unknown")),
+            operation: doc.map_or("unknown", operation_of),
         }
-    }
-
-    /// The document parsed: its operation type labels what is recorded.
-    pub fn parsed(&self, doc: &ExecutableDocument) {
-        *self.operation.lock().unwrap_or_else(|p| p.into_inner()) = operation_of(doc);
     }
 
     /// An operation over HTTP answered, `started` then.
     pub fn answered(&self, response: &Response, started: Instant) {
         self.metrics
-            .graphql_request(read(&self.operation), &outcome(response), started.elapsed());
+            .graphql_request(self.operation, &outcome(response), started.elapsed());
     }
 
     /// An operation over WebSocket: recorded when its stream ends.
     pub fn stream<'s>(&self, stream: BoxStream<'s, Response>) -> BoxStream<'s, Response> {
         let mut record = StreamRecord {
             metrics: self.metrics.clone(),
-            operation: "unknown",
+            operation: self.operation,
             started: Instant::now(),
             outcome: None,
         };
-        // The type is known only once the stream has parsed its document: read it then.
-        let operation = self.operation.clone();
         stream
             .map(move |response| {
-                record.operation = read(&operation);
                 if record.outcome.is_none() && !response.errors.is_empty() {
                     record.outcome = Some(outcome(&response));
                 }

@@ -56,15 +56,17 @@ impl DocumentLimits {
     /// refused (it does not parse, or asks for too much) comes back as the response to send;
     /// either way the [`Operation`] finishes what is sent.
     pub fn prepare(&self, request: &mut Request) -> (Operation, Option<Response>) {
+        let started = Instant::now();
+        let parsed = async_graphql::parser::parse_query(&request.query);
         let operation = Operation {
-            recorder: self.metrics.clone().map(Recorder::new),
-            started: Instant::now(),
+            recorder: self
+                .metrics
+                .clone()
+                .map(|m| Recorder::new(m, parsed.as_ref().ok())),
+            started,
         };
-        let refused = match async_graphql::parser::parse_query(&request.query) {
+        let refused = match parsed {
             Ok(doc) => {
-                if let Some(r) = &operation.recorder {
-                    r.parsed(&doc);
-                }
                 let checked = self.check(&doc);
                 request.set_parsed_query(doc);
                 checked.err()

@@ -232,7 +232,7 @@ fn parse_get_request(query_string: &str) -> Result<async_graphql::Request, Strin
 /// Whether the request could run a mutation. The operation is chosen as async-graphql chooses
 /// it (by `operationName`, or the only one in the document); when that is ambiguous, any
 /// mutation in the document counts, so `GET` never runs one.
-/// Whether the (parsed) request runs a mutation.
+/// Whether the request runs a mutation (its document as `DocumentLimits::prepare` parsed it).
 fn is_mutation(request: &mut async_graphql::Request) -> bool {
     let operation_name = request.operation_name.clone();
     let Ok(doc) = request.parsed_query() else {
