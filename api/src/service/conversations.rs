@@ -129,9 +129,9 @@ pub async fn create(
     let model = rules.model(&new.model)?;
     let system_prompt = rules.system_prompt(new.system_prompt)?;
     if rules.max_conversations > 0 {
+        // (A limit here would do nothing: SeaORM's `count` drops it. The cap bounds the count.)
         let kept = conversations::Entity::find()
             .filter(conversations::Column::UserId.eq(user_id))
-            .limit(u64::from(rules.max_conversations))
             .count(db)
             .await?;
         if kept >= u64::from(rules.max_conversations) {

@@ -33,7 +33,8 @@ pub struct Filter {
     pub status: Option<CallStatus>,
 }
 
-fn feed(user_id: &str, filter: &Filter) -> Select<prompt_logs::Entity> {
+/// The user's logs that pass `filter`, unordered.
+pub fn feed(user_id: &str, filter: &Filter) -> Select<prompt_logs::Entity> {
     let mut q = prompt_logs::Entity::find().filter(prompt_logs::Column::UserId.eq(user_id));
     if let Some(model) = &filter.model {
         q = q.filter(prompt_logs::Column::Model.eq(model.as_str()));
@@ -47,6 +48,12 @@ fn feed(user_id: &str, filter: &Filter) -> Select<prompt_logs::Entity> {
     q
 }
 
+/// The feed's order: (`created_at`, `id`), on the index `idx_log_user_time_id`.
+pub const ORDER: keyset::Order<prompt_logs::Entity> = keyset::Order {
+    at: prompt_logs::Column::CreatedAt,
+    id: prompt_logs::Column::Id,
+};
+
 /// One page of the user's logs, newest first.
 pub async fn page(
     db: &impl ConnectionTrait,
@@ -55,9 +62,5 @@ pub async fn page(
     window: Window<Position>,
 ) -> AppResult<Page<prompt_logs::Model>> {
     let window = window.map(|p| (p.created_at, p.id));
-    let order = keyset::Order {
-        at: prompt_logs::Column::CreatedAt,
-        id: prompt_logs::Column::Id,
-    };
-    keyset::newest_first(db, || feed(user_id, filter), &order, window).await
+    keyset::newest_first(db, || feed(user_id, filter), &ORDER, window).await
 }

@@ -5,8 +5,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select,
+    Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
@@ -78,6 +77,37 @@ fn value((at, id): Key) -> Expr {
     Expr::tuple([Expr::value(at), Expr::value(id)])
 }
 
+/// Which side of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Newer,
+    Older,
+}
+
+/// The id of the row of `feed` nearest to `key` on `side` (none when that side is empty): how a
+/// page learns whether there is a page beyond it. Read in the index's order with `LIMIT 1`, so
+/// the scan stops at the first row whatever lies beyond. (It was `query.limit(1).count()`, but
+/// SeaORM's `count` drops the query's limit, so every row on that side was counted: 16 ms of
+/// PostgreSQL's CPU for a page 5,000 rows deep, O(depth) per page.)
+pub fn nearest_beyond<E: EntityTrait>(
+    feed: Select<E>,
+    order: &Order<E>,
+    key: Key,
+    side: Side,
+) -> Select<E> {
+    let q = match side {
+        Side::Newer => feed
+            .filter(order.newer_than(key))
+            .order_by_asc(order.at)
+            .order_by_asc(order.id),
+        Side::Older => feed
+            .filter(order.older_than(key))
+            .order_by_desc(order.at)
+            .order_by_desc(order.id),
+    };
+    q.select_only().column(order.id).limit(1)
+}
+
 /// One page of `feed()` (a query of the feed's rows, filtered but not ordered), newest first.
 pub async fn newest_first<E>(
     db: &impl ConnectionTrait,
@@ -89,7 +119,10 @@ where
     E: EntityTrait,
     E::Model: Send + Sync,
 {
-    let any = |q: Select<E>| async move { AppResult::Ok(q.limit(1).count(db).await? > 0) };
+    let any = |beyond: Select<E>| async move {
+        let nearest: Option<Uuid> = beyond.into_tuple().one(db).await?;
+        AppResult::Ok(nearest.is_some())
+    };
     match window {
         Window::Forward { first, after } => {
             let mut q = feed();
@@ -105,7 +138,7 @@ where
             let has_next_page = items.len() as u64 > first;
             items.truncate(first as usize);
             let has_previous_page = match after {
-                Some(after) => any(feed().filter(order.newer_than(after))).await?,
+                Some(after) => any(nearest_beyond(feed(), order, after, Side::Newer)).await?,
                 None => false,
             };
             Ok(Page {
@@ -129,7 +162,7 @@ where
             items.truncate(last as usize);
             items.reverse();
             let has_next_page = match before {
-                Some(before) => any(feed().filter(order.older_than(before))).await?,
+                Some(before) => any(nearest_beyond(feed(), order, before, Side::Older)).await?,
                 None => false,
             };
             Ok(Page {

@@ -290,3 +290,159 @@ async fn nested_fields_are_batched_a_constant_number_of_statements() {
     );
     app.shutdown().await;
 }
+
+/// A page deep in a long feed learns whether a page lies beyond it from one row read off the
+/// index, on either side, not from every row on that side (it once counted them all: SeaORM's
+/// `count` drops a query's limit; 16 ms of PostgreSQL's CPU for a page 5,000 rows deep). The
+/// plan is checked as PostgreSQL runs it for the server: generic, from a prepared statement.
+#[tokio::test]
+async fn a_deep_page_reads_one_row_to_know_what_lies_beyond() {
+    use api::service::history::{self, Filter};
+    use api::service::keyset::{Side, nearest_beyond};
+    use sea_orm::sea_query::QueryBuilder;
+    use sea_orm::{
+        ConnectionTrait, DbBackend, EntityTrait, QueryTrait, Statement, TransactionTrait,
+    };
+
+    let app = spawn_app().await;
+    let user = app.sign_up("deep@example.com").await;
+    let other = app.sign_up("other@example.com").await;
+    let base = Utc.with_ymd_and_hms(2026, 11, 2, 12, 0, 0).unwrap();
+    let row = |user_id: &str, i: i64| prompt_logs::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id.to_owned()),
+        model: Set("gpt-4o-mini".into()),
+        prompt: Set("p".into()),
+        completion: Set(Some("c".into())),
+        prompt_tokens: Set(1),
+        completion_tokens: Set(1),
+        latency_ms: Set(Some(1)),
+        status: Set(CallStatus::Ok),
+        metadata: Set(None),
+        created_at: Set(base + Duration::seconds(i)),
+    };
+    // 3,000 logs of the user's, one a second, and as many of another user's around them.
+    let mut rows: Vec<_> = (0..3000).map(|i| row(&user.id, i)).collect();
+    rows.extend((0..3000).map(|i| row(&other.id, i)));
+    for chunk in rows.chunks(500) {
+        prompt_logs::Entity::insert_many(chunk.to_vec())
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
+    let backend = app.db_backend();
+    app.exec(match backend {
+        DbBackend::Postgres => "ANALYZE prompt_logs",
+        _ => "ANALYZE",
+    })
+    .await
+    .unwrap();
+    let mine = history::page(
+        &app.db,
+        &user.id,
+        &Filter::default(),
+        history::Window::Forward {
+            first: 3000,
+            after: None,
+        },
+    )
+    .await
+    .unwrap()
+    .items;
+    assert_eq!(mine.len(), 3000);
+    // Newest first: 1,000 rows are newer than the key, 1,999 older.
+    let key = (mine[1000].created_at, mine[1000].id);
+
+    for (side, nearest) in [(Side::Newer, &mine[999]), (Side::Older, &mine[1001])] {
+        let query = nearest_beyond(
+            history::feed(&user.id, &Filter::default()),
+            &history::ORDER,
+            key,
+            side,
+        );
+        let found: Option<Uuid> = query.clone().into_tuple().one(&app.db).await.unwrap();
+        assert_eq!(found, Some(nearest.id), "{side:?}");
+        let statement = query.build(backend);
+        let explain = |prefix: &str| {
+            Statement::from_sql_and_values(
+                backend,
+                format!("{prefix} {}", statement.sql),
+                statement.values.clone().expect("the query has values").0,
+            )
+        };
+        match backend {
+            DbBackend::Postgres => {
+                // As the server runs it: a prepared statement, whose plan PostgreSQL makes
+                // generic (blind to the values) after five runs; forced here from the first.
+                // In one transaction, so that a transaction-mode pooler keeps it on one
+                // server connection.
+                let values = statement.values.clone().expect("the query has values").0;
+                // The values as literals: EXECUTE's arguments cannot be bound parameters.
+                let literals: Vec<String> = values
+                    .iter()
+                    .map(|v| sea_orm::sea_query::PostgresQueryBuilder.value_to_string(v))
+                    .collect();
+                let tx = app.db.begin().await.unwrap();
+                for sql in [
+                    "SET LOCAL plan_cache_mode = force_generic_plan".to_owned(),
+                    // Each parameter's type inferred from where it is used.
+                    format!(
+                        "PREPARE beyond ({}) AS {}",
+                        vec!["unknown"; values.len()].join(", "),
+                        statement.sql
+                    ),
+                ] {
+                    tx.execute_unprepared(&sql).await.unwrap();
+                }
+                let plan: serde_json::Value = tx
+                    .query_one_raw(Statement::from_string(
+                        backend,
+                        format!(
+                            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE beyond({})",
+                            literals.join(", ")
+                        ),
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get("", "QUERY PLAN")
+                    .unwrap();
+                tx.execute_unprepared("DEALLOCATE beyond").await.unwrap();
+                tx.commit().await.unwrap();
+                // Every node of the plan, with the rows it produced.
+                let mut nodes = Vec::new();
+                let mut stack = vec![&plan[0]["Plan"]];
+                while let Some(node) = stack.pop() {
+                    nodes.push((
+                        node["Node Type"].as_str().unwrap_or("?").to_owned(),
+                        node["Actual Rows"].as_f64().unwrap_or(f64::NAN),
+                    ));
+                    stack.extend(node["Plans"].as_array().into_iter().flatten());
+                }
+                assert!(
+                    nodes
+                        .iter()
+                        .all(|(ty, rows)| *rows <= 1.0 && !ty.starts_with("Bitmap")),
+                    "{side:?}: {nodes:?}"
+                );
+            }
+            _ => {
+                let details: Vec<String> = app
+                    .db
+                    .query_all_raw(explain("EXPLAIN QUERY PLAN"))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.try_get::<String>("", "detail").unwrap())
+                    .collect();
+                assert!(
+                    details.iter().any(|d| d.starts_with("SEARCH")
+                        && d.contains("idx_log_user_time_id")
+                        && d.contains("created_at"))
+                        && !details.iter().any(|d| d.contains("TEMP B-TREE")),
+                    "{side:?}: {details:?}"
+                );
+            }
+        }
+    }
+}
