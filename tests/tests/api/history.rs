@@ -300,9 +300,7 @@ async fn a_deep_page_reads_one_row_to_know_what_lies_beyond() {
     use api::service::history::{self, Filter};
     use api::service::keyset::{Side, nearest_beyond};
     use sea_orm::sea_query::QueryBuilder;
-    use sea_orm::{
-        ConnectionTrait, DbBackend, EntityTrait, QueryTrait, Statement, TransactionTrait,
-    };
+    use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryTrait, Statement};
 
     let app = spawn_app().await;
     let user = app.sign_up("deep@example.com").await;
