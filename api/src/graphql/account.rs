@@ -176,7 +176,7 @@ impl ProfileMutation {
             input.default_model.as_deref(),
         )
         .await?;
-        Ok(Profile(profile))
+        Ok(Profile::new(profile))
     }
 }
 
@@ -213,42 +213,64 @@ impl User {
     #[graphql(complexity = "5 + child_complexity")]
     async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
         let loader = ctx.data::<Batcher<ProfileLoader, String>>()?;
-        let profile = loader
+        let metered = loader
             .load_one(self.0.id.clone())
             .await?
             .ok_or_else(|| AppError::internal("profile missing after get-or-create"))?;
-        Ok(Profile(profile))
+        Ok(Profile {
+            tokens_this_month: metered.tokens_this_month,
+            ..Profile::new(metered.profile)
+        })
     }
 }
 
-pub struct Profile(pub user_profiles::Model);
+pub struct Profile {
+    pub model: user_profiles::Model,
+    /// The user's tokens this month when they were read with the profile.
+    pub tokens_this_month: Option<i64>,
+}
+
+impl Profile {
+    pub fn new(model: user_profiles::Model) -> Self {
+        Profile {
+            model,
+            tokens_this_month: None,
+        }
+    }
+}
 
 /// Preferences and limits for the AI features (`user_profiles`, 1:1 with the user).
 #[Object]
 impl Profile {
     /// Name shown in the app, if set.
     async fn display_name(&self) -> Option<&str> {
-        self.0.display_name.as_deref()
+        self.model.display_name.as_deref()
     }
     /// Model used when a call names none.
     async fn default_model(&self) -> &str {
-        &self.0.default_model
+        &self.model.default_model
     }
     /// Soft cap on prompt + completion tokens per UTC calendar month; "0" means unlimited.
     async fn monthly_token_budget(&self) -> Int64 {
-        Int64(self.0.monthly_token_budget)
+        Int64(self.model.monthly_token_budget)
     }
     /// Prompt + completion tokens metered since the start of this UTC calendar month.
     #[graphql(complexity = 5)]
     async fn tokens_used_this_month(&self, ctx: &Context<'_>) -> async_graphql::Result<Int64> {
+        if let Some(used) = self.tokens_this_month {
+            return Ok(Int64(used));
+        }
         let loader = ctx.data::<Batcher<MonthTokensLoader, String>>()?;
         Ok(Int64(
-            loader.load_one(self.0.user_id.clone()).await?.unwrap_or(0),
+            loader
+                .load_one(self.model.user_id.clone())
+                .await?
+                .unwrap_or(0),
         ))
     }
     /// When the profile was created.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.model.created_at
     }
 }
 

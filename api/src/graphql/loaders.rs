@@ -5,10 +5,7 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::Loader;
-use entity::{
-    conversation_turns, conversations, prompt_log_usage, prompt_logs, token_usage, user,
-    user_profiles,
-};
+use entity::{conversation_turns, conversations, prompt_log_usage, prompt_logs, token_usage, user};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait};
 use uuid::Uuid;
@@ -39,15 +36,17 @@ impl Loader<String> for UserLoader {
     }
 }
 
-/// Profiles by user id; missing ones are created with the defaults.
+/// Profiles by user id, each with its user's tokens this month (missing profiles are created
+/// with the defaults).
 pub struct ProfileLoader(pub Db, pub ProfileDefaults);
 
 impl Loader<String> for ProfileLoader {
-    type Value = user_profiles::Model;
+    type Value = profiles::Metered;
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        profiles::get_or_create_many(&self.0, keys, &self.1)
+        let month = crate::time::month_key(crate::time::now_micros());
+        profiles::get_or_create_many_metered(&self.0, keys, &self.1, &month)
             .await
             .map_err(internal)
     }

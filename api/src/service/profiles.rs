@@ -2,8 +2,12 @@
 
 use std::collections::HashMap;
 
-use entity::user_profiles;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use entity::{usage_monthly, user_profiles};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
+    QuerySelect, RelationDef, Set,
+};
 
 use crate::config::ProfileDefaults;
 use crate::error::{AppError, AppResult};
@@ -51,6 +55,65 @@ pub async fn get_or_create_many(
         if !found.contains_key(user_id) {
             let created = get_or_create(db, user_id, defaults).await?;
             found.insert(user_id.clone(), created);
+        }
+    }
+    Ok(found)
+}
+
+/// A profile with the tokens its user has metered this UTC month (what the budget is
+/// checked against), when they were read with it.
+#[derive(Clone, Debug)]
+pub struct Metered {
+    pub profile: user_profiles::Model,
+    /// None for a profile created by this read: ask the rollup.
+    pub tokens_this_month: Option<i64>,
+}
+
+/// [`get_or_create_many`], with each user's tokens of `month` (`YYYY-MM`) from the monthly
+/// rollup read in the same statement: a usage meter (`profile { tokensUsedThisMonth }`) costs
+/// one statement, not two.
+pub async fn get_or_create_many_metered(
+    db: &impl ConnectionTrait,
+    user_ids: &[String],
+    defaults: &ProfileDefaults,
+    month: &str,
+) -> AppResult<HashMap<String, Metered>> {
+    let month = month.to_owned();
+    let this_month: RelationDef = user_profiles::Entity::belongs_to(usage_monthly::Entity)
+        .from(user_profiles::Column::UserId)
+        .to(usage_monthly::Column::UserId)
+        .on_condition(move |_, rollup| {
+            Expr::col((rollup, usage_monthly::Column::Month))
+                .eq(month.clone())
+                .into_condition()
+        })
+        .into();
+    let mut found: HashMap<String, Metered> = user_profiles::Entity::find()
+        .filter(user_profiles::Column::UserId.is_in(user_ids.iter().cloned()))
+        .join(JoinType::LeftJoin, this_month)
+        .select_also(usage_monthly::Entity)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|(profile, rollup)| {
+            let used = rollup.map_or(0, |r| r.prompt_tokens + r.completion_tokens);
+            (
+                profile.user_id.clone(),
+                Metered {
+                    profile,
+                    tokens_this_month: Some(used),
+                },
+            )
+        })
+        .collect();
+    for user_id in user_ids {
+        if !found.contains_key(user_id) {
+            let profile = get_or_create(db, user_id, defaults).await?;
+            let metered = Metered {
+                profile,
+                tokens_this_month: None,
+            };
+            found.insert(user_id.clone(), metered);
         }
     }
     Ok(found)
