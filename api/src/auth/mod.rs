@@ -94,9 +94,9 @@ impl Auth {
         }
     }
 
-    /// [`session::resolve`], for a session that authenticated a connection earlier (a
-    /// WebSocket's, before each call it starts): resolved in one query with the other checks
-    /// that arrive meanwhile, so a burst of calls does not queue a statement each on the pool.
+    /// [`session::resolve`], in one query with the other lookups that arrive meanwhile (each
+    /// request's, and a WebSocket's before each call it starts), so a burst of requests or
+    /// calls does not queue a statement each on the pool.
     pub async fn live_session(&self, token: &str) -> AppResult<Option<session::ActiveSession>> {
         self.live
             .call(token.to_owned())
@@ -166,14 +166,15 @@ impl Auth {
         Some((token.to_owned(), AuthVia::Cookie))
     }
 
-    /// Resolve a token to the caller (None when unknown or expired).
+    /// Resolve a token to the caller (None when unknown or expired), in one query with the
+    /// other requests' tokens that arrive meanwhile (see [`Auth::live_session`]): under load,
+    /// authentication is not a statement per request.
     pub async fn viewer(
         &self,
-        db: &Db,
         token: &str,
         via: AuthVia,
     ) -> Result<Option<(Viewer, bool)>, AppError> {
-        Ok(session::resolve(db, token).await?.map(|active| {
+        Ok(self.live_session(token).await?.map(|active| {
             (
                 Viewer {
                     user: active.user,

@@ -72,7 +72,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             )
             .into_response();
         }
-        match auth.viewer(&state.db, &token, via).await {
+        match auth.viewer(&token, via).await {
             Ok(Some((v, refreshed))) => {
                 if refreshed
                     && via == AuthVia::Cookie

@@ -739,7 +739,7 @@ async fn authenticate(
     let Some(token) = value.as_str().and_then(bearer_token) else {
         return Err(InitRefused::Forbidden);
     };
-    match state.auth.viewer(&state.db, token, AuthVia::Bearer).await {
+    match state.auth.viewer(token, AuthVia::Bearer).await {
         Ok(Some((viewer, _))) => Ok(Some(viewer)),
         Ok(None) => Err(InitRefused::Forbidden),
         Err(e) => Err(InitRefused::Internal(e)),
