@@ -124,20 +124,24 @@ fn respond(media: &'static str, response: &async_graphql::Response) -> Response 
     let not_executed = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let mut body = serde_json::to_value(response).unwrap_or_else(|_| serde_json::json!({}));
     let mut status = StatusCode::OK;
-    if not_executed {
+    let body = if not_executed {
+        let mut body = serde_json::to_value(response).unwrap_or_else(|_| serde_json::json!({}));
         if let Some(map) = body.as_object_mut() {
             map.remove("data");
         }
         if media == GRAPHQL_RESPONSE_JSON {
             status = StatusCode::BAD_REQUEST;
         }
-    }
+        body.to_string().into_bytes()
+    } else {
+        // Straight to bytes: no intermediate JSON tree.
+        serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec())
+    };
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(media))],
-        body.to_string(),
+        body,
     )
         .into_response()
 }
