@@ -64,7 +64,7 @@ const MAX_LIVE_GROUP: usize = 64;
 const LIVE_SLOTS: usize = 2;
 
 impl Auth {
-    /// From within the runtime (the grouped session checks run on `db` in a task of their own).
+    /// From within the runtime (grouped session lookups run on `db` in tasks of their own).
     pub fn new(cfg: &AuthConfig, db: &Db) -> Self {
         let db = db.clone();
         let live = Grouped::start(LIVE_SLOTS, MAX_LIVE_GROUP, move |tokens: Vec<String>| {
@@ -73,15 +73,17 @@ impl Auth {
                 match session::resolve_many(&db, &tokens).await {
                     Ok(resolved) => resolved.into_iter().map(Ok).collect(),
                     Err(e) => {
-                        tracing::error!(error = ?e, "re-checking sessions failed");
+                        tracing::error!(error = ?e, "looking up sessions failed");
                         tokens
                             .iter()
-                            .map(|_| Err(AppError::internal("re-checking the session failed")))
+                            .map(|_| Err(AppError::internal("looking up the session failed")))
                             .collect()
                     }
                 }
             }
-        });
+        })
+        // A lookup abandoned halfway leaves nothing half-done (see `lone_items_inline`).
+        .lone_items_inline();
         Self {
             live,
             cookies: SessionCookies::new(cfg.secret.expose(), cfg.secure_cookies()),

@@ -123,7 +123,9 @@ impl Calls {
                 let (db, defaults) = (db.clone(), defaults.clone());
                 async move { read_callers(&db, users, &defaults, limits).await }
             }
-        });
+        })
+        // Reads (and a profile created if missing, which either happens or not).
+        .lone_items_inline();
         let admissions = Grouped::start(GROUP_SLOTS, MAX_GROUP, {
             let db = db.clone();
             move |calls| {
