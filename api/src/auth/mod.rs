@@ -96,9 +96,9 @@ impl Auth {
         }
     }
 
-    /// [`session::resolve`], in one query with the other lookups that arrive meanwhile (each
-    /// request's, and a WebSocket's before each call it starts), so a burst of requests or
-    /// calls does not queue a statement each on the pool.
+    /// A session token's live session ([`session::resolve_many`]), in one query with the other
+    /// lookups that arrive meanwhile (each request's, and a WebSocket's before each call it
+    /// starts), so a burst of requests or calls does not queue a statement each on the pool.
     pub async fn live_session(&self, token: &str) -> AppResult<Option<session::ActiveSession>> {
         self.live
             .call(token.to_owned())

@@ -67,22 +67,9 @@ pub struct ActiveSession {
     pub refreshed: bool,
 }
 
-/// Resolve a token: `None` when unknown or expired (an expired row is deleted). Slides the expiry
-/// forward when the session was last refreshed more than [`SESSION_UPDATE_AGE`] ago.
-pub async fn resolve(db: &impl ConnectionTrait, token: &str) -> AppResult<Option<ActiveSession>> {
-    let found = session::Entity::find()
-        .filter(session::Column::Token.eq(token))
-        .find_also_related(user::Entity)
-        .one(db)
-        .await?;
-    match found {
-        Some((session, Some(user))) => settle(db, session, user).await,
-        _ => Ok(None),
-    }
-}
-
-/// [`resolve`] for many tokens, in one query (and a write for each session that expired or is
-/// due to slide, which is rare); in the tokens' order.
+/// Resolve tokens, in one query (and a write for each session that expired or is due to slide,
+/// which is rare); in the tokens' order. Each is `None` when unknown or expired (an expired row
+/// is deleted); a session last refreshed more than [`SESSION_UPDATE_AGE`] ago slides forward.
 pub async fn resolve_many(
     db: &impl ConnectionTrait,
     tokens: &[String],
@@ -146,7 +133,7 @@ async fn settle(
 }
 
 /// Whether the session `session_id` of `user_id` still exists and has not expired. Read-only:
-/// unlike [`resolve`], it never slides the expiry, so a connection that only holds a session
+/// unlike [`resolve_many`], it never slides the expiry, so a connection that only holds a session
 /// open does not keep it alive.
 pub async fn is_live(
     db: &impl ConnectionTrait,

@@ -44,17 +44,29 @@ pub async fn get_or_create_many(
     user_ids: &[String],
     defaults: &ProfileDefaults,
 ) -> AppResult<HashMap<String, user_profiles::Model>> {
-    let mut found: HashMap<String, user_profiles::Model> = user_profiles::Entity::find()
+    let found = user_profiles::Entity::find()
         .filter(user_profiles::Column::UserId.is_in(user_ids.iter().cloned()))
         .all(db)
         .await?
         .into_iter()
         .map(|p| (p.user_id.clone(), p))
         .collect();
+    create_missing(db, user_ids, defaults, found, |p| p).await
+}
+
+/// `found` completed with a profile for each of `user_ids` it lacks (created with the defaults,
+/// one at a time: users without one are rare), made into a value by `made`.
+async fn create_missing<V>(
+    db: &impl ConnectionTrait,
+    user_ids: &[String],
+    defaults: &ProfileDefaults,
+    mut found: HashMap<String, V>,
+    made: impl Fn(user_profiles::Model) -> V,
+) -> AppResult<HashMap<String, V>> {
     for user_id in user_ids {
         if !found.contains_key(user_id) {
             let created = get_or_create(db, user_id, defaults).await?;
-            found.insert(user_id.clone(), created);
+            found.insert(user_id.clone(), made(created));
         }
     }
     Ok(found)
@@ -88,7 +100,7 @@ pub async fn get_or_create_many_metered(
                 .into_condition()
         })
         .into();
-    let mut found: HashMap<String, Metered> = user_profiles::Entity::find()
+    let found = user_profiles::Entity::find()
         .filter(user_profiles::Column::UserId.is_in(user_ids.iter().cloned()))
         .join(JoinType::LeftJoin, this_month)
         .select_also(usage_monthly::Entity)
@@ -106,17 +118,11 @@ pub async fn get_or_create_many_metered(
             )
         })
         .collect();
-    for user_id in user_ids {
-        if !found.contains_key(user_id) {
-            let profile = get_or_create(db, user_id, defaults).await?;
-            let metered = Metered {
-                profile,
-                tokens_this_month: None,
-            };
-            found.insert(user_id.clone(), metered);
-        }
-    }
-    Ok(found)
+    create_missing(db, user_ids, defaults, found, |profile| Metered {
+        profile,
+        tokens_this_month: None,
+    })
+    .await
 }
 
 async fn find(db: &impl ConnectionTrait, user_id: &str) -> AppResult<Option<user_profiles::Model>> {

@@ -411,18 +411,33 @@ async fn sign_out_deletes_the_session_and_clears_the_cookie() {
 async fn a_better_auth_user_without_a_profile_gets_the_default_one() {
     let app = spawn_app().await;
     let u = app.sign_up("ada@example.com").await;
-    // As if the user had signed up through a Better Auth app, which writes no profile.
-    // (As the owner: the request role may not delete profiles.)
+    // As if the user had signed up through a Better Auth app, which writes no profile, and had
+    // 42 tokens metered this month. (As the owner: the request role may not delete profiles.)
+    let owner = app.direct().await;
     entity::user_profiles::Entity::delete_many()
         .filter(user_profiles::Column::UserId.eq(u.id.as_str()))
-        .exec(&app.direct().await)
+        .exec(&owner)
         .await
         .unwrap();
-    let me = app.gql(Some(&u.token), ME, json!({})).await;
-    assert_eq!(
-        me["data"]["me"]["profile"]["defaultModel"], "gpt-4o-mini",
-        "{me}"
-    );
+    entity::usage_monthly::ActiveModel {
+        user_id: Set(u.id.clone()),
+        month: Set(api::time::month_key(Utc::now())),
+        calls: Set(1),
+        prompt_tokens: Set(30),
+        completion_tokens: Set(12),
+        cost_microcents: Set(0),
+    }
+    .insert(&owner)
+    .await
+    .unwrap();
+    // The profile is created by this read; its month's tokens are then read from the rollup,
+    // and from the next read on come with the profile.
+    for _ in 0..2 {
+        let me = app.gql(Some(&u.token), ME, json!({})).await;
+        let profile = &me["data"]["me"]["profile"];
+        assert_eq!(profile["defaultModel"], "gpt-4o-mini", "{me}");
+        assert_eq!(profile["tokensUsedThisMonth"], "42", "{me}");
+    }
     assert_eq!(UserProfiles::find().count(&app.db).await.unwrap(), 1);
     app.shutdown().await;
 }
