@@ -15,6 +15,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::error::{AppError, AppResult};
+
 type Run<I, O> = Arc<dyn Fn(Vec<I>) -> BoxFuture<'static, Vec<O>> + Send + Sync>;
 
 /// A queue of `I` answered with `O`, run in groups by the function given to [`Grouped::start`].
@@ -103,7 +105,7 @@ impl<I: Send + 'static, O: Send + 'static> Grouped<I, O> {
     pub async fn call(&self, input: I) -> Option<O> {
         if self.inline
             && self.queued.load(Ordering::Acquire) == 0
-            && let Ok(_slot) = self.slots.clone().try_acquire_owned()
+            && let Ok(_slot) = self.slots.try_acquire()
         {
             return (self.run)(vec![input]).await.into_iter().next();
         }
@@ -114,6 +116,16 @@ impl<I: Send + 'static, O: Send + 'static> Grouped<I, O> {
             return None;
         }
         answer.await.ok()
+    }
+}
+
+impl<I: Send + 'static, T: Send + 'static> Grouped<I, AppResult<T>> {
+    /// [`Grouped::call`] for fallible work: a queue that is gone (the runtime is shutting
+    /// down) answers [`AppError::Unavailable`].
+    pub async fn answer(&self, input: I) -> AppResult<T> {
+        self.call(input)
+            .await
+            .unwrap_or_else(|| Err(AppError::Unavailable("the server is shutting down".into())))
     }
 }
 

@@ -100,10 +100,7 @@ impl Auth {
     /// lookups that arrive meanwhile (each request's, and a WebSocket's before each call it
     /// starts), so a burst of requests or calls does not queue a statement each on the pool.
     pub async fn live_session(&self, token: &str) -> AppResult<Option<session::ActiveSession>> {
-        self.live
-            .call(token.to_owned())
-            .await
-            .unwrap_or_else(|| Err(AppError::Unavailable("the server is shutting down".into())))
+        self.live.answer(token.to_owned()).await
     }
 
     /// End a session and tell this process's open sockets of it at once (other processes'

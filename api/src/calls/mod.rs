@@ -197,11 +197,7 @@ impl Calls {
         // conversation: one read after the other, since at once a burst of calls would hold
         // twice the connections while it queues for the pool (measured: the 500-stream burst's
         // TTFT p99 doubled).
-        let (profile, limits) = self
-            .callers
-            .call(user_id.to_owned())
-            .await
-            .unwrap_or_else(|| Err(AppError::Unavailable("the server is shutting down".into())))?;
+        let (profile, limits) = self.callers.answer(user_id.to_owned()).await?;
         let conversation = match conversation_id {
             Some(id) => Some(conversations::for_turn(&self.db, user_id, id, CONTEXT_PAGE).await?),
             None => None,
@@ -296,10 +292,7 @@ impl Calls {
         // The call's task logs (and calls upstream) under the request's id.
         tokio::spawn(crate::request_id::carry(async move {
             let _in_flight = guard;
-            let admitted = admissions.call(new_call).await.unwrap_or_else(|| {
-                Err(AppError::Unavailable("the server is shutting down".into()))
-            });
-            let log = match admitted {
+            let log = match admissions.answer(new_call).await {
                 Ok(log) => log,
                 Err(e) => {
                     let _ = admitted_tx.send(Err(e));

@@ -132,24 +132,12 @@ async fn admit_together(
     // The users whose calls are checked, locked in one order (their rollup rows, by user id),
     // so that concurrent groups cannot deadlock on them. With no budget and no limits there is
     // nothing to check and no lock: one user's calls are admitted in parallel.
-    let mut checked: Vec<&str> = calls
-        .iter()
-        .filter(|c| c.checked())
-        .map(|c| c.user_id.as_str())
-        .collect();
-    checked.sort_unstable();
-    checked.dedup();
+    let checked = users_of(calls, NewCall::checked);
     let mut accounts: HashMap<&str, Account> = HashMap::new();
     if !checked.is_empty() {
         let used = rollup::lock_months(&txn, &checked, &month_key(created_at)).await?;
         let mut flight = in_flight(&txn, &checked).await?;
-        let mut rated: Vec<&str> = calls
-            .iter()
-            .filter(|c| c.checked() && c.limits.per_minute > 0)
-            .map(|c| c.user_id.as_str())
-            .collect();
-        rated.sort_unstable();
-        rated.dedup();
+        let rated = users_of(calls, |c| c.checked() && c.limits.per_minute > 0);
         let mut recent = recent_calls(&txn, &rated, created_at).await?;
         for user in checked {
             let (running, reserved) = flight.remove(user).unwrap_or((0, 0));
@@ -254,6 +242,18 @@ async fn admit_together(
     // With every call refused, the transaction rolls back (dropped): nothing at all is
     // written, not even the rollup rows' upsert.
     Ok(())
+}
+
+/// The users of the calls that `pick` picks, sorted and distinct.
+fn users_of(calls: &[NewCall], pick: impl Fn(&NewCall) -> bool) -> Vec<&str> {
+    let mut users: Vec<&str> = calls
+        .iter()
+        .filter(|c| pick(c))
+        .map(|c| c.user_id.as_str())
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    users
 }
 
 /// The log an admitted call starts with: in flight (no completion yet).

@@ -146,11 +146,12 @@ where
     T: Loader<K, Error = async_graphql::Error>,
     K: Send + Sync + Hash + Eq + Clone + 'static,
 {
-    pub fn new(loader: Arc<T>, batches: Batches) -> Self {
+    /// `loader`, batched for the operation that `batches` drives.
+    pub fn new(loader: T, batches: &Batches) -> Self {
         Self {
-            loader,
+            loader: Arc::new(loader),
             waiting: Arc::default(),
-            batches,
+            batches: batches.clone(),
         }
     }
 

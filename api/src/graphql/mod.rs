@@ -21,6 +21,7 @@ use tower_cookies::Cookies;
 use crate::auth::Viewer;
 use crate::auth::session::ClientInfo;
 use crate::state::AppState;
+use batch::Batcher;
 use loaders::{
     CostLoader, LastTurnLoader, LogConversationLoader, MonthTokensLoader, ProfileLoader, UserLoader,
 };
@@ -111,29 +112,26 @@ pub fn request_data(
     let batches = batch::Batches::default();
     let mut data = Data::default();
     let db = &state.db;
-    data.insert(batch::Batcher::<_, String>::new(
-        UserLoader(db.clone()).into(),
-        batches.clone(),
+    data.insert(Batcher::<_, String>::new(UserLoader(db.clone()), &batches));
+    data.insert(Batcher::<_, String>::new(
+        ProfileLoader(db.clone(), state.config.defaults.clone()),
+        &batches,
     ));
-    data.insert(batch::Batcher::<_, String>::new(
-        ProfileLoader(db.clone(), state.config.defaults.clone()).into(),
-        batches.clone(),
+    data.insert(Batcher::<_, uuid::Uuid>::new(
+        CostLoader(db.clone()),
+        &batches,
     ));
-    data.insert(batch::Batcher::<_, uuid::Uuid>::new(
-        CostLoader(db.clone()).into(),
-        batches.clone(),
+    data.insert(Batcher::<_, String>::new(
+        MonthTokensLoader(db.clone()),
+        &batches,
     ));
-    data.insert(batch::Batcher::<_, String>::new(
-        MonthTokensLoader(db.clone()).into(),
-        batches.clone(),
+    data.insert(Batcher::<_, uuid::Uuid>::new(
+        LastTurnLoader(db.clone()),
+        &batches,
     ));
-    data.insert(batch::Batcher::<_, uuid::Uuid>::new(
-        LastTurnLoader(db.clone()).into(),
-        batches.clone(),
-    ));
-    data.insert(batch::Batcher::<_, uuid::Uuid>::new(
-        LogConversationLoader(db.clone()).into(),
-        batches.clone(),
+    data.insert(Batcher::<_, uuid::Uuid>::new(
+        LogConversationLoader(db.clone()),
+        &batches,
     ));
     if let Some(viewer) = viewer {
         data.insert(viewer);
