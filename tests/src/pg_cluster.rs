@@ -7,6 +7,8 @@
 //!   is told to stop when that thread goes away (`PR_SET_PDEATHSIG`), so a crashed or killed test
 //!   run leaves no server behind; a normal exit stops it and removes its directory.
 //! * Readiness is the server's own "ready to accept connections" line, not a timed wait.
+//! * A directory left behind by a run that was interrupted (so its exit handler never ran) is
+//!   removed by the next run: each run holds a lock on its directory while it lives.
 //! * Durability is off (`fsync`, `synchronous_commit`, `full_page_writes`): the data is thrown away.
 #![allow(unsafe_code)] // pre_exec (prctl) and atexit, both documented where used
 
@@ -71,11 +73,13 @@ fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
             .map(|v| v.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (uid, gid) = unprivileged_user()?;
+        remove_abandoned_clusters();
         let dir = tempfile::Builder::new()
-            .prefix("aiwrapper-pg-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(|e| format!("temporary directory: {e}"))?
             .keep();
+        hold_owner_lock(&dir)?;
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
         let data = dir.join("data");
@@ -122,6 +126,12 @@ fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
                 "max_connections=300",
                 "-c",
                 "shared_buffers=128MB",
+                // Every test's CREATE DATABASE writes its 8 MB template to the WAL: keep the WAL
+                // from growing to the default 1 GB beside the databases themselves.
+                "-c",
+                "max_wal_size=256MB",
+                "-c",
+                "min_wal_size=64MB",
                 "-c",
                 "timezone=UTC",
                 "-c",
@@ -204,6 +214,65 @@ fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
         Err(message) => {
             let _ = ready.send(Err(message));
         }
+    }
+}
+
+/// The cluster directories' name prefix in the temporary directory.
+const DIR_PREFIX: &str = "aiwrapper-pg-";
+/// The lock file a cluster's test process holds for as long as it lives.
+const OWNER_LOCK: &str = "owner.lock";
+
+/// Take an advisory lock on `dir/owner.lock` for the rest of this process's life (the file is
+/// never closed; the kernel drops the lock when the process goes, however it goes). The file is
+/// locked under another name first and then renamed, so no other process can ever see it
+/// unlocked while this one is alive.
+fn hold_owner_lock(dir: &Path) -> Result<(), String> {
+    use std::os::fd::IntoRawFd;
+    let staging = dir.join(format!("{OWNER_LOCK}.new"));
+    let file = std::fs::File::create(&staging)
+        .map_err(|e| format!("create {}: {e}", staging.display()))?;
+    let fd = file.into_raw_fd();
+    // SAFETY: flock on a descriptor we own and deliberately never close.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "lock {}: {}",
+            staging.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    std::fs::rename(&staging, dir.join(OWNER_LOCK))
+        .map_err(|e| format!("rename {}: {e}", staging.display()))
+}
+
+/// Remove the directories of clusters whose test process died without running its exit handler
+/// (interrupted with Ctrl-C, killed): their server stopped with them (`PR_SET_PDEATHSIG`), but a
+/// cluster's files are a gigabyte or two after a full suite, and a few interrupted runs fill a
+/// disk. A directory whose owner lock can be taken belongs to no living process. One without
+/// a lock file is being set up (or predates the lock) and is left alone.
+fn remove_abandoned_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(lock) = std::fs::File::open(dir.join(OWNER_LOCK)) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor `lock` owns; it is closed (and the lock dropped) below.
+        let free = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } == 0;
+        if free {
+            // Removed while locked: a concurrent sweeper finds it locked or gone.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        drop(lock);
     }
 }
 
