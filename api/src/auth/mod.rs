@@ -17,6 +17,7 @@ use crate::config::AuthConfig;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::grouped::Grouped;
+use crate::metering::rollup::Metered;
 use cookie::SessionCookies;
 use password::Hasher;
 use rate_limit::AuthRateLimiter;
@@ -37,10 +38,23 @@ pub struct Viewer {
     pub via: AuthVia,
 }
 
+/// A token resolved to its caller.
+pub struct Authenticated {
+    pub viewer: Viewer,
+    /// The session's expiry slid forward (a cookie should be re-issued).
+    pub refreshed: bool,
+    /// The caller's profile and tokens this month, read with the session (None when they have
+    /// no profile yet).
+    pub profile: Option<Metered>,
+}
+
 /// What authentication learned about a request; always present in the request's extensions.
 #[derive(Clone, Debug, Default)]
 pub struct RequestAuth {
     pub viewer: Option<Viewer>,
+    /// The viewer's profile as read with the session, just now, for this request only (a
+    /// WebSocket connection, which outlives it, never uses it).
+    pub profile: Option<Metered>,
     pub client: ClientInfo,
 }
 
@@ -168,20 +182,15 @@ impl Auth {
     /// Resolve a token to the caller (None when unknown or expired), in one query with the
     /// other requests' tokens that arrive meanwhile (see [`Auth::live_session`]): under load,
     /// authentication is not a statement per request.
-    pub async fn viewer(
-        &self,
-        token: &str,
-        via: AuthVia,
-    ) -> Result<Option<(Viewer, bool)>, AppError> {
-        Ok(self.live_session(token).await?.map(|active| {
-            (
-                Viewer {
-                    user: active.user,
-                    session: active.session,
-                    via,
-                },
-                active.refreshed,
-            )
+    pub async fn viewer(&self, token: &str, via: AuthVia) -> AppResult<Option<Authenticated>> {
+        Ok(self.live_session(token).await?.map(|active| Authenticated {
+            viewer: Viewer {
+                user: active.user,
+                session: active.session,
+                via,
+            },
+            refreshed: active.refreshed,
+            profile: active.profile,
         }))
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use entity::{user, user_profiles};
 use tower_cookies::Cookies;
 
+use super::ViewerProfile;
 use super::loaders::{MonthTokensLoader, ProfileLoader};
 use super::scalars::Int64;
 use crate::auth::Viewer;
@@ -212,15 +213,18 @@ impl User {
     /// The user's AI-app profile (created with the defaults on first use).
     #[graphql(complexity = "5 + child_complexity")]
     async fn profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Profile> {
+        // A query's viewer's: read with the session, just now.
+        if let Some(ViewerProfile(metered)) = ctx.data_opt::<ViewerProfile>()
+            && metered.profile.user_id == self.0.id
+        {
+            return Ok(Profile::metered(metered.clone()));
+        }
         let loader = ctx.data::<Batcher<ProfileLoader, String>>()?;
         let metered = loader
             .load_one(self.0.id.clone())
             .await?
             .ok_or_else(|| AppError::internal("profile missing after get-or-create"))?;
-        Ok(Profile {
-            tokens_this_month: metered.tokens_this_month,
-            ..Profile::new(metered.profile)
-        })
+        Ok(Profile::metered(metered))
     }
 }
 
@@ -235,6 +239,13 @@ impl Profile {
         Profile {
             model,
             tokens_this_month: None,
+        }
+    }
+
+    fn metered(metered: profiles::Metered) -> Self {
+        Profile {
+            model: metered.profile,
+            tokens_this_month: metered.tokens_this_month,
         }
     }
 }

@@ -20,6 +20,7 @@ use tower_cookies::Cookies;
 
 use crate::auth::Viewer;
 use crate::auth::session::ClientInfo;
+use crate::service::profiles::Metered;
 use crate::state::AppState;
 use batch::Batcher;
 use loaders::{
@@ -100,12 +101,22 @@ pub fn document_limits(state: &AppState) -> limits::DocumentLimits {
 #[derive(Clone, Copy, Debug)]
 pub struct OverWebSocket;
 
+/// The viewer's profile and tokens this month as read with the session, just before the
+/// operation ran: `User.profile` answers the viewer's from it, without a statement of its own.
+/// Given only to an HTTP query (see [`request_data`]): a mutation may change the profile or the
+/// meter before it reads them (`complete { user { profile { tokensUsedThisMonth } } }` must
+/// show the call it made), and a WebSocket's viewer is as old as its connection.
+#[derive(Clone, Debug)]
+pub struct ViewerProfile(pub Metered);
+
 /// The per-request data every operation sees: the caller (if any), the client, the cookie jar,
 /// and this request's loaders (so batching never crosses requests or users). The operation
 /// must run through the returned [`batch::Batches`] (`drive`): it starts the loaders' batches.
+/// `profile` is the [`ViewerProfile`], for a query whose viewer was authenticated just now.
 pub fn request_data(
     state: &AppState,
     viewer: Option<Viewer>,
+    profile: Option<Metered>,
     client: ClientInfo,
     cookies: Option<Cookies>,
 ) -> (Data, batch::Batches) {
@@ -134,6 +145,11 @@ pub fn request_data(
         &batches,
     ));
     if let Some(viewer) = viewer {
+        if let Some(profile) = profile
+            && profile.profile.user_id == viewer.user.id
+        {
+            data.insert(ViewerProfile(profile));
+        }
         data.insert(viewer);
     }
     data.insert(client);

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use entity::usage_monthly;
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use entity::{usage_monthly, user_profiles};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, RelationDef, Set};
 
 use crate::error::{AppError, AppResult};
 use crate::time::{month_key, now_micros};
@@ -69,4 +69,38 @@ pub async fn tokens_this_month(
         used.insert(r.user_id, r.prompt_tokens + r.completion_tokens);
     }
     Ok(used)
+}
+
+/// A profile with the tokens its user has metered this UTC month (what the budget is
+/// checked against), when they were read with it.
+#[derive(Clone, Debug)]
+pub struct Metered {
+    pub profile: user_profiles::Model,
+    /// None for a profile created by this read: ask the rollup.
+    pub tokens_this_month: Option<i64>,
+}
+
+impl Metered {
+    /// A profile read with its user's `tokens` this month (0 when the rollup has no row).
+    pub fn read(profile: user_profiles::Model, tokens: i64) -> Self {
+        Metered {
+            profile,
+            tokens_this_month: Some(tokens),
+        }
+    }
+}
+
+/// `user_profiles` to its user's row of `month` (`YYYY-MM`) in the monthly rollup, for a left
+/// join: the profile's user's tokens that month, read with the profile.
+pub fn of_month(month: &str) -> RelationDef {
+    let month = month.to_owned();
+    user_profiles::Entity::belongs_to(usage_monthly::Entity)
+        .from(user_profiles::Column::UserId)
+        .to(usage_monthly::Column::UserId)
+        .on_condition(move |_, rollup| {
+            Expr::col((rollup, usage_monthly::Column::Month))
+                .eq(month.clone())
+                .into_condition()
+        })
+        .into()
 }

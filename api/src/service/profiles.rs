@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 
 use entity::{usage_monthly, user_profiles};
-use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
-    QuerySelect, RelationDef, Set,
+    QuerySelect, Set,
 };
 
 use crate::config::ProfileDefaults;
 use crate::error::{AppError, AppResult};
+use crate::metering::rollup;
+pub use crate::metering::rollup::Metered;
 
 /// The user's profile, created with the defaults if missing (users who signed up through a
 /// Better Auth app sharing the database have none yet).
@@ -72,15 +73,6 @@ async fn create_missing<V>(
     Ok(found)
 }
 
-/// A profile with the tokens its user has metered this UTC month (what the budget is
-/// checked against), when they were read with it.
-#[derive(Clone, Debug)]
-pub struct Metered {
-    pub profile: user_profiles::Model,
-    /// None for a profile created by this read: ask the rollup.
-    pub tokens_this_month: Option<i64>,
-}
-
 /// [`get_or_create_many`], with each user's tokens of `month` (`YYYY-MM`) from the monthly
 /// rollup read in the same statement: a usage meter (`profile { tokensUsedThisMonth }`) costs
 /// one statement, not two.
@@ -90,32 +82,16 @@ pub async fn get_or_create_many_metered(
     defaults: &ProfileDefaults,
     month: &str,
 ) -> AppResult<HashMap<String, Metered>> {
-    let month = month.to_owned();
-    let this_month: RelationDef = user_profiles::Entity::belongs_to(usage_monthly::Entity)
-        .from(user_profiles::Column::UserId)
-        .to(usage_monthly::Column::UserId)
-        .on_condition(move |_, rollup| {
-            Expr::col((rollup, usage_monthly::Column::Month))
-                .eq(month.clone())
-                .into_condition()
-        })
-        .into();
     let found = user_profiles::Entity::find()
         .filter(user_profiles::Column::UserId.is_in(user_ids.iter().cloned()))
-        .join(JoinType::LeftJoin, this_month)
+        .join(JoinType::LeftJoin, rollup::of_month(month))
         .select_also(usage_monthly::Entity)
         .all(db)
         .await?
         .into_iter()
         .map(|(profile, rollup)| {
             let used = rollup.map_or(0, |r| r.prompt_tokens + r.completion_tokens);
-            (
-                profile.user_id.clone(),
-                Metered {
-                    profile,
-                    tokens_this_month: Some(used),
-                },
-            )
+            (profile.user_id.clone(), Metered::read(profile, used))
         })
         .collect();
     create_missing(db, user_ids, defaults, found, |profile| Metered {

@@ -79,7 +79,9 @@ async fn execute(
     cookies: Option<Cookies>,
 ) -> async_graphql::Response {
     let batches;
-    (request.data, batches) = request_data(state, auth.viewer, auth.client, cookies);
+    // The viewer's profile read with the session serves a query only (see `ViewerProfile`).
+    let profile = auth.profile.filter(|_| runs_a_query(&mut request));
+    (request.data, batches) = request_data(state, auth.viewer, profile, auth.client, cookies);
     batches.drive(schema.execute(request)).await
 }
 
@@ -233,22 +235,30 @@ fn parse_get_request(query_string: &str) -> Result<async_graphql::Request, Strin
     Ok(request)
 }
 
-/// Whether the request could run a mutation. The operation is chosen as async-graphql chooses
-/// it (by `operationName`, or the only one in the document); when that is ambiguous, any
-/// mutation in the document counts, so `GET` never runs one.
-/// Whether the request runs a mutation (its document as `DocumentLimits::prepare` parsed it).
+/// Whether the request could run a mutation, so that `GET` never runs one.
 fn is_mutation(request: &mut async_graphql::Request) -> bool {
+    could_run(request, OperationType::Mutation)
+}
+
+/// Whether the request certainly runs a query.
+fn runs_a_query(request: &mut async_graphql::Request) -> bool {
+    !could_run(request, OperationType::Mutation) && !could_run(request, OperationType::Subscription)
+}
+
+/// Whether the request's operation could be of type `ty`. The operation is chosen as
+/// async-graphql chooses it (by `operationName`, or the only one in the document); when that
+/// is ambiguous, any operation of that type in the document counts. A document that does not
+/// parse, or names no operation it has, runs nothing (execution reports the error).
+fn could_run(request: &mut async_graphql::Request, ty: OperationType) -> bool {
     let operation_name = request.operation_name.clone();
     let Ok(doc) = request.parsed_query() else {
-        return false; // execution reports the syntax error
+        return false;
     };
     match &doc.operations {
-        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Single(op) => op.node.ty == ty,
         DocumentOperations::Multiple(ops) => match &operation_name {
-            Some(name) => ops
-                .get(name.as_str())
-                .is_some_and(|op| op.node.ty == OperationType::Mutation),
-            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
+            Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == ty),
+            None => ops.values().any(|op| op.node.ty == ty),
         },
     }
 }

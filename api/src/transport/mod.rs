@@ -64,7 +64,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .map(|c| c.0);
     let client = auth.client_info(req.headers(), peer);
     let cookies = req.extensions().get::<Cookies>().cloned();
-    let mut viewer = None;
+    let (mut viewer, mut profile) = (None, None);
     if let Some((token, via)) = auth.credentials(req.headers(), cookies.as_ref()) {
         if via == AuthVia::Cookie && !auth.origin_allowed(req.headers()) {
             return AppError::Forbidden(
@@ -73,14 +73,15 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             .into_response();
         }
         match auth.viewer(&token, via).await {
-            Ok(Some((v, refreshed))) => {
-                if refreshed
+            Ok(Some(signed_in)) => {
+                if signed_in.refreshed
                     && via == AuthVia::Cookie
                     && let Some(cookies) = &cookies
                 {
-                    cookies.add(auth.cookies.issue(&v.session.token));
+                    cookies.add(auth.cookies.issue(&signed_in.viewer.session.token));
                 }
-                viewer = Some(v);
+                viewer = Some(signed_in.viewer);
+                profile = signed_in.profile;
             }
             Ok(None) => {
                 if via == AuthVia::Cookie
@@ -92,6 +93,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             Err(e) => return e.into_response(),
         }
     }
-    req.extensions_mut().insert(RequestAuth { viewer, client });
+    req.extensions_mut().insert(RequestAuth {
+        viewer,
+        profile,
+        client,
+    });
     next.run(req).await
 }

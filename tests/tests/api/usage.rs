@@ -225,3 +225,79 @@ async fn this_months_usage_agrees_with_the_profile() {
     );
     app.shutdown().await;
 }
+
+/// The viewer's profile is read with the session, so a query's meter costs no statement of its
+/// own; but only a query over HTTP uses that read. A mutation's payload shows the meter after
+/// the call it made, and a WebSocket (whose caller was authenticated when it connected) reads
+/// the meter when it asks.
+#[tokio::test]
+async fn the_meter_read_with_the_session_serves_queries_only() {
+    use std::sync::atomic::Ordering;
+    use tests::ws::GqlWs;
+
+    const METER: &str = "{ me { profile { defaultModel tokensUsedThisMonth } } }";
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    async fn meter_over_ws(ws: &mut GqlWs, id: &str) -> serde_json::Value {
+        ws.subscribe(id, METER, json!({})).await;
+        let (payloads, error) = ws.collect(id).await;
+        assert_eq!(error, None);
+        payloads[0]["data"]["me"]["profile"]["tokensUsedThisMonth"].clone()
+    }
+    assert_eq!(meter_over_ws(&mut ws, "before").await, "0");
+
+    // A query: the session's statement brings the profile and the meter.
+    let statements = app.statements();
+    let before = statements.load(Ordering::SeqCst);
+    let body = app.gql(Some(&user.token), METER, json!({})).await;
+    assert_eq!(
+        body["data"]["me"]["profile"]["tokensUsedThisMonth"], "0",
+        "{body}"
+    );
+    assert_eq!(statements.load(Ordering::SeqCst) - before, 1);
+
+    // A mutation's payload: the meter after its own call (3 + 3 tokens).
+    let body = app
+        .gql(
+            Some(&user.token),
+            "mutation($i: CompletionInput!) { complete(input: $i) { user { profile { tokensUsedThisMonth } } } }",
+            json!({ "i": { "prompt": "hi @@tokens=3" } }),
+        )
+        .await;
+    let after_call = body["data"]["complete"]["user"]["profile"]["tokensUsedThisMonth"].clone();
+    assert_ne!(after_call, "0", "{body}");
+
+    // The next query, and the WebSocket connected before the call, agree with it.
+    let body = app.gql(Some(&user.token), METER, json!({})).await;
+    assert_eq!(
+        body["data"]["me"]["profile"]["tokensUsedThisMonth"],
+        after_call
+    );
+    assert_eq!(meter_over_ws(&mut ws, "after").await, after_call);
+
+    // A profile changed by a mutation is read back changed, over HTTP and the socket.
+    let body = app
+        .gql(
+            Some(&user.token),
+            "mutation { updateProfile(input: { defaultModel: \"gpt-4o\" }) { defaultModel } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateProfile"]["defaultModel"], "gpt-4o",
+        "{body}"
+    );
+    let body = app.gql(Some(&user.token), METER, json!({})).await;
+    assert_eq!(
+        body["data"]["me"]["profile"]["defaultModel"], "gpt-4o",
+        "{body}"
+    );
+    ws.subscribe("model", METER, json!({})).await;
+    let (payloads, _) = ws.collect("model").await;
+    assert_eq!(
+        payloads[0]["data"]["me"]["profile"]["defaultModel"],
+        "gpt-4o"
+    );
+    app.shutdown().await;
+}

@@ -632,6 +632,7 @@ impl Connection {
                 let (mut data, batches) = request_data(
                     &self.state,
                     self.viewer.clone(),
+                    None, // the viewer is as old as the connection: loaders read the profile
                     self.auth.client.clone(),
                     None,
                 );
@@ -740,7 +741,7 @@ async fn authenticate(
         return Err(InitRefused::Forbidden);
     };
     match state.auth.viewer(token, AuthVia::Bearer).await {
-        Ok(Some((viewer, _))) => Ok(Some(viewer)),
+        Ok(Some(signed_in)) => Ok(Some(signed_in.viewer)),
         Ok(None) => Err(InitRefused::Forbidden),
         Err(e) => Err(InitRefused::Internal(e)),
     }

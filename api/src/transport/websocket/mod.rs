@@ -39,6 +39,11 @@ pub async fn upgrade(
     auth: RequestAuth,
     mut parts: Parts,
 ) -> Response {
+    // The profile read with the session is this request's; the connection outlives it.
+    let auth = RequestAuth {
+        profile: None,
+        ..auth
+    };
     if !state.auth.origin_allowed(&parts.headers) {
         return AppError::Forbidden("WebSocket from an untrusted origin refused".into())
             .into_response();
