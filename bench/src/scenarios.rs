@@ -260,15 +260,21 @@ struct Row {
     figures: Vec<(String, Value)>,
 }
 
+/// `DATABASE_MAX_CONNECTIONS` as the server under test inherits it, if set.
+fn request_pool() -> Option<String> {
+    std::env::var("DATABASE_MAX_CONNECTIONS").ok()
+}
+
 pub async fn run(options: Options) -> Result<(), String> {
     let started = Instant::now();
     let stack = start(&options).await?;
     println!(
-        "server pid {} on {}, PostgreSQL {}, {} CPUs",
+        "server pid {} on {}, PostgreSQL {}, {} CPUs, request pool of {}",
         stack.pid,
         stack.addr,
         tests::postgres_admin_url(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        request_pool().as_deref().unwrap_or("the default size")
     );
     let mut rows = Vec::new();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -355,6 +361,9 @@ pub async fn run(options: Options) -> Result<(), String> {
     let report = json!({
         "machine": machine(),
         "metrics": options.metrics,
+        // The server inherits the environment: DATABASE_MAX_CONNECTIONS sizes its request pool
+        // (null: the server's default).
+        "database_max_connections": request_pool(),
         "started_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
         "repeat": options.repeat,
