@@ -269,7 +269,10 @@ fn remove_abandoned_clusters() {
             )
         } == 0;
         if free {
-            // Removed while locked: a concurrent sweeper finds it locked or gone.
+            // Removed while locked (a concurrent sweeper finds it locked or gone), the data
+            // first and the lock file last, so a sweep cut short leaves a directory the next
+            // one still recognises.
+            let _ = std::fs::remove_dir_all(dir.join("data"));
             let _ = std::fs::remove_dir_all(&dir);
         }
         drop(lock);

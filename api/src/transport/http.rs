@@ -307,4 +307,20 @@ mod tests {
             "ambiguous documents with a mutation are refused"
         );
     }
+
+    /// Only what certainly runs a query gets the viewer's profile read with the session.
+    #[test]
+    fn queries_are_recognised() {
+        assert!(runs_a_query(&mut req("{ me { id } }", None)));
+        assert!(runs_a_query(&mut req("query Q { me { id } }", None)));
+        assert!(!runs_a_query(&mut req("mutation { signOut }", None)));
+        assert!(!runs_a_query(&mut req(
+            "subscription S { completionStream(input: {prompt: \"x\"}) { delta } }",
+            None
+        )));
+        let both = "query Q { me { id } } mutation M { signOut }";
+        assert!(runs_a_query(&mut req(both, Some("Q"))));
+        assert!(!runs_a_query(&mut req(both, Some("M"))));
+        assert!(!runs_a_query(&mut req(both, None)));
+    }
 }

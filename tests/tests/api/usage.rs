@@ -266,7 +266,10 @@ async fn the_meter_read_with_the_session_serves_queries_only() {
         )
         .await;
     let after_call = body["data"]["complete"]["user"]["profile"]["tokensUsedThisMonth"].clone();
-    assert_ne!(after_call, "0", "{body}");
+    assert!(
+        after_call.as_str().and_then(|t| t.parse::<i64>().ok()) > Some(0),
+        "{body}"
+    );
 
     // The next query, and the WebSocket connected before the call, agree with it.
     let body = app.gql(Some(&user.token), METER, json!({})).await;
