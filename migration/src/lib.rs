@@ -141,6 +141,17 @@ impl MigratorTrait for Migrator {
                     include_str!("../sql/0011_conversations.sqlite.down.sql"),
                 ],
             }),
+            Box::new(SqlMigration {
+                name: "m20261201_000012_rollups_per_statement",
+                postgres: [
+                    include_str!("../sql/0012_rollups_per_statement.postgres.up.sql"),
+                    include_str!("../sql/0012_rollups_per_statement.postgres.down.sql"),
+                ],
+                sqlite: [
+                    include_str!("../sql/0012_rollups_per_statement.sqlite.up.sql"),
+                    include_str!("../sql/0012_rollups_per_statement.sqlite.down.sql"),
+                ],
+            }),
         ]
     }
 }

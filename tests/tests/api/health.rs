@@ -47,7 +47,8 @@ async fn readyz_reports_pending_migrations_until_they_are_applied() {
             "m20261130_000008_user_limits",
             "m20261130_000009_runtime_role",
             "m20261130_000010_call_checkpoints",
-            "m20261130_000011_conversations"
+            "m20261130_000011_conversations",
+            "m20261201_000012_rollups_per_statement"
         ]
     );
 

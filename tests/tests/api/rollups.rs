@@ -77,3 +77,156 @@ async fn usage_rows_written_by_another_writer_count_everywhere() {
     );
     app.shutdown().await;
 }
+
+/// A writer that inserts many usage rows in one statement (an import, a backfill) gets them
+/// rolled up exactly: per user, day and model, and per user and month, whatever the rows' order.
+/// On PostgreSQL the rollup runs once per statement (migration 0012): a per-row trigger made
+/// such a statement quadratic in its rows per user.
+#[tokio::test]
+async fn a_bulk_insert_of_usage_is_rolled_up_exactly() {
+    use chrono::{TimeZone, Utc};
+    use entity::{token_usage, usage_daily, usage_monthly};
+    use sea_orm::{EntityTrait, QueryOrder, Set};
+
+    let app = spawn_app().await;
+    let ada = app.sign_up("ada@example.com").await;
+    let bob = app.sign_up("bob@example.com").await;
+    let late = Utc.with_ymd_and_hms(2026, 11, 30, 23, 59, 59).unwrap();
+    let early = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap();
+    let row = |user: &str, model: &str, at, p: i32| token_usage::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        user_id: Set(user.to_owned()),
+        model: Set(model.to_owned()),
+        prompt_tokens: Set(p),
+        completion_tokens: Set(1),
+        cost_microcents: Set(10),
+        created_at: Set(at),
+    };
+    // 2,000 rows of Ada's across two models and two months, interleaved with 3 of Bob's.
+    let mut rows: Vec<_> = (0..2000)
+        .map(|i| {
+            let model = if i % 2 == 0 { "gpt-4o-mini" } else { "gpt-4o" };
+            row(&ada.id, model, if i % 4 < 2 { late } else { early }, 2)
+        })
+        .collect();
+    rows.insert(7, row(&bob.id, "gpt-4o", late, 5));
+    rows.insert(700, row(&bob.id, "gpt-4o", late, 5));
+    rows.push(row(&bob.id, "gpt-4o-mini", early, 5));
+    token_usage::Entity::insert_many(rows)
+        .exec(&app.db)
+        .await
+        .unwrap();
+
+    let daily: Vec<_> = usage_daily::Entity::find()
+        .order_by_asc(usage_daily::Column::UserId)
+        .order_by_asc(usage_daily::Column::Day)
+        .order_by_asc(usage_daily::Column::Model)
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.user_id == ada.id || d.user_id == bob.id)
+        .map(|d| {
+            let who = if d.user_id == ada.id { "ada" } else { "bob" };
+            (
+                who,
+                d.day,
+                d.model,
+                d.calls,
+                d.prompt_tokens,
+                d.completion_tokens,
+                d.cost_microcents,
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        (
+            "ada",
+            "2026-11-30".to_owned(),
+            "gpt-4o".to_owned(),
+            500,
+            1000,
+            500,
+            5000,
+        ),
+        (
+            "ada",
+            "2026-11-30".to_owned(),
+            "gpt-4o-mini".to_owned(),
+            500,
+            1000,
+            500,
+            5000,
+        ),
+        (
+            "ada",
+            "2026-12-01".to_owned(),
+            "gpt-4o".to_owned(),
+            500,
+            1000,
+            500,
+            5000,
+        ),
+        (
+            "ada",
+            "2026-12-01".to_owned(),
+            "gpt-4o-mini".to_owned(),
+            500,
+            1000,
+            500,
+            5000,
+        ),
+        (
+            "bob",
+            "2026-11-30".to_owned(),
+            "gpt-4o".to_owned(),
+            2,
+            10,
+            2,
+            20,
+        ),
+        (
+            "bob",
+            "2026-12-01".to_owned(),
+            "gpt-4o-mini".to_owned(),
+            1,
+            5,
+            1,
+            10,
+        ),
+    ];
+    let mut daily_sorted = daily.clone();
+    daily_sorted.sort();
+    expected.sort();
+    assert_eq!(daily_sorted, expected);
+
+    let mut monthly: Vec<_> = usage_monthly::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.user_id == ada.id || m.user_id == bob.id)
+        .map(|m| {
+            let who = if m.user_id == ada.id { "ada" } else { "bob" };
+            (
+                who,
+                m.month,
+                m.calls,
+                m.prompt_tokens,
+                m.completion_tokens,
+                m.cost_microcents,
+            )
+        })
+        .collect();
+    monthly.sort();
+    assert_eq!(
+        monthly,
+        [
+            ("ada", "2026-11".to_owned(), 1000, 2000, 1000, 10000),
+            ("ada", "2026-12".to_owned(), 1000, 2000, 1000, 10000),
+            ("bob", "2026-11".to_owned(), 2, 10, 2, 20),
+            ("bob", "2026-12".to_owned(), 1, 5, 1, 10),
+        ]
+    );
+    app.shutdown().await;
+}
