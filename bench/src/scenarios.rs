@@ -318,7 +318,7 @@ pub async fn run(options: Options) -> Result<(), String> {
             }
         }
         if options.wants("signin") {
-            for row in signin_storm(&stack, &options).await? {
+            for row in signin_storm(&stack, &options, &run).await? {
                 print_row(&row);
                 ran.push(row);
             }
@@ -952,9 +952,11 @@ where
 }
 
 /// Scenario 4: 20 sign-in loops while 32 clients query `me`.
-async fn signin_storm(stack: &Stack, options: &Options) -> Result<Vec<Row>, String> {
-    let _signers = sign_up_many(&stack.http, "signer", 20).await?;
-    let readers = sign_up_many(&stack.http, "reader", 32).await?;
+/// Accounts are the run's own (`run_id` in their emails), so `--repeat` runs it again.
+async fn signin_storm(stack: &Stack, options: &Options, run_id: &str) -> Result<Vec<Row>, String> {
+    let signer = format!("signer-{run_id}-");
+    let _signers = sign_up_many(&stack.http, &signer, 20).await?;
+    let readers = sign_up_many(&stack.http, &format!("reader-{run_id}-"), 32).await?;
     let me_loop = || {
         closed_loop(32, options.duration, |c| {
             let http = &stack.http;
@@ -983,9 +985,9 @@ async fn signin_storm(stack: &Stack, options: &Options) -> Result<Vec<Row>, Stri
     let sign_ins = AtomicU64::new(0);
     let storm = futures_util::future::join_all((0..20).map(|i| {
         let http = &stack.http;
-        let (stop, sign_ins) = (&stop, &sign_ins);
+        let (stop, sign_ins, signer) = (&stop, &sign_ins, &signer);
         async move {
-            let email = format!("signer{i}@bench.example");
+            let email = format!("{signer}{i}@bench.example");
             while !stop.load(Ordering::Relaxed) {
                 http.gql(
                     None,
