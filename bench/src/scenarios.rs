@@ -210,7 +210,14 @@ async fn start(options: &Options) -> Result<Stack, String> {
             _ => return Err("the server exited before listening".into()),
         }
     };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // The rest of its log is drained; its errors are shown (a failed stream's reason).
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("ERROR") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
     let db = Database::connect(database.direct_url())
         .await
         .map_err(|e| e.to_string())?;
