@@ -145,9 +145,8 @@ pub fn request_data(
         &batches,
     ));
     if let Some(viewer) = viewer {
-        if let Some(profile) = profile
-            && profile.profile.user_id == viewer.user.id
-        {
+        // (`User.profile` checks whose profile it is before answering from it.)
+        if let Some(profile) = profile {
             data.insert(ViewerProfile(profile));
         }
         data.insert(viewer);
