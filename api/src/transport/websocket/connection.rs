@@ -26,6 +26,7 @@ use super::messages::{
     parse_legacy, parse_transport_ws,
 };
 use super::sockets::{Holder, OperationSlot, Slot, Sockets};
+use crate::auth::session::ClientInfo;
 use crate::auth::{AuthVia, RequestAuth, Viewer, bearer_token};
 use crate::error::AppError;
 use crate::graphql::{AppSchema, OverWebSocket, request_data};
@@ -65,7 +66,8 @@ fn close(code: u16, reason: impl Into<String>) -> End {
     End::Close(code, reason.into())
 }
 
-type InitFuture = Pin<Box<dyn Future<Output = Result<Option<Viewer>, InitRefused>> + Send>>;
+/// `connection_init`'s check: the viewer boxed, like [`OpEvent`]'s response.
+type InitFuture = Pin<Box<dyn Future<Output = Result<Option<Box<Viewer>>, InitRefused>> + Send>>;
 
 enum InitRefused {
     /// The token does not resolve to a live session.
@@ -73,11 +75,12 @@ enum InitRefused {
     Internal(AppError),
 }
 
-/// An event of one running operation: a response, or `None` when it ended.
+/// An event of one running operation: a response, or `None` when it ended. (The response is
+/// boxed: the connection's future holds room for one event, and each idle socket pays for it.)
 struct OpEvent {
     id: String,
     seq: u64,
-    response: Option<Response>,
+    response: Option<Box<Response>>,
 }
 
 struct RunningOp {
@@ -112,7 +115,7 @@ impl Operations {
             responses.map(move |response| OpEvent {
                 id: id.clone(),
                 seq,
-                response: Some(response),
+                response: Some(Box::new(response)),
             })
         };
         let ended = stream::once({
@@ -159,7 +162,10 @@ pub(super) struct Connection {
     state: AppState,
     schema: AppSchema,
     sockets: Arc<Sockets>,
-    auth: RequestAuth,
+    /// The upgrade request's address and user agent (each operation's).
+    client: ClientInfo,
+    /// Who the connection runs for: the upgrade's cookie's user until `connection_init`
+    /// decides.
     viewer: Option<Viewer>,
     /// The process's and the client network's counts of this socket.
     _slots: [Slot; 2],
@@ -207,11 +213,11 @@ impl Connection {
         user_slot: Option<Slot>,
     ) -> Self {
         Connection {
-            viewer: auth.viewer.clone(),
+            viewer: auth.viewer,
             state,
             schema,
             sockets,
-            auth,
+            client: auth.client,
             _slots: slots,
             user_slot,
             ops: Operations::default(),
@@ -221,7 +227,10 @@ impl Connection {
         }
     }
 
-    pub(super) async fn run(mut self, mut socket: WebSocket, protocol: Protocol) {
+    /// Serve the socket. Boxed: the connection's task holds this future for the socket's life,
+    /// so what it holds by value is paid per idle socket (each async layer keeps its own copy of
+    /// what it was given).
+    pub(super) async fn run(mut self: Box<Self>, mut socket: WebSocket, protocol: Protocol) {
         let end = self.serve(&mut socket, protocol).await;
         // Running operations stop here (a call's task sees its receiver go and is metered).
         self.ops = Operations::default();
@@ -237,9 +246,10 @@ impl Connection {
     }
 
     async fn serve(&mut self, socket: &mut WebSocket, protocol: Protocol) -> End {
-        let cfg = self.state.config.websocket.clone();
-        let init_deadline = sleep(cfg.init_timeout);
-        tokio::pin!(init_deadline);
+        let config = Arc::clone(&self.state.config);
+        let cfg = &config.websocket;
+        // Boxed, and dropped once `connection_init` arrived: an idle socket keeps neither.
+        let mut init_deadline = Some(Box::pin(sleep(cfg.init_timeout)));
         let mut init_received = false;
         let mut acknowledged = false;
         let mut init: Option<InitFuture> = None;
@@ -307,7 +317,10 @@ impl Connection {
                                 return close(code::TOO_MANY_INITS, "Too many initialisation requests");
                             }
                             init_received = true;
-                            init = Some(authenticate(self.state.clone(), self.auth.viewer.clone(), payload).boxed());
+                            init_deadline = None;
+                            // (`self.viewer` is still the cookie's: only this init's result
+                            // replaces it, and a second init closes the connection.)
+                            init = Some(authenticate(self.state.clone(), self.viewer.clone(), payload).boxed());
                         }
                         // (Only graphql-transport-ws has ping: a legacy `ping` is an unknown
                         // type, answered by `parse_legacy`'s error above.)
@@ -329,7 +342,7 @@ impl Connection {
                                 if init.is_some() {
                                     if waiting.len() < cfg.max_operations {
                                         waiting.push((id, operation));
-                                    } else if !Self::refuse_operation(socket, protocol, &id, cfg.max_operations).await {
+                                    } else if !send(socket, &Self::too_many_operations(protocol, &id, cfg.max_operations)).await {
                                         return End::Gone;
                                     }
                                     continue;
@@ -337,7 +350,8 @@ impl Connection {
                                 // The legacy protocol replaces an operation whose id is reused.
                                 self.ops.cancel(&id);
                             }
-                            if let Some(end) = self.subscribe(socket, protocol, id, operation).await {
+                            // (Boxed, as below: inline, each idle socket would hold room for it.)
+                            if let Some(end) = Box::pin(self.subscribe(socket, protocol, id, operation)).await {
                                 return end;
                             }
                         }
@@ -353,7 +367,7 @@ impl Connection {
                             // the close: a `start` then a `connection_terminate` in one write get
                             // the query's answer, however this loop's branches were ordered.
                             while let Some(Some(event)) = self.ops.streams.next().now_or_never() {
-                                if !self.relay(socket, protocol, event).await {
+                                if let Some(text) = self.encode_event(protocol, event) && !send(socket, &text).await {
                                     return End::Gone;
                                 }
                             }
@@ -365,7 +379,7 @@ impl Connection {
                     init = None;
                     match result {
                         Ok(viewer) => {
-                            if let Some(end) = self.adopt(viewer, &cfg) {
+                            if let Some(end) = self.adopt(viewer.map(|v| *v), cfg) {
                                 if protocol == Protocol::Legacy {
                                     send(socket, &encode("connection_error", None, Some(json!({"message": "too many connections for this user"})))).await;
                                 }
@@ -381,7 +395,7 @@ impl Connection {
                                 }
                                 for (id, operation) in std::mem::take(&mut waiting) {
                                     self.ops.cancel(&id);
-                                    if let Some(end) = self.subscribe(socket, protocol, id, operation).await {
+                                    if let Some(end) = Box::pin(self.subscribe(socket, protocol, id, operation)).await {
                                         return end;
                                     }
                                 }
@@ -413,11 +427,11 @@ impl Connection {
                         return close(code::GOING_AWAY, "server shutting down");
                     }
                 }
-                () = &mut init_deadline, if !init_received => {
+                () = async { init_deadline.as_mut().expect("guarded").await }, if init_deadline.is_some() => {
                     return close(code::INIT_TIMEOUT, "Connection initialisation timeout");
                 }
                 Some(event) = self.ops.streams.next(), if !self.ops.streams.is_empty() => {
-                    if !self.relay(socket, protocol, event).await {
+                    if let Some(text) = self.encode_event(protocol, event) && !send(socket, &text).await {
                         return End::Gone;
                     }
                     if let Some(end) = self.end_if_drained() {
@@ -545,22 +559,15 @@ impl Connection {
         }
     }
 
-    /// Refuse one operation for the per-socket limit, in-band.
-    async fn refuse_operation(
-        socket: &mut WebSocket,
-        protocol: Protocol,
-        id: &str,
-        max: usize,
-    ) -> bool {
-        send_refusal(
-            socket,
+    /// The in-band refusal of one operation for the per-socket limit.
+    fn too_many_operations(protocol: Protocol, id: &str, max: usize) -> String {
+        refusal(
             protocol,
             id,
             &format!("at most {max} operations may run at once on one connection"),
             "RATE_LIMITED",
             Some(1),
         )
-        .await
     }
 
     /// Start an operation; `Some` ends the connection.
@@ -574,20 +581,19 @@ impl Connection {
         let cfg = &self.state.config.websocket;
         if self.closing {
             // Shutting down: nothing new starts (the socket closes once running ones end).
-            let sent = send_refusal(
-                socket,
+            let refused = refusal(
                 protocol,
                 &id,
                 "the server is shutting down",
                 "SERVICE_UNAVAILABLE",
                 Some(5),
-            )
-            .await;
+            );
+            let sent = send(socket, &refused).await;
             return (!sent).then_some(End::Gone);
         }
         if self.ops.by_id.len() >= cfg.max_operations {
             let max = cfg.max_operations;
-            return (!Self::refuse_operation(socket, protocol, &id, max).await)
+            return (!send(socket, &Self::too_many_operations(protocol, &id, max)).await)
                 .then_some(End::Gone);
         }
         // Every operation runs under a live session: re-read when the last look is stale.
@@ -595,15 +601,14 @@ impl Connection {
         if self.viewer.is_some()
             && (self.session_ended_at.is_some() || (stale && !self.session_alive().await))
         {
-            send_refusal(
-                socket,
+            let refused = refusal(
                 protocol,
                 &id,
                 &AppError::Unauthenticated.message(),
                 "UNAUTHENTICATED",
                 None,
-            )
-            .await;
+            );
+            send(socket, &refused).await;
             if protocol == Protocol::Legacy {
                 send(
                     socket,
@@ -633,7 +638,7 @@ impl Connection {
                     &self.state,
                     self.viewer.clone(),
                     None, // the viewer is as old as the connection: loaders read the profile
-                    self.auth.client.clone(),
+                    self.client.clone(),
                     None,
                 );
                 data.insert(OverWebSocket);
@@ -646,13 +651,13 @@ impl Connection {
         None
     }
 
-    /// Send one operation event; false when the peer is gone.
-    async fn relay(&mut self, socket: &mut WebSocket, protocol: Protocol, event: OpEvent) -> bool {
+    /// The message for one operation event, if anything is to be sent for it.
+    fn encode_event(&mut self, protocol: Protocol, event: OpEvent) -> Option<String> {
         let OpEvent { id, seq, response } = event;
         match response {
             Some(response) => {
                 let Some(op) = self.ops.current(&id, seq) else {
-                    return true; // cancelled
+                    return None; // cancelled
                 };
                 let first = !op.answered;
                 op.answered = true;
@@ -666,7 +671,7 @@ impl Connection {
                 if refused {
                     self.ops.cancel(&id);
                     let payload = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
-                    return send(socket, &encode("error", Some(&id), Some(payload))).await;
+                    return Some(encode("error", Some(&id), Some(payload)));
                 }
                 let ty = match protocol {
                     Protocol::TransportWs => "next",
@@ -676,36 +681,33 @@ impl Connection {
                     tracing::error!(error = %e, "a response could not be serialised");
                     json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
                 });
-                send(socket, &encode(ty, Some(&id), Some(payload))).await
+                Some(encode(ty, Some(&id), Some(payload)))
             }
             None => {
-                if self.ops.current(&id, seq).is_none() {
-                    return true; // cancelled: nothing more for it
-                }
+                // (Nothing more for a cancelled one.)
+                self.ops.current(&id, seq)?;
                 self.ops.by_id.remove(&id);
-                send(socket, &encode("complete", Some(&id), None)).await
+                Some(encode("complete", Some(&id), None))
             }
         }
     }
 }
 
-/// Refuse operation `id` in-band: an `error` message with one coded GraphQL error (an array of
-/// them on graphql-transport-ws, the error itself on the legacy protocol). False when the peer
-/// is gone.
-async fn send_refusal(
-    socket: &mut WebSocket,
+/// The in-band refusal of operation `id`: an `error` message with one coded GraphQL error (an
+/// array of them on graphql-transport-ws, the error itself on the legacy protocol).
+fn refusal(
     protocol: Protocol,
     id: &str,
     message: &str,
     code: &str,
     retry_after: Option<u64>,
-) -> bool {
+) -> String {
     let errors = error_payload(message, code, retry_after);
     let payload = match protocol {
         Protocol::TransportWs => errors,
         Protocol::Legacy => errors[0].clone(),
     };
-    send(socket, &encode("error", Some(id), Some(payload))).await
+    encode("error", Some(id), Some(payload))
 }
 
 /// Send one text message; false when the peer is gone, or takes nothing for [`SEND_TIMEOUT`].
@@ -728,20 +730,20 @@ async fn authenticate(
     state: AppState,
     from_cookie: Option<Viewer>,
     payload: Option<Map<String, Value>>,
-) -> Result<Option<Viewer>, InitRefused> {
+) -> Result<Option<Box<Viewer>>, InitRefused> {
     let value = payload.as_ref().and_then(|p| {
         p.get("authorization")
             .or_else(|| p.get("Authorization"))
             .cloned()
     });
     let Some(value) = value else {
-        return Ok(from_cookie);
+        return Ok(from_cookie.map(Box::new));
     };
     let Some(token) = value.as_str().and_then(bearer_token) else {
         return Err(InitRefused::Forbidden);
     };
     match state.auth.viewer(token, AuthVia::Bearer).await {
-        Ok(Some(signed_in)) => Ok(Some(signed_in.viewer)),
+        Ok(Some(signed_in)) => Ok(Some(Box::new(signed_in.viewer))),
         Ok(None) => Err(InitRefused::Forbidden),
         Err(e) => Err(InitRefused::Internal(e)),
     }
