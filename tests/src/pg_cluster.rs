@@ -73,7 +73,7 @@ fn run(ready: &mpsc::Sender<Result<PgCluster, String>>) {
             .map(|v| v.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (uid, gid) = unprivileged_user()?;
-        remove_abandoned_clusters();
+        remove_abandoned(DIR_PREFIX);
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir()
@@ -226,7 +226,7 @@ const OWNER_LOCK: &str = "owner.lock";
 /// never closed; the kernel drops the lock when the process goes, however it goes). The file is
 /// locked under another name first and then renamed, so no other process can ever see it
 /// unlocked while this one is alive.
-fn hold_owner_lock(dir: &Path) -> Result<(), String> {
+pub(crate) fn hold_owner_lock(dir: &Path) -> Result<(), String> {
     use std::os::fd::IntoRawFd;
     let staging = dir.join(format!("{OWNER_LOCK}.new"));
     let file = std::fs::File::create(&staging)
@@ -244,17 +244,18 @@ fn hold_owner_lock(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("rename {}: {e}", staging.display()))
 }
 
-/// Remove the directories of clusters whose test process died without running its exit handler
-/// (interrupted with Ctrl-C, killed): their server stopped with them (`PR_SET_PDEATHSIG`), but a
-/// cluster's files are a gigabyte or two after a full suite, and a few interrupted runs fill a
-/// disk. A directory whose owner lock can be taken belongs to no living process. One without
+/// Remove the temporary directories named `prefix…` whose test process is gone: a cluster's
+/// whose process died without running its exit handler (interrupted with Ctrl-C, killed; its
+/// server stopped with it, `PR_SET_PDEATHSIG`), whose files are a gigabyte or two after a full
+/// suite, so a few interrupted runs fill a disk; and every PgBouncer's, which has no exit
+/// handler. A directory whose owner lock can be taken belongs to no living process. One without
 /// a lock file is being set up (or predates the lock) and is left alone.
-fn remove_abandoned_clusters() {
+pub(crate) fn remove_abandoned(prefix: &str) {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
         let dir = entry.path();

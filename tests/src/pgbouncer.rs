@@ -1,6 +1,7 @@
 //! A PgBouncer in transaction mode in front of the test PostgreSQL server, when
 //! `TEST_PGBOUNCER` names its binary: started once per test process, as an unprivileged user
-//! (it refuses root), stopped with the process (see `pg_cluster` for the same arrangement).
+//! (it refuses root), stopped with the process (see `pg_cluster` for the same arrangement, and
+//! for the sweep that removes the directories of processes gone).
 #![allow(unsafe_code)] // pre_exec (prctl), as in pg_cluster
 
 use std::os::unix::process::CommandExt;
@@ -29,14 +30,21 @@ pub fn url() -> Option<String> {
     .clone()
 }
 
+/// The directories' name prefix in the temporary directory.
+const DIR_PREFIX: &str = "aiwrapper-pgbouncer-";
+
 fn run(binary: &str, server: &url::Url, ready: &mpsc::Sender<Result<String, String>>) {
     let started = (|| -> Result<(std::process::Child, String), String> {
         let (uid, gid) = crate::pg_cluster::unprivileged_user()?;
+        // Kept past the process (its PgBouncer may still be writing its log as the process
+        // exits), and removed by the next run's sweep once this process is gone.
+        crate::pg_cluster::remove_abandoned(DIR_PREFIX);
         let dir = tempfile::Builder::new()
-            .prefix("aiwrapper-pgbouncer-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(|e| format!("temporary directory: {e}"))?
             .keep();
+        crate::pg_cluster::hold_owner_lock(&dir)?;
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
         let port = crate::pg_cluster::free_port()?;
         let user = server.username();
