@@ -22,8 +22,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, interval_at, sleep};
 
 use super::messages::{
-    ClientMessage, LegacyBad, Operation, Protocol, close_reason, encode, error_payload,
-    parse_legacy, parse_transport_ws,
+    ClientMessage, LegacyBad, Operation, Protocol, close_reason, encode, encode_serialized,
+    error_payload, parse_legacy, parse_transport_ws,
 };
 use super::sockets::{Holder, OperationSlot, Slot, Sockets};
 use crate::auth::session::ClientInfo;
@@ -677,11 +677,11 @@ impl Connection {
                     Protocol::TransportWs => "next",
                     Protocol::Legacy => "data",
                 };
-                let payload = serde_json::to_value(&response).unwrap_or_else(|e| {
+                Some(encode_serialized(ty, Some(&id), Some(&*response)).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "a response could not be serialised");
-                    json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
-                });
-                Some(encode(ty, Some(&id), Some(payload)))
+                    let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
+                    encode(ty, Some(&id), Some(failed))
+                }))
             }
             None => {
                 // (Nothing more for a cancelled one.)
