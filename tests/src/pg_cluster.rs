@@ -270,10 +270,15 @@ pub(crate) fn remove_abandoned(prefix: &str) {
             )
         } == 0;
         if free {
-            // Removed while locked (a concurrent sweeper finds it locked or gone), the data
-            // first and the lock file last, so a sweep cut short leaves a directory the next
-            // one still recognises.
-            let _ = std::fs::remove_dir_all(dir.join("data"));
+            // Removed while locked (a concurrent sweeper finds it locked or gone), everything
+            // but the lock file first, so a sweep cut short leaves a directory the next one
+            // still recognises.
+            for inner in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if inner.file_name() != OWNER_LOCK {
+                    let path = inner.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
         drop(lock);

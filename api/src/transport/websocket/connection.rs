@@ -179,11 +179,6 @@ pub(super) struct Connection {
     closing: bool,
 }
 
-/// Close a socket that will not be served (no acceptable subprotocol).
-pub(super) async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
-    send_close(&mut socket, code, reason).await;
-}
-
 async fn send_close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
@@ -225,6 +220,13 @@ impl Connection {
             session_ended_at: None,
             closing: false,
         }
+    }
+
+    /// Close a socket that will not be served (no acceptable subprotocol), still counted
+    /// against the socket limits until it is closed.
+    pub(super) async fn refuse(self: Box<Self>, mut socket: WebSocket, code: u16, reason: &str) {
+        send_close(&mut socket, code, reason).await;
+        drop(self);
     }
 
     /// Serve the socket. Boxed: the connection's task holds this future for the socket's life,

@@ -143,11 +143,9 @@ pub async fn upgrade(
             carried.run(match protocol {
                 Some(protocol) => Either::Left(connection.run(socket, protocol)),
                 // As graphql-ws's server: the socket opens, then closes with the reason.
-                None => Either::Right(connection::refuse(
-                    socket,
-                    4406,
-                    "Subprotocol not acceptable",
-                )),
+                None => {
+                    Either::Right(connection.refuse(socket, 4406, "Subprotocol not acceptable"))
+                }
             })
         })
         .into_response()
