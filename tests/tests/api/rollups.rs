@@ -137,63 +137,26 @@ async fn a_bulk_insert_of_usage_is_rolled_up_exactly() {
         })
         .collect();
     daily.sort();
-    let mut expected = vec![
+    // (In sorted order, as `daily` is.)
+    let expected = [
+        ("ada", "2026-11-30", "gpt-4o", 500, 1000, 500, 5000),
+        ("ada", "2026-11-30", "gpt-4o-mini", 500, 1000, 500, 5000),
+        ("ada", "2026-12-01", "gpt-4o", 500, 1000, 500, 5000),
+        ("ada", "2026-12-01", "gpt-4o-mini", 500, 1000, 500, 5000),
+        ("bob", "2026-11-30", "gpt-4o", 2, 10, 2, 20),
+        ("bob", "2026-12-01", "gpt-4o-mini", 1, 5, 1, 10),
+    ]
+    .map(|(who, day, model, calls, prompt, completion, cost)| {
         (
-            "ada",
-            "2026-11-30".to_owned(),
-            "gpt-4o".to_owned(),
-            500,
-            1000,
-            500,
-            5000,
-        ),
-        (
-            "ada",
-            "2026-11-30".to_owned(),
-            "gpt-4o-mini".to_owned(),
-            500,
-            1000,
-            500,
-            5000,
-        ),
-        (
-            "ada",
-            "2026-12-01".to_owned(),
-            "gpt-4o".to_owned(),
-            500,
-            1000,
-            500,
-            5000,
-        ),
-        (
-            "ada",
-            "2026-12-01".to_owned(),
-            "gpt-4o-mini".to_owned(),
-            500,
-            1000,
-            500,
-            5000,
-        ),
-        (
-            "bob",
-            "2026-11-30".to_owned(),
-            "gpt-4o".to_owned(),
-            2,
-            10,
-            2,
-            20,
-        ),
-        (
-            "bob",
-            "2026-12-01".to_owned(),
-            "gpt-4o-mini".to_owned(),
-            1,
-            5,
-            1,
-            10,
-        ),
-    ];
-    expected.sort();
+            who,
+            day.to_owned(),
+            model.to_owned(),
+            calls,
+            prompt,
+            completion,
+            cost,
+        )
+    });
     assert_eq!(daily, expected);
 
     let mut monthly: Vec<_> = usage_monthly::Entity::find()
