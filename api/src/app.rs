@@ -278,6 +278,7 @@ impl Application {
 
 fn router(state: AppState, sockets: Arc<transport::websocket::Sockets>) -> Router {
     let schema = graphql::build_schema(state.clone());
+    let limits = graphql::document_limits(&state);
     // Authentication runs once per request, before the GraphQL handler, and only where a caller
     // matters: health checks and the IDE's static files never cost a session lookup.
     let api = transport::http::routes()
@@ -295,6 +296,7 @@ fn router(state: AppState, sockets: Arc<transport::websocket::Sockets>) -> Route
         .merge(api)
         .layer(CookieManagerLayer::new())
         .layer(Extension(schema))
+        .layer(Extension(limits))
         .layer(Extension(sockets))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http())

@@ -12,6 +12,12 @@
 //! (a registry lookup by type and field name, a boxed future per extension), which cost about
 //! a fifth of the server's CPU on a history page. The document is parsed here once and handed
 //! to async-graphql, which then does not parse it again.
+//!
+//! Documents that parsed and passed the limits are kept by their text ([`DocumentLimits`]'s
+//! cache): an app sends the same few documents again and again, and parsing one was about 8 %
+//! of the server's CPU on a history page and on a subscription's start (perf, see
+//! docs/performance.md). A document sent again is cloned from the cache instead (async-graphql
+//! takes the parsed document by value); async-graphql's validation still runs every time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +28,8 @@ use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection,
 use async_graphql::{Positioned, Request, Response, ServerError, ServerResult};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 
 use super::instrument::Recorder;
 use crate::config::GraphqlConfig;
@@ -33,21 +41,44 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// Mutations that hash a password: one per request.
 const HASHING_MUTATIONS: [&str; 2] = ["signIn", "signUp"];
 
-/// The limits; with `metrics`, every operation is also recorded (see
-/// `super::instrument::Recorder`).
+/// The longest document kept parsed: an app's documents are a few hundred bytes to a few KiB
+/// (GraphiQL's introspection query is about 2 KiB).
+const MAX_CACHED_DOCUMENT: usize = 16 * 1024;
+/// The documents kept parsed, by the length of their text in all (their parsed form takes
+/// several times that). What an attacker sends once, however varied, only passes through:
+/// the cache's eviction (S3-FIFO) keeps the documents that are sent again.
+const CACHED_DOCUMENTS_BYTES: u64 = 1024 * 1024;
+
+/// A cached document weighs its text's length.
 #[derive(Clone)]
+struct TextLength;
+
+impl Weighter<String, Arc<ExecutableDocument>> for TextLength {
+    fn weight(&self, text: &String, _: &Arc<ExecutableDocument>) -> u64 {
+        text.len() as u64
+    }
+}
+
+/// The limits, and the documents that passed them (parsed, by their text); with `metrics`,
+/// every operation is also recorded (see `super::instrument::Recorder`). One per server.
 pub struct DocumentLimits {
     pub max_aliases: usize,
     pub max_root_fields: usize,
     metrics: Option<Arc<Metrics>>,
+    passed: Cache<String, Arc<ExecutableDocument>, TextLength>,
 }
 
 impl DocumentLimits {
     pub fn new(cfg: &GraphqlConfig, metrics: Option<Arc<Metrics>>) -> Self {
+        Self::with(cfg.max_aliases, cfg.max_root_fields, metrics)
+    }
+
+    fn with(max_aliases: usize, max_root_fields: usize, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
-            max_aliases: cfg.max_aliases,
-            max_root_fields: cfg.max_root_fields,
+            max_aliases,
+            max_root_fields,
             metrics,
+            passed: Cache::with_weighter(1024, CACHED_DOCUMENTS_BYTES, TextLength),
         }
     }
 
@@ -57,17 +88,24 @@ impl DocumentLimits {
     /// either way the [`Operation`] finishes what is sent.
     pub fn prepare(&self, request: &mut Request) -> (Operation, Option<Response>) {
         let started = Instant::now();
-        let parsed = async_graphql::parser::parse_query(&request.query);
-        let operation = Operation {
-            recorder: self
-                .metrics
-                .clone()
-                .map(|m| Recorder::new(m, parsed.as_ref().ok())),
+        let operation = |doc: Option<&ExecutableDocument>| Operation {
+            recorder: self.metrics.clone().map(|m| Recorder::new(m, doc)),
             started,
         };
+        if let Some(doc) = self.passed.get(request.query.as_str()) {
+            let operation = operation(Some(&doc));
+            request.set_parsed_query(ExecutableDocument::clone(&doc));
+            return (operation, None);
+        }
+        let parsed = async_graphql::parser::parse_query(&request.query);
+        let operation = operation(parsed.as_ref().ok());
         let refused = match parsed {
             Ok(doc) => {
                 let checked = self.check(&doc);
+                if checked.is_ok() && request.query.len() <= MAX_CACHED_DOCUMENT {
+                    self.passed
+                        .insert(request.query.clone(), Arc::new(doc.clone()));
+                }
                 request.set_parsed_query(doc);
                 checked.err()
             }
@@ -231,13 +269,45 @@ mod tests {
     use super::*;
 
     fn check(query: &str) -> Result<(), String> {
-        let limits = DocumentLimits {
-            max_aliases: 3,
-            max_root_fields: 4,
-            metrics: None,
-        };
+        let limits = DocumentLimits::with(3, 4, None);
         let doc = async_graphql::parser::parse_query(query).unwrap();
         limits.check(&doc).map_err(|e| e.message)
+    }
+
+    /// `prepare`'s outcome for `query`: the refusal's message, or the document it handed over.
+    fn prepare(limits: &DocumentLimits, query: &str) -> Result<ExecutableDocument, String> {
+        let mut request = Request::new(query);
+        match limits.prepare(&mut request).1 {
+            Some(refused) => Err(refused.errors[0].message.clone()),
+            None => Ok(request.parsed_query().expect("handed over").clone()),
+        }
+    }
+
+    #[test]
+    fn documents_that_passed_are_kept_parsed_and_nothing_else_is() {
+        let limits = DocumentLimits::with(3, 4, None);
+        let query =
+            "query Q($n: Int) { me { id } models { id } } fragment F on Query { usage { calls } }";
+        let first = prepare(&limits, query).unwrap();
+        assert_eq!(limits.passed.len(), 1);
+        // Sent again, it comes from the cache: the same document (the same operations, the
+        // same fragments, as the parser gives them).
+        let again = prepare(&limits, query).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{first:?}"));
+        assert_eq!(limits.passed.len(), 1);
+        // Refused, unparsable or too long: parsed (and refused) each time, never kept.
+        let refused = "{ a: me { id } b: me { id } c: me { id } d: me { id } }";
+        for _ in 0..2 {
+            assert!(
+                prepare(&limits, refused)
+                    .unwrap_err()
+                    .contains("alias at most 3")
+            );
+            assert!(prepare(&limits, "{ me { id }").is_err());
+        }
+        let long = format!("{{ me {{ id }} }} # {}", "x".repeat(MAX_CACHED_DOCUMENT));
+        prepare(&limits, &long).unwrap();
+        assert_eq!(limits.passed.len(), 1);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod loaders;
 pub mod scalars;
 pub mod usage;
 
+use std::sync::Arc;
+
 use async_graphql::{Data, MergedObject, Schema};
 use tower_cookies::Cookies;
 
@@ -88,12 +90,13 @@ pub fn build_schema(state: AppState) -> AppSchema {
     builder.finish()
 }
 
-/// The checks every operation goes through before it runs (see [`limits`]).
-pub fn document_limits(state: &AppState) -> limits::DocumentLimits {
-    limits::DocumentLimits::new(
+/// The checks every operation goes through before it runs (see [`limits`]): one per server,
+/// shared by its transports (it keeps the documents that passed).
+pub fn document_limits(state: &AppState) -> Arc<limits::DocumentLimits> {
+    Arc::new(limits::DocumentLimits::new(
         &state.config.graphql,
         state.metrics.enabled().then(|| state.metrics.clone()),
-    )
+    ))
 }
 
 /// Marks operations that arrive over a WebSocket, whose caller was authenticated once, at

@@ -8,6 +8,8 @@
 //! * WebSocket upgrades on `GET` go to [`super::websocket`].
 
 use async_graphql::parser::types::{DocumentOperations, OperationType};
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,7 +20,8 @@ use tower_cookies::Cookies;
 
 use crate::auth::RequestAuth;
 use crate::error::AppError;
-use crate::graphql::{AppSchema, document_limits, request_data};
+use crate::graphql::limits::DocumentLimits;
+use crate::graphql::{AppSchema, request_data};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -40,6 +43,7 @@ fn media_type(headers: &HeaderMap, name: header::HeaderName) -> String {
 async fn post_graphql(
     State(state): State<AppState>,
     Extension(schema): Extension<AppSchema>,
+    Extension(limits): Extension<Arc<DocumentLimits>>,
     Extension(auth): Extension<RequestAuth>,
     cookies: Cookies,
     headers: HeaderMap,
@@ -61,7 +65,7 @@ async fn post_graphql(
                 .into_response();
         }
     };
-    let (operation, refused) = document_limits(&state).prepare(&mut request);
+    let (operation, refused) = limits.prepare(&mut request);
     let mut response = match refused {
         Some(refused) => refused,
         None => execute(&state, &schema, request, auth, Some(cookies)).await,
@@ -158,8 +162,9 @@ fn not_acceptable() -> Response {
 async fn get_graphql(
     State(state): State<AppState>,
     Extension(schema): Extension<AppSchema>,
+    Extension(limits): Extension<Arc<DocumentLimits>>,
     Extension(auth): Extension<RequestAuth>,
-    Extension(sockets): Extension<std::sync::Arc<super::websocket::Sockets>>,
+    Extension(sockets): Extension<Arc<super::websocket::Sockets>>,
     req: Request,
 ) -> Response {
     let (parts, _body) = req.into_parts();
@@ -169,7 +174,7 @@ async fn get_graphql(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        return super::websocket::upgrade(state, schema, sockets, auth, parts).await;
+        return super::websocket::upgrade(state, schema, limits, sockets, auth, parts).await;
     }
 
     let query = parts.uri.query().unwrap_or("");
@@ -188,7 +193,7 @@ async fn get_graphql(
         Ok(r) => r,
         Err(message) => return AppError::BadRequest(message).into_response(),
     };
-    let (operation, refused) = document_limits(&state).prepare(&mut request);
+    let (operation, refused) = limits.prepare(&mut request);
     let mut response = match refused {
         Some(refused) => refused,
         None if is_mutation(&mut request) => {

@@ -29,6 +29,7 @@ use super::sockets::{Holder, OperationSlot, Slot, Sockets};
 use crate::auth::session::ClientInfo;
 use crate::auth::{AuthVia, RequestAuth, Viewer, bearer_token};
 use crate::error::AppError;
+use crate::graphql::limits::DocumentLimits;
 use crate::graphql::{AppSchema, OverWebSocket, request_data};
 use crate::state::AppState;
 
@@ -161,6 +162,8 @@ impl Operations {
 pub(super) struct Connection {
     state: AppState,
     schema: AppSchema,
+    /// The server's document checks (and the documents that passed them).
+    limits: Arc<DocumentLimits>,
     sockets: Arc<Sockets>,
     /// The upgrade request's address and user agent (each operation's).
     client: ClientInfo,
@@ -202,6 +205,7 @@ impl Connection {
     pub(super) fn new(
         state: AppState,
         schema: AppSchema,
+        limits: Arc<DocumentLimits>,
         sockets: Arc<Sockets>,
         auth: RequestAuth,
         slots: [Slot; 2],
@@ -211,6 +215,7 @@ impl Connection {
             viewer: auth.viewer,
             state,
             schema,
+            limits,
             sockets,
             client: auth.client,
             _slots: slots,
@@ -631,8 +636,7 @@ impl Connection {
         if let Some(variables) = operation.variables {
             request = request.variables(Variables::from_json(variables));
         }
-        let (operation, refused) =
-            crate::graphql::document_limits(&self.state).prepare(&mut request);
+        let (operation, refused) = self.limits.prepare(&mut request);
         let responses = match refused {
             Some(refused) => futures_util::stream::once(async move { refused }).boxed(),
             None => {

@@ -27,6 +27,7 @@ use crate::auth::RequestAuth;
 use crate::auth::rate_limit::network_key;
 use crate::error::AppError;
 use crate::graphql::AppSchema;
+use crate::graphql::limits::DocumentLimits;
 use crate::state::AppState;
 
 /// Per-read buffer of a WebSocket connection (see [`upgrade`]). Each socket keeps it for its
@@ -38,6 +39,7 @@ const READ_BUFFER_SIZE: usize = 1024;
 pub async fn upgrade(
     state: AppState,
     schema: AppSchema,
+    limits: Arc<DocumentLimits>,
     sockets: Arc<Sockets>,
     auth: RequestAuth,
     mut parts: Parts,
@@ -130,6 +132,7 @@ pub async fn upgrade(
     let connection = Box::new(connection::Connection::new(
         state,
         schema,
+        limits,
         sockets,
         auth,
         [process_slot, network_slot],
