@@ -7,9 +7,9 @@
 //!   for HTML get the GraphQL IDE.
 //! * WebSocket upgrades on `GET` go to [`super::websocket`].
 
-use async_graphql::parser::types::{DocumentOperations, OperationType};
 use std::sync::Arc;
 
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
