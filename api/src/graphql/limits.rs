@@ -28,8 +28,8 @@ use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection,
 use async_graphql::{Positioned, Request, Response, ServerError, ServerResult};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use quick_cache::{OptionsBuilder, Weighter};
 
 use super::instrument::Recorder;
 use crate::config::GraphqlConfig;
@@ -41,21 +41,35 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// Mutations that hash a password: one per request.
 const HASHING_MUTATIONS: [&str; 2] = ["signIn", "signUp"];
 
-/// The longest document kept parsed: an app's documents are a few hundred bytes to a few KiB
-/// (GraphiQL's introspection query is about 2 KiB).
-const MAX_CACHED_DOCUMENT: usize = 16 * 1024;
-/// The documents kept parsed, by the length of their text in all (their parsed form takes
-/// several times that). What an attacker sends once, however varied, only passes through:
-/// the cache's eviction (S3-FIFO) keeps the documents that are sent again.
-const CACHED_DOCUMENTS_BYTES: u64 = 1024 * 1024;
+/// What one node of a parsed document (an operation, a variable, a fragment, a selection, an
+/// argument, a directive, a value) may take in memory, at most; string values are counted
+/// apart, by the document's length. The worst shape measured is a chain of one-field selection
+/// sets (`{a{a{a}}}`), about 760 bytes a node: a `Vec`'s smallest allocation holds four
+/// selections. An app's usual documents take about 350 bytes a node; their text is about 35
+/// times smaller than their parsed form, and up to 250 times (`{a{b}a{b}..}`), so a cache
+/// weighed by the text's length would not bound its memory. The unit test
+/// `node_bytes_bound_what_a_parsed_document_takes` holds this bound to the parser.
+const NODE_BYTES: u64 = 1024;
+/// The most nodes a document kept parsed may have: an app's documents have tens to a couple
+/// of hundred (GraphiQL's introspection query).
+const MAX_CACHED_NODES: u64 = 1024;
+/// What the documents kept parsed may take in all (about 16,000 nodes), by [`NODE_BYTES`] per
+/// node plus their text. What an attacker sends once, however varied, only passes through: the
+/// cache's eviction (S3-FIFO) keeps the documents that are sent again.
+const CACHED_BYTES: u64 = 16 * 1024 * 1024;
 
-/// A cached document weighs its text's length.
+/// A document kept parsed, with what it may take in memory.
+struct Kept {
+    doc: ExecutableDocument,
+    bytes: u64,
+}
+
 #[derive(Clone)]
-struct TextLength;
+struct KeptBytes;
 
-impl Weighter<String, Arc<ExecutableDocument>> for TextLength {
-    fn weight(&self, text: &String, _: &Arc<ExecutableDocument>) -> u64 {
-        text.len() as u64
+impl Weighter<String, Arc<Kept>> for KeptBytes {
+    fn weight(&self, _: &String, kept: &Arc<Kept>) -> u64 {
+        kept.bytes
     }
 }
 
@@ -65,7 +79,7 @@ pub struct DocumentLimits {
     pub max_aliases: usize,
     pub max_root_fields: usize,
     metrics: Option<Arc<Metrics>>,
-    passed: Cache<String, Arc<ExecutableDocument>, TextLength>,
+    passed: Cache<String, Arc<Kept>, KeptBytes>,
 }
 
 impl DocumentLimits {
@@ -78,7 +92,19 @@ impl DocumentLimits {
             max_aliases,
             max_root_fields,
             metrics,
-            passed: Cache::with_weighter(1024, CACHED_DOCUMENTS_BYTES, TextLength),
+            // Eight shards of 2 MiB whatever the machine (quick_cache would size them by its
+            // cores), so that the largest document kept fits in one on any machine.
+            passed: Cache::with_options(
+                OptionsBuilder::new()
+                    .estimated_items_capacity(1024)
+                    .weight_capacity(CACHED_BYTES)
+                    .shards(8)
+                    .build()
+                    .expect("valid cache options"),
+                KeptBytes,
+                Default::default(),
+                Default::default(),
+            ),
         }
     }
 
@@ -92,9 +118,9 @@ impl DocumentLimits {
             recorder: self.metrics.clone().map(|m| Recorder::new(m, doc)),
             started,
         };
-        if let Some(doc) = self.passed.get(request.query.as_str()) {
-            let operation = operation(Some(&doc));
-            request.set_parsed_query(ExecutableDocument::clone(&doc));
+        if let Some(kept) = self.passed.get(request.query.as_str()) {
+            let operation = operation(Some(&kept.doc));
+            request.set_parsed_query(kept.doc.clone());
             return (operation, None);
         }
         let parsed = async_graphql::parser::parse_query(&request.query);
@@ -102,9 +128,13 @@ impl DocumentLimits {
         let refused = match parsed {
             Ok(doc) => {
                 let checked = self.check(&doc);
-                if checked.is_ok() && request.query.len() <= MAX_CACHED_DOCUMENT {
-                    self.passed
-                        .insert(request.query.clone(), Arc::new(doc.clone()));
+                let nodes = checked.is_ok().then(|| nodes::count(&doc));
+                if let Some(nodes) = nodes.filter(|n| *n <= MAX_CACHED_NODES) {
+                    let kept = Kept {
+                        doc: doc.clone(),
+                        bytes: nodes * NODE_BYTES + request.query.len() as u64,
+                    };
+                    self.passed.insert(request.query.clone(), Arc::new(kept));
                 }
                 request.set_parsed_query(doc);
                 checked.err()
@@ -264,6 +294,76 @@ fn root_fields<'a>(doc: &'a ExecutableDocument, set: &'a Positioned<SelectionSet
     names
 }
 
+/// A parsed document's nodes, what [`NODE_BYTES`] bounds: operations, variables, fragments,
+/// selections, arguments, directives and values (each list item and object field one).
+mod nodes {
+    use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
+    use async_graphql::{Name, Positioned};
+    use async_graphql_value::{ConstValue, Value};
+
+    pub fn count(doc: &ExecutableDocument) -> u64 {
+        let mut n = 0;
+        let mut sets: Vec<&Positioned<SelectionSet>> = Vec::new();
+        for (_, op) in doc.operations.iter() {
+            n += 1 + directives(&op.node.directives);
+            for v in &op.node.variable_definitions {
+                n += 1 + directives(&v.node.directives);
+                n += v
+                    .node
+                    .default_value
+                    .as_ref()
+                    .map_or(0, |d| const_value(&d.node));
+            }
+            sets.push(&op.node.selection_set);
+        }
+        for f in doc.fragments.values() {
+            n += 1 + directives(&f.node.directives);
+            sets.push(&f.node.selection_set);
+        }
+        while let Some(set) = sets.pop() {
+            for item in &set.node.items {
+                n += 1;
+                match &item.node {
+                    Selection::Field(f) => {
+                        n += directives(&f.node.directives) + arguments(&f.node.arguments);
+                        sets.push(&f.node.selection_set);
+                    }
+                    Selection::InlineFragment(i) => {
+                        n += directives(&i.node.directives);
+                        sets.push(&i.node.selection_set);
+                    }
+                    Selection::FragmentSpread(s) => n += directives(&s.node.directives),
+                }
+            }
+        }
+        n
+    }
+
+    fn directives(list: &[Positioned<Directive>]) -> u64 {
+        list.iter().map(|d| 1 + arguments(&d.node.arguments)).sum()
+    }
+
+    fn arguments(list: &[(Positioned<Name>, Positioned<Value>)]) -> u64 {
+        list.iter().map(|(_, v)| 1 + value(&v.node)).sum()
+    }
+
+    fn value(v: &Value) -> u64 {
+        1 + match v {
+            Value::List(items) => items.iter().map(value).sum(),
+            Value::Object(fields) => fields.values().map(|f| 1 + value(f)).sum(),
+            _ => 0,
+        }
+    }
+
+    fn const_value(v: &ConstValue) -> u64 {
+        1 + match v {
+            ConstValue::List(items) => items.iter().map(const_value).sum(),
+            ConstValue::Object(fields) => fields.values().map(|f| 1 + const_value(f)).sum(),
+            _ => 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,9 +405,105 @@ mod tests {
             );
             assert!(prepare(&limits, "{ me { id }").is_err());
         }
-        let long = format!("{{ me {{ id }} }} # {}", "x".repeat(MAX_CACHED_DOCUMENT));
-        prepare(&limits, &long).unwrap();
+        // Too many nodes to keep (one root field and no alias: the limits let it through).
+        let large = format!("{{ me {{{} }} }}", " id".repeat(MAX_CACHED_NODES as usize));
+        prepare(&limits, &large).unwrap();
         assert_eq!(limits.passed.len(), 1);
+    }
+
+    /// The parsed documents of the shapes that take the most memory per node stay within
+    /// [`NODE_BYTES`] a node (plus their text, for string values).
+    #[test]
+    fn node_bytes_bound_what_a_parsed_document_takes() {
+        let n = 300;
+        let each = |piece: &str| piece.repeat(n);
+        let shapes = [
+            format!("{{{}}}", each(" a")),
+            format!("{{{}}}", each("a{b}")),
+            format!("{}{}", "{a".repeat(30), "}".repeat(30)),
+            format!("{{{}}}", each("a(b:1)")),
+            format!("{{{}}}", each("a(b:[1])")),
+            format!("{{{}}}", each("a(b:{c:1})")),
+            format!("{{{}}}", each("a@b(c:1)")),
+            format!("{{{}}}", each("...on A{b}")),
+            format!("{{{}}}", each("...F")),
+            format!("{{{}}}", each(r#"a(b:"a string value of some length")"#)),
+            format!(
+                "query({}){{a}}",
+                (0..n).map(|i| format!("$v{i}:[A!]=[1]")).collect::<String>()
+            ),
+            format!(
+                "{{a}}{}",
+                (0..n)
+                    .map(|i| format!("fragment F{i} on A{{a}}"))
+                    .collect::<String>()
+            ),
+            (0..n).map(|i| format!("query Q{i}{{a}}")).collect(),
+            "query($after: String) { history(first: 20, after: $after) { nodes { id model status createdAt user { id email profile { defaultModel tokensUsedThisMonth } } } pageInfo { hasNextPage endCursor } } }".to_owned(),
+        ];
+        for query in shapes {
+            let (doc, held) =
+                counting::held_by(|| async_graphql::parser::parse_query(&query).unwrap());
+            let taken = held + std::mem::size_of_val(&doc) as u64;
+            let bound = nodes::count(&doc) * NODE_BYTES + query.len() as u64;
+            assert!(
+                taken <= bound,
+                "{}...: {taken} bytes, bound {bound}",
+                &query[..40.min(query.len())]
+            );
+        }
+    }
+
+    /// This unit-test binary's allocator: the system's, counting what the calling thread
+    /// allocates while [`counting::held_by`] runs (other tests run on other threads).
+    #[allow(unsafe_code)] // a `GlobalAlloc` (an unsafe trait) over the system's, for this test only
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static HELD: Cell<Option<i64>> = const { Cell::new(None) };
+        }
+
+        fn add(bytes: i64) {
+            let _ = HELD.try_with(|held| {
+                if let Some(n) = held.get() {
+                    held.set(Some(n + bytes));
+                }
+            });
+        }
+
+        struct Counting;
+
+        // SAFETY: the system allocator's calls, unchanged; the count touches only a
+        // thread-local `Cell`, which neither allocates nor unwinds.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                add(layout.size() as i64);
+                unsafe { System.alloc(layout) }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                add(-(layout.size() as i64));
+                unsafe { System.dealloc(ptr, layout) }
+            }
+
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                add(new_size as i64 - layout.size() as i64);
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        #[global_allocator]
+        static ALLOCATOR: Counting = Counting;
+
+        /// `f`'s result, and the bytes this thread allocated in it and still holds.
+        pub fn held_by<T>(f: impl FnOnce() -> T) -> (T, u64) {
+            HELD.with(|held| held.set(Some(0)));
+            let out = f();
+            let held = HELD.with(|held| held.take()).unwrap_or(0);
+            (out, held.max(0) as u64)
+        }
     }
 
     #[test]
