@@ -41,22 +41,85 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// Mutations that hash a password: one per request.
 const HASHING_MUTATIONS: [&str; 2] = ["signIn", "signUp"];
 
-/// What one node of a parsed document (an operation, a variable, a fragment, a selection, an
-/// argument, a directive, a value) may take in memory, at most; string values are counted
-/// apart, by the document's length. The worst shape measured is a chain of one-field selection
+/// How deep brackets (`{`, `[`, `(`) may nest in a document, outside strings and comments;
+/// checked on the text, before it is parsed. async-graphql's parser recurses once per level of
+/// a list or object value and of a list type, with no limit of its own for them (its selection
+/// sets stop at 64): `{a(b:[[[…1]]])}` with 3,000 brackets, 6 KB, overflowed a worker thread's
+/// 2 MiB stack and aborted the whole server process. A release build survived 1,000 levels and
+/// not 2,000; 128 leaves room for debug builds and for what recurses over the document later.
+pub const MAX_NESTING: usize = 128;
+
+/// Whether `text`'s brackets nest deeper than `max`, outside strings, block strings and
+/// comments (where a bracket is text). One pass over the bytes: every GraphQL delimiter is
+/// ASCII, and no byte of a multi-byte UTF-8 character is.
+fn nests_deeper_than(text: &str, max: usize) -> bool {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                // A block string ends at the next `"""` not escaped as `\"""`.
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// What one node of a parsed document (an operation, a variable and each level of its type, a
+/// fragment, a selection, an argument, a directive, a value) may take in memory, at most; names
+/// and string values are counted apart, by the document's length. The worst shape measured is a chain of one-field selection
 /// sets (`{a{a{a}}}`), about 760 bytes a node: a `Vec`'s smallest allocation holds four
 /// selections. An app's usual documents take about 350 bytes a node; their text is about 35
 /// times smaller than their parsed form, and up to 250 times (`{a{b}a{b}..}`), so a cache
 /// weighed by the text's length would not bound its memory. The unit test
-/// `node_bytes_bound_what_a_parsed_document_takes` holds this bound to the parser.
+/// `node_bytes_bound_what_a_parsed_document_takes` holds this bound to the parser (in bytes
+/// asked of the allocator; the 1 KiB leaves room for its rounding).
 const NODE_BYTES: u64 = 1024;
-/// The most nodes a document kept parsed may have: an app's documents have tens to a couple
-/// of hundred (GraphiQL's introspection query).
-const MAX_CACHED_NODES: u64 = 1024;
-/// What the documents kept parsed may take in all (about 16,000 nodes), by [`NODE_BYTES`] per
-/// node plus their text. What an attacker sends once, however varied, only passes through: the
-/// cache's eviction (S3-FIFO) keeps the documents that are sent again.
+/// The largest document kept parsed: an app's documents have tens of nodes, GraphiQL's
+/// introspection query about a hundred, and a few KiB of text.
+const MAX_CACHED_NODES: u64 = 256;
+const MAX_CACHED_TEXT: usize = 16 * 1024;
+/// What the documents kept parsed may take in all, by [`NODE_BYTES`] per node plus twice their
+/// text (the cache's key, and the names and strings in the parsed form).
 const CACHED_BYTES: u64 = 16 * 1024 * 1024;
+/// The cache's shards, eight whatever the machine (2 MiB each), and the share of each kept for
+/// documents seen once (15 %, about 300 KiB): once the cache is full, a new document enters
+/// that share, and makes room by evicting others seen once; it moves on only if it is sent
+/// again. The largest document kept (256 nodes and 16 KiB of text: 288 KiB) fits in that share,
+/// so a stream of distinct documents, however large, does not evict the ones sent again
+/// (quick_cache 0.7's `insert`: it evicts from the cold share first).
+const CACHE_SHARDS: usize = 8;
+const CACHE_HOT_SHARE: f64 = 0.85;
 
 /// A document kept parsed, with what it may take in memory.
 struct Kept {
@@ -92,13 +155,12 @@ impl DocumentLimits {
             max_aliases,
             max_root_fields,
             metrics,
-            // Eight shards of 2 MiB whatever the machine (quick_cache would size them by its
-            // cores), so that the largest document kept fits in one on any machine.
             passed: Cache::with_options(
                 OptionsBuilder::new()
                     .estimated_items_capacity(1024)
                     .weight_capacity(CACHED_BYTES)
-                    .shards(8)
+                    .shards(CACHE_SHARDS)
+                    .hot_allocation(CACHE_HOT_SHARE)
                     .build()
                     .expect("valid cache options"),
                 KeptBytes,
@@ -123,16 +185,25 @@ impl DocumentLimits {
             request.set_parsed_query(kept.doc.clone());
             return (operation, None);
         }
+        if nests_deeper_than(&request.query, MAX_NESTING) {
+            let refused = refuse(format!(
+                "a document may nest brackets at most {MAX_NESTING} deep"
+            ));
+            return (operation(None), Some(Response::from_errors(vec![refused])));
+        }
         let parsed = async_graphql::parser::parse_query(&request.query);
         let operation = operation(parsed.as_ref().ok());
         let refused = match parsed {
             Ok(doc) => {
                 let checked = self.check(&doc);
-                let nodes = checked.is_ok().then(|| nodes::count(&doc));
-                if let Some(nodes) = nodes.filter(|n| *n <= MAX_CACHED_NODES) {
+                let text = request.query.len();
+                let nodes = (checked.is_ok() && text <= MAX_CACHED_TEXT)
+                    .then(|| nodes::count(&doc))
+                    .filter(|n| *n <= MAX_CACHED_NODES);
+                if let Some(nodes) = nodes {
                     let kept = Kept {
                         doc: doc.clone(),
-                        bytes: nodes * NODE_BYTES + request.query.len() as u64,
+                        bytes: nodes * NODE_BYTES + 2 * text as u64,
                     };
                     self.passed.insert(request.query.clone(), Arc::new(kept));
                 }
@@ -140,16 +211,14 @@ impl DocumentLimits {
                 checked.err()
             }
             Err(e) => {
-                let e = ServerError::from(e);
-                // Too deep to parse is a limit, like async-graphql's own checks.
-                let code = if e.message.starts_with("The recursion depth")
-                    || e.message.starts_with("The number of directives")
-                {
+                // Too deep to parse (selection sets past the parser's 64) is a limit, like
+                // async-graphql's own checks.
+                let code = if matches!(e, async_graphql::parser::Error::RecursionLimitExceeded) {
                     VALIDATION_FAILED
                 } else {
                     PARSE_FAILED
                 };
-                Some(with_code(e, code))
+                Some(with_code(ServerError::from(e), code))
             }
         };
         (operation, refused.map(|e| Response::from_errors(vec![e])))
@@ -297,7 +366,9 @@ fn root_fields<'a>(doc: &'a ExecutableDocument, set: &'a Positioned<SelectionSet
 /// A parsed document's nodes, what [`NODE_BYTES`] bounds: operations, variables, fragments,
 /// selections, arguments, directives and values (each list item and object field one).
 mod nodes {
-    use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
+    use async_graphql::parser::types::{
+        BaseType, Directive, ExecutableDocument, Selection, SelectionSet, Type,
+    };
     use async_graphql::{Name, Positioned};
     use async_graphql_value::{ConstValue, Value};
 
@@ -307,7 +378,7 @@ mod nodes {
         for (_, op) in doc.operations.iter() {
             n += 1 + directives(&op.node.directives);
             for v in &op.node.variable_definitions {
-                n += 1 + directives(&v.node.directives);
+                n += 1 + directives(&v.node.directives) + list_levels(&v.node.var_type.node);
                 n += v
                     .node
                     .default_value
@@ -337,6 +408,14 @@ mod nodes {
             }
         }
         n
+    }
+
+    /// A variable's type: one boxed `Type` per list level (`[[Int!]]`: two).
+    fn list_levels(ty: &Type) -> u64 {
+        match &ty.base {
+            BaseType::List(inner) => 1 + list_levels(inner),
+            BaseType::Named(_) => 0,
+        }
     }
 
     fn directives(list: &[Positioned<Directive>]) -> u64 {
@@ -405,9 +484,12 @@ mod tests {
             );
             assert!(prepare(&limits, "{ me { id }").is_err());
         }
-        // Too many nodes to keep (one root field and no alias: the limits let it through).
+        // Too many nodes or too much text to keep (one root field and no alias: the limits
+        // let them through).
         let large = format!("{{ me {{{} }} }}", " id".repeat(MAX_CACHED_NODES as usize));
         prepare(&limits, &large).unwrap();
+        let long = format!("{{ me {{ id }} }} # {}", "x".repeat(MAX_CACHED_TEXT));
+        prepare(&limits, &long).unwrap();
         assert_eq!(limits.passed.len(), 1);
     }
 
@@ -433,6 +515,14 @@ mod tests {
                 (0..n).map(|i| format!("$v{i}:[A!]=[1]")).collect::<String>()
             ),
             format!(
+                "query({}){{a}}",
+                (0..n)
+                    .map(|i| format!("$v{i}:{}A{}", "[".repeat(100), "]".repeat(100)))
+                    .collect::<String>()
+            ),
+            format!("{{a(b:\"{}\")}}", "x".repeat(100_000)),
+            format!("{{{}:a}}", "x".repeat(100_000)),
+            format!(
                 "{{a}}{}",
                 (0..n)
                     .map(|i| format!("fragment F{i} on A{{a}}"))
@@ -446,7 +536,7 @@ mod tests {
                 counting::held_by(|| async_graphql::parser::parse_query(&query).unwrap());
             assert!(held > 0, "the counting allocator saw the parse");
             let taken = held + std::mem::size_of_val(&doc) as u64;
-            let bound = nodes::count(&doc) * NODE_BYTES + query.len() as u64;
+            let bound = nodes::count(&doc) * NODE_BYTES + 2 * query.len() as u64;
             assert!(
                 taken <= bound,
                 "{}...: {taken} bytes, bound {bound}",
@@ -505,6 +595,36 @@ mod tests {
             let held = HELD.with(|held| held.take()).unwrap_or(0);
             (out, held.max(0) as u64)
         }
+    }
+
+    #[test]
+    fn brackets_count_outside_strings_and_comments_only() {
+        let deep = |n: usize| format!("{{a(b:{}1{})}}", "[".repeat(n), "]".repeat(n));
+        // The document's own braces and parentheses count: two levels around the list.
+        assert!(!nests_deeper_than(&deep(126), MAX_NESTING));
+        assert!(nests_deeper_than(&deep(127), MAX_NESTING));
+        let b = "[".repeat(200);
+        for text in [
+            format!(r#"{{a(b:"{b}")}}"#),
+            format!(r#"{{a(b:"\"{b}\\")}}"#),
+            format!(r#"{{a(b:"""{b}\"""{b}""")}}"#),
+            format!("{{a}} # {b}"),
+            format!("# {b}\n{{a}}"),
+        ] {
+            assert!(!nests_deeper_than(&text, MAX_NESTING), "{text}");
+        }
+        // A string or comment ends where the parser's does: what follows counts again.
+        for text in [
+            format!(r#"{{a(b:"x"){b}"#),
+            format!("# x\n{b}"),
+            format!(r#"{{a(b:"""x\"""y"""){b}"#),
+        ] {
+            assert!(nests_deeper_than(&text, MAX_NESTING), "{text}");
+        }
+        // Unterminated strings and closers before openers do not trip the scan.
+        assert!(!nests_deeper_than(r#"{a(b:"x\"#, MAX_NESTING));
+        assert!(!nests_deeper_than(r#"{a(b:"""x"#, MAX_NESTING));
+        assert!(!nests_deeper_than("]]]}}}))){a}", MAX_NESTING));
     }
 
     #[test]

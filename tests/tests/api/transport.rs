@@ -97,6 +97,81 @@ async fn depth_complexity_and_recursion_are_limited() {
     app.shutdown().await;
 }
 
+/// Brackets nested past 128 are refused from the text, before the parser recurses into them:
+/// 3,000 nested list brackets (a 6 KB document) overflowed a worker thread's stack and aborted
+/// the server process, which took this test binary with it.
+#[tokio::test]
+async fn documents_nested_too_deep_are_refused_before_parsing() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let nested = |open: &str, close: &str, n: usize| (open.repeat(n), close.repeat(n));
+    let (lists, lists_end) = nested("[", "]", 3000);
+    let (objects, objects_end) = nested("{a:", "}", 3000);
+    let (types, types_end) = nested("[", "]", 3000);
+    let too_deep = [
+        format!("{{ history(first: {lists}1{lists_end}) {{ nodes {{ id }} }} }}"),
+        format!("{{ history(filter: {objects}1{objects_end}) {{ nodes {{ id }} }} }}"),
+        format!("query($v: {types}Int{types_end}) {{ me {{ id }} }}"),
+    ];
+    for query in &too_deep {
+        let body = app.gql(Some(&user.token), query, json!({})).await;
+        assert_eq!(
+            tests::error_code(&body),
+            Some("GRAPHQL_VALIDATION_FAILED"),
+            "{body}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("nest brackets at most 128 deep"),
+            "{body}"
+        );
+    }
+    // Brackets in strings, block strings and comments are text, not nesting: the document is
+    // parsed, and validation finds what is wrong with it (its variables are not used).
+    let brackets = "[".repeat(3000);
+    let in_text = format!(
+        "query($p: String = \"{brackets}\", $q: String = \"\"\"{brackets}\"\"\") {{ me {{ id }} }} # {brackets}"
+    );
+    let body = app.gql(Some(&user.token), &in_text, json!({})).await;
+    let messages = body["errors"].to_string();
+    assert!(messages.contains("is not used"), "{body}");
+    assert!(!messages.contains("nest brackets"), "{body}");
+    // Within the limit, a deep value reaches the parser and is refused for its type; selection
+    // sets past the parser's own 64 levels are a limit too, not a syntax error.
+    let (lists, lists_end) = nested("[", "]", 100);
+    let body = app
+        .gql(
+            Some(&user.token),
+            &format!("{{ history(first: {lists}1{lists_end}) {{ nodes {{ id }} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert!(body["data"].is_null(), "{body}");
+    assert!(
+        !body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nest brackets"),
+        "{body}"
+    );
+    let (fragments, fragments_end) = nested("... on Query { ", " }", 70);
+    let body = app
+        .gql(
+            Some(&user.token),
+            &format!("{{ {fragments}__typename{fragments_end} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        tests::error_code(&body),
+        Some("GRAPHQL_VALIDATION_FAILED"),
+        "{body}"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn request_bodies_are_bounded() {
     let app = spawn_app_with_env(&[("GRAPHQL_MAX_BODY_BYTES", "4096")]).await;
