@@ -47,7 +47,7 @@ const HASHING_MUTATIONS: [&str; 2] = ["signIn", "signUp"];
 /// sets stop at 64): `{a(b:[[[…1]]])}` with 3,000 brackets, 6 KB, overflowed a worker thread's
 /// 2 MiB stack and aborted the whole server process. A release build survived 1,000 levels and
 /// not 2,000; 128 leaves room for debug builds and for what recurses over the document later.
-pub const MAX_NESTING: usize = 128;
+const MAX_NESTING: usize = 128;
 
 /// Whether `text`'s brackets nest deeper than `max`, outside strings, block strings and
 /// comments (where a bracket is text). One pass over the bytes: every GraphQL delimiter is
@@ -97,11 +97,11 @@ fn nests_deeper_than(text: &str, max: usize) -> bool {
 
 /// What one node of a parsed document (an operation, a variable and each level of its type, a
 /// fragment, a selection, an argument, a directive, a value) may take in memory, at most; names
-/// and string values are counted apart, by the document's length. The worst shape measured is a chain of one-field selection
-/// sets (`{a{a{a}}}`), about 760 bytes a node: a `Vec`'s smallest allocation holds four
-/// selections. An app's usual documents take about 350 bytes a node; their text is about 35
-/// times smaller than their parsed form, and up to 250 times (`{a{b}a{b}..}`), so a cache
-/// weighed by the text's length would not bound its memory. The unit test
+/// and string values are counted apart, by the document's length. The worst shape measured is
+/// a chain of one-field selection sets (`{a{a{a}}}`), about 760 bytes a node: a `Vec`'s
+/// smallest allocation holds four selections. An app's usual documents take about 350 bytes a
+/// node; their text is about 35 times smaller than their parsed form, and up to 250 times
+/// (`{a{b}a{b}..}`), so a cache weighed by the text's length would not bound its memory. The unit test
 /// `node_bytes_bound_what_a_parsed_document_takes` holds this bound to the parser (in bytes
 /// asked of the allocator; the 1 KiB leaves room for its rounding).
 const NODE_BYTES: u64 = 1024;
