@@ -104,66 +104,66 @@ async fn depth_complexity_and_recursion_are_limited() {
 async fn documents_nested_too_deep_are_refused_before_parsing() {
     let app = spawn_app().await;
     let user = app.sign_up("ada@example.com").await;
-    let nested = |open: &str, close: &str, n: usize| (open.repeat(n), close.repeat(n));
-    let (lists, lists_end) = nested("[", "]", 3000);
-    let (objects, objects_end) = nested("{a:", "}", 3000);
-    let (types, types_end) = nested("[", "]", 3000);
-    let too_deep = [
-        format!("{{ history(first: {lists}1{lists_end}) {{ nodes {{ id }} }} }}"),
-        format!("{{ history(filter: {objects}1{objects_end}) {{ nodes {{ id }} }} }}"),
-        format!("query($v: {types}Int{types_end}) {{ me {{ id }} }}"),
-    ];
-    for query in &too_deep {
-        let body = app.gql(Some(&user.token), query, json!({})).await;
+    let (server, token) = (&app, user.token.as_str());
+    let ask = |query: String| async move { server.gql(Some(token), &query, json!({})).await };
+    let message = |body: &Value| {
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let deep = |open: &str, inner: &str, close: &str, n: usize| {
+        format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+    };
+    for query in [
+        format!(
+            "{{ history(first: {}) {{ nodes {{ id }} }} }}",
+            deep("[", "1", "]", 3000)
+        ),
+        format!(
+            "{{ history(filter: {}) {{ nodes {{ id }} }} }}",
+            deep("{a:", "1", "}", 3000)
+        ),
+        format!(
+            "query($v: {}) {{ me {{ id }} }}",
+            deep("[", "Int", "]", 3000)
+        ),
+    ] {
+        let body = ask(query).await;
         assert_eq!(
             tests::error_code(&body),
             Some("GRAPHQL_VALIDATION_FAILED"),
             "{body}"
         );
         assert!(
-            body["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains("nest brackets at most 128 deep"),
+            message(&body).contains("nest brackets at most 128 deep"),
             "{body}"
         );
     }
     // Brackets in strings, block strings and comments are text, not nesting: the document is
     // parsed, and validation finds what is wrong with it (its variables are not used).
     let brackets = "[".repeat(3000);
-    let in_text = format!(
+    let body = ask(format!(
         "query($p: String = \"{brackets}\", $q: String = \"\"\"{brackets}\"\"\") {{ me {{ id }} }} # {brackets}"
-    );
-    let body = app.gql(Some(&user.token), &in_text, json!({})).await;
+    ))
+    .await;
     let messages = body["errors"].to_string();
     assert!(messages.contains("is not used"), "{body}");
     assert!(!messages.contains("nest brackets"), "{body}");
     // Within the limit, a deep value reaches the parser and is refused for its type; selection
     // sets past the parser's own 64 levels are a limit too, not a syntax error.
-    let (lists, lists_end) = nested("[", "]", 100);
-    let body = app
-        .gql(
-            Some(&user.token),
-            &format!("{{ history(first: {lists}1{lists_end}) {{ nodes {{ id }} }} }}"),
-            json!({}),
-        )
-        .await;
+    let within = deep("[", "1", "]", 100);
+    let body = ask(format!(
+        "{{ history(first: {within}) {{ nodes {{ id }} }} }}"
+    ))
+    .await;
     assert!(body["data"].is_null(), "{body}");
-    assert!(
-        !body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nest brackets"),
-        "{body}"
-    );
-    let (fragments, fragments_end) = nested("... on Query { ", " }", 70);
-    let body = app
-        .gql(
-            Some(&user.token),
-            &format!("{{ {fragments}__typename{fragments_end} }}"),
-            json!({}),
-        )
-        .await;
+    assert!(!message(&body).contains("nest brackets"), "{body}");
+    let body = ask(format!(
+        "{{ {} }}",
+        deep("... on Query { ", "__typename", " }", 70)
+    ))
+    .await;
     assert_eq!(
         tests::error_code(&body),
         Some("GRAPHQL_VALIDATION_FAILED"),
