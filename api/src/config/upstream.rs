@@ -35,9 +35,21 @@ impl UpstreamConfig {
                     None
                 }
             });
+        // Sent as `Authorization: Bearer <key>`: a key that cannot be a header value (a pasted
+        // newline, a space) would fail every call, so it is refused at start-up instead.
+        let api_key = env.get("OPENAI_API_KEY").and_then(|key| {
+            if key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Some(Secret::new(key));
+            }
+            env.problem(
+                "OPENAI_API_KEY",
+                "must be printable ASCII without spaces or line breaks",
+            );
+            None
+        });
         UpstreamConfig {
             base_url,
-            api_key: env.get("OPENAI_API_KEY").map(Secret::new),
+            api_key,
             connect_timeout: env.millis("LLM_CONNECT_TIMEOUT_MS", 10_000),
             first_token_timeout: env.millis("LLM_FIRST_TOKEN_TIMEOUT_MS", 60_000),
             idle_timeout: env.millis("LLM_IDLE_TIMEOUT_MS", 30_000),
@@ -58,6 +70,18 @@ mod tests {
         );
         let c = UpstreamConfig::read(&mut env);
         (c, env.problems)
+    }
+
+    #[test]
+    fn keys_that_cannot_be_a_header_are_refused() {
+        for bad in ["sk-a\nbc", "sk abc", "sk-\u{e9}"] {
+            let (c, problems) = read(&[("OPENAI_API_KEY", bad)]);
+            assert!(c.api_key.is_none(), "{bad:?}");
+            assert_eq!(problems.len(), 1, "{bad:?}");
+        }
+        let (c, problems) = read(&[("OPENAI_API_KEY", "sk-proj-AZaz09_-")]);
+        assert!(problems.is_empty());
+        assert_eq!(c.api_key.unwrap().expose(), "sk-proj-AZaz09_-");
     }
 
     #[test]
