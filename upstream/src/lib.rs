@@ -14,7 +14,9 @@
 //! | `@@error_after=N` | send an SSE error event after N tokens and end the stream |
 //! | `@@nul` | with `@@error_after`: a U+0000 in a delta before the error event and in its message |
 //! | `@@stall_after=N` | send nothing more after N tokens, keeping the connection open |
+//! | `@@endless_after=N` | after N tokens, start an event and never end it (bytes as fast as they are read) |
 //! | `@@finish=X` | finish with `finish_reason` X (`content_filter`, `length`, an unknown value; `empty` sends "") |
+//! | `@@ignore_max_tokens` | generate `@@tokens` whatever `max_tokens` says (a misbehaving upstream) |
 //! | `@@no_usage` | send no usage chunk even when `stream_options.include_usage` asks for one |
 //! | `@@trace=ID` | record when the request arrived and when each token was sent ([`Stats::take_trace`]) |
 //! | `@@record=ID` | record the request's messages and `max_tokens` as received ([`Stats::take_received`]) |
@@ -242,6 +244,8 @@ struct Directives {
     error_after: Option<usize>,
     nul: bool,
     stall_after: Option<usize>,
+    endless_after: Option<usize>,
+    ignore_max_tokens: bool,
     finish: Option<String>,
     no_usage: bool,
     trace: Option<String>,
@@ -260,6 +264,7 @@ fn directives(text: &str) -> Directives {
             "cut_after" => d.cut_after = value.parse().ok(),
             "error_after" => d.error_after = value.parse().ok(),
             "stall_after" => d.stall_after = value.parse().ok(),
+            "endless_after" => d.endless_after = value.parse().ok(),
             "finish" => {
                 d.finish = Some(if value == "empty" {
                     String::new()
@@ -268,6 +273,7 @@ fn directives(text: &str) -> Directives {
                 })
             }
             "no_usage" => d.no_usage = true,
+            "ignore_max_tokens" => d.ignore_max_tokens = true,
             "nul" => d.nul = true,
             "trace" => d.trace = Some(value.to_owned()),
             "record" => d.record = Some(value.to_owned()),
@@ -276,6 +282,9 @@ fn directives(text: &str) -> Directives {
     }
     d
 }
+
+/// What `@@endless_after` sends, again and again.
+static ENDLESS: [u8; 64 << 10] = [b'x'; 64 << 10];
 
 /// Words that are each exactly one token in both the cl100k and o200k encodings.
 const WORDS: [&str; 16] = [
@@ -384,6 +393,7 @@ async fn chat_completions(
     let cap = req
         .max_completion_tokens
         .or(req.max_tokens)
+        .filter(|_| !d.ignore_max_tokens)
         .unwrap_or(usize::MAX);
     let n = wanted.min(cap);
     let finish = d.finish.clone().unwrap_or_else(|| {
@@ -449,6 +459,13 @@ async fn chat_completions(
             }
             if d.stall_after == Some(i) {
                 std::future::pending::<()>().await;
+            }
+            if d.endless_after == Some(i) {
+                // A hostile upstream: an event that never ends, as fast as it can be read.
+                yield Ok(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\""));
+                loop {
+                    yield Ok(Bytes::from_static(&ENDLESS));
+                }
             }
             if let Some(t) = trace.as_mut() {
                 t.tokens.push(std::time::Instant::now());

@@ -47,6 +47,14 @@ fn unstorable(log: &prompt_logs::Model, outcome: &Outcome) -> Outcome {
     }
 }
 
+/// The most completion text `max_tokens` tokens can decode to: no token of OpenAI's encodings
+/// is longer than 128 bytes (cl100k and o200k); twice that, for other models' vocabularies.
+fn max_completion_bytes(max_tokens: u32) -> usize {
+    (max_tokens as usize)
+        .saturating_mul(256)
+        .saturating_add(4096)
+}
+
 /// Runs one call to the end.
 pub(super) struct Driver {
     pub db: Db,
@@ -265,23 +273,30 @@ impl Driver {
             () = self.stop.cancelled() => return Ended::ShuttingDown,
         };
         let mut finish: Option<String> = None;
+        let max_text = max_completion_bytes(req.max_tokens);
         // The first-token deadline holds until the model shows any output (reasoning included);
         // from then on, only gaps longer than the idle timeout count.
         let mut producing = false;
+        // Made once for the whole stream, not per chunk: each of these registers with a waiter
+        // list or the timer wheel when made, and a later deadline is set without a new entry.
+        let deadline = tokio::time::sleep_until(first_deadline);
+        let closed = tx.closed();
+        let stopping = self.stop.cancelled();
+        tokio::pin!(deadline, closed, stopping);
         loop {
-            let deadline = if producing {
-                tokio::time::Instant::now() + self.idle_timeout
-            } else {
-                first_deadline
-            };
+            if producing {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.idle_timeout);
+            }
             let item = tokio::select! {
-                item = tokio::time::timeout_at(deadline, stream.next()) => match item {
-                    Ok(item) => item,
-                    Err(_) => return Ended::TimedOut(if producing { "idle" } else { "no first token" }),
-                },
+                item = stream.next() => item,
+                () = &mut deadline => {
+                    return Ended::TimedOut(if producing { "idle" } else { "no first token" });
+                }
                 // Gone after the upstream finished (waiting for its usage chunk): the call is complete.
-                () = tx.closed() => return finish.map_or(Ended::ClientGone, Ended::Finished),
-                () = self.stop.cancelled() => return Ended::ShuttingDown,
+                () = &mut closed => return finish.map_or(Ended::ClientGone, Ended::Finished),
+                () = &mut stopping => return Ended::ShuttingDown,
             };
             let chunk = match item {
                 None => break,
@@ -324,6 +339,15 @@ impl Driver {
                 if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
                     producing = true;
                     first_token.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+                    if text.len() + delta.len() > max_text {
+                        // More than `max_tokens` could ever decode to: an upstream that ignores
+                        // the limit would otherwise grow this call's text (and its row) without
+                        // end. What arrived within the bound is kept and metered.
+                        return Ended::Failed {
+                            reason: "the upstream sent more text than max_tokens allows".into(),
+                            reached: true,
+                        };
+                    }
                     text.push_str(&delta);
                     // For the checkpoints, storable as the final text will be (NUL → U+FFFD).
                     if delta.contains('\0') {

@@ -109,7 +109,7 @@ impl Calls {
         upstream: UpstreamInfo,
         instance: String,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::llm::ClientError> {
         // reqwest uses rustls without a built-in crypto provider: ring is the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = LlmClient::new(&upstream_config, &upstream.base_url)?;

@@ -1,22 +1,24 @@
 //! The upstream client: any OpenAI-compatible chat completions endpoint, through async-openai.
 //! It knows nothing of the database: the call pipeline (`crate::calls`) logs and meters.
 //!
-//! Chunks are read with async-openai's bring-your-own-types streaming, into types that accept
-//! what OpenAI-compatible servers actually send: any `finish_reason` string (or "", or none),
-//! missing fields, and `{"error": …}` events in the middle of a stream. No retries: every HTTP
-//! request to the upstream is one logged, metered call (a client may retry, and that is a new
-//! call).
+//! Chunks are read (see `LlmClient`) into types that accept what OpenAI-compatible servers
+//! actually send: any `finish_reason` string (or "", or none), missing fields, and
+//! `{"error": …}` events in the middle of a stream. No retries: every HTTP request to the
+//! upstream is one logged, metered call (a client may retry, and that is a new call).
 
-use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 
-use async_openai::Client;
-use async_openai::config::OpenAIConfig;
-use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
+use async_openai::config::{Config, OpenAIConfig};
+use async_openai::error::{ApiError, ApiErrorResponse, OpenAIError, StreamError, WrappedError};
+use eventsource_stream::EventStream;
 use futures_util::Stream;
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::config::UpstreamConfig;
 
@@ -100,70 +102,67 @@ pub struct UpstreamRequest {
     pub temperature: Option<f64>,
 }
 
-/// The HTTP transport of upstream calls: reqwest, plus the call's request id as `x-request-id`
-/// (see `crate::request_id`) so that a call can be found in the provider's logs.
-#[derive(Clone)]
-struct WithRequestId(reqwest::Client);
+/// The largest SSE event (with its framing) an upstream may send: a chunk is rarely over a few
+/// KiB. Past it the call fails rather than buffer without end (the parser also re-scans an
+/// unfinished line on every read, so an endless line would cost quadratic time as well).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
-impl tower::Service<HttpRequestFactory> for WithRequestId {
-    type Response = reqwest::Response;
-    type Error = OpenAIError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send + 'static>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        let client = self.0.clone();
-        let id = crate::request_id::current();
-        let span = if crate::telemetry::exporting() {
-            tracing::info_span!("upstream.request", otel.kind = "client")
-        } else {
-            tracing::Span::none()
-        };
-        Box::pin(tracing::Instrument::instrument(
-            async move {
-                let mut request = request.build().await?;
-                if let Some(value) =
-                    id.and_then(|id| reqwest::header::HeaderValue::from_str(&id).ok())
-                {
-                    request
-                        .headers_mut()
-                        .insert(crate::request_id::HEADER, value);
-                }
-                client.execute(request).await.map_err(OpenAIError::Reqwest)
-            },
-            span,
-        ))
-    }
-}
+/// The most of an error response's body that is read (it goes to the server log, shortened).
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// A client for the configured upstream.
+///
+/// async-openai provides the configuration (the endpoint's URL and query, the `Authorization`,
+/// organisation and project headers) and the error type. The request is sent, and its SSE
+/// stream read, here, in the task that drives the call: async-openai's streaming spawns a task
+/// per call that relays each chunk through a channel, one more task hop per token, which showed
+/// in profiles of many concurrent streams (see `docs/performance.md`, "Wave 2, fifth round").
+/// Events are parsed by eventsource-stream, as async-openai does, with its rules: `[DONE]` ends
+/// the stream and `keepalive` events are skipped.
 #[derive(Clone)]
 pub struct LlmClient {
-    client: Client<OpenAIConfig>,
+    http: reqwest::Client,
+    /// `{base}/chat/completions`, with the configuration's query.
+    url: reqwest::Url,
+    headers: HeaderMap,
     /// Where calls go (for logs and `models`).
     pub base_url: String,
 }
 
+/// Why an upstream client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the upstream URL {0:?} cannot be parsed")]
+    Url(String),
+}
+
 impl LlmClient {
-    pub fn new(cfg: &UpstreamConfig, base_url: &str) -> Result<Self, reqwest::Error> {
+    pub fn new(cfg: &UpstreamConfig, base_url: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .build()?;
         let mut openai = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
         if let Some(key) = &cfg.api_key {
+            // Header-safe: the configuration refuses keys that are not (see `UpstreamConfig`).
             openai = openai.with_api_key(key.expose());
         }
-        let client = Client::with_config(openai).with_http_service(WithRequestId(http));
+        let url = reqwest::Url::parse_with_params(&openai.url("/chat/completions"), openai.query())
+            .map_err(|_| ClientError::Url(base_url.to_owned()))?;
+        let mut headers = openai.headers();
+        if let Some(auth) = headers.get_mut(reqwest::header::AUTHORIZATION) {
+            auth.set_sensitive(true);
+        }
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(Self {
-            client,
+            http,
+            url,
+            headers,
             base_url: base_url.to_owned(),
         })
     }
@@ -187,12 +186,159 @@ impl LlmClient {
         if let Some(t) = req.temperature {
             body["temperature"] = json!(t);
         }
-        let stream = self
-            .client
-            .chat()
-            .create_stream_byot::<Value, Chunk>(body)
-            .await?;
-        Ok(Box::pin(stream))
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body.to_string());
+        // The call's request id, so that the call can be found in the provider's logs.
+        if let Some(id) =
+            crate::request_id::current().and_then(|id| HeaderValue::from_str(&id).ok())
+        {
+            request = request.header(crate::request_id::HEADER, id);
+        }
+        let span = if crate::telemetry::exporting() {
+            tracing::info_span!("upstream.request", otel.kind = "client")
+        } else {
+            tracing::Span::none()
+        };
+        let response = request
+            .send()
+            .instrument(span)
+            .await
+            .map_err(OpenAIError::Reqwest)?;
+        if !response.status().is_success() {
+            return Err(error_response(response).await);
+        }
+        Ok(Box::pin(Events::new(response.bytes_stream())))
+    }
+}
+
+/// The error an upstream's refusal becomes, as async-openai reads it: a server error's body is
+/// its message; any other is OpenAI's `{"error": {...}}`, or a JSON error if it is not one.
+async fn error_response(mut response: reqwest::Response) -> OpenAIError {
+    let status = response.status();
+    let mut bytes = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_ERROR_BODY - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if bytes.len() == MAX_ERROR_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return OpenAIError::Reqwest(e),
+        }
+    }
+    let api_error = if status.is_server_error() {
+        ApiError {
+            message: String::from_utf8_lossy(&bytes).into_owned(),
+            r#type: None,
+            param: None,
+            code: None,
+            misalignment: None,
+        }
+    } else {
+        match serde_json::from_slice::<WrappedError>(&bytes) {
+            Ok(wrapped) => wrapped.error,
+            Err(e) => {
+                return OpenAIError::JSONDeserialize(e, String::from_utf8_lossy(&bytes).into());
+            }
+        }
+    };
+    OpenAIError::ApiError(ApiErrorResponse {
+        status_code: status,
+        api_error,
+    })
+}
+
+type Body = futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+
+/// The chunks of an SSE response body, read in the caller's task.
+struct Events {
+    events: EventStream<Counted>,
+    /// Bytes received since the last event was parsed (shared with `Counted`, which refuses
+    /// to read past `MAX_EVENT_BYTES` of them).
+    pending: Arc<AtomicUsize>,
+    done: bool,
+}
+
+/// The response body, counting what it reads into `pending`.
+struct Counted {
+    body: Body,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Stream for Counted {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.pending.load(Ordering::Relaxed) > MAX_EVENT_BYTES {
+            return Poll::Ready(Some(Err(std::io::Error::other(format!(
+                "an event longer than {MAX_EVENT_BYTES} bytes"
+            )))));
+        }
+        let item = ready!(self.body.as_mut().poll_next(cx));
+        Poll::Ready(item.map(|read| {
+            let bytes = read.map_err(std::io::Error::other)?;
+            self.pending.fetch_add(bytes.len(), Ordering::Relaxed);
+            Ok(bytes)
+        }))
+    }
+}
+
+impl Events {
+    fn new(body: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static) -> Self {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let counted = Counted {
+            body: Box::pin(body),
+            pending: pending.clone(),
+        };
+        Self {
+            events: EventStream::new(counted),
+            pending,
+            done: false,
+        }
+    }
+}
+
+impl Stream for Events {
+    type Item = Result<Chunk, OpenAIError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let event = match ready!(Pin::new(&mut self.events).poll_next(cx)) {
+                None => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(OpenAIError::StreamError(Box::new(
+                        StreamError::EventStream(e.to_string()),
+                    )))));
+                }
+                Some(Ok(event)) => event,
+            };
+            // What is left unparsed belongs to the next event (at most one read's worth).
+            self.pending.store(0, Ordering::Relaxed);
+            if event.data == "[DONE]" {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            if event.event == "keepalive" {
+                continue;
+            }
+            return Poll::Ready(Some(
+                serde_json::from_str::<Chunk>(&event.data)
+                    .map_err(|e| OpenAIError::JSONDeserialize(e, event.data)),
+            ));
+        }
     }
 }
 
@@ -261,8 +407,13 @@ pub fn describe(e: &OpenAIError) -> String {
         OpenAIError::Reqwest(r) if r.is_connect() => "could not connect to the upstream".into(),
         OpenAIError::Reqwest(r) if r.is_timeout() => "the upstream timed out".into(),
         OpenAIError::Reqwest(_) => "the connection to the upstream failed".into(),
-        OpenAIError::StreamError(_) => "the upstream stream broke off".into(),
-        OpenAIError::JSONDeserialize(_, _) => {
+        OpenAIError::StreamError(e) => {
+            tracing::warn!(detail = %e, "the upstream stream broke off");
+            "the upstream stream broke off".into()
+        }
+        OpenAIError::JSONDeserialize(e, data) => {
+            let data: String = data.chars().take(300).collect();
+            tracing::warn!(error = %e, data = %data.escape_debug(), "an upstream chunk is not valid JSON");
             "the upstream sent a chunk that is not valid JSON".into()
         }
         other => {
@@ -311,6 +462,62 @@ mod tests {
         for m in ["gpt-4o-mini", "gpt-4.1", "llama3.1:8b", "omni-x"] {
             assert!(!is_reasoning_model(m), "{m}");
         }
+    }
+
+    /// The chunks `Events` makes of a body read in these pieces.
+    async fn events(reads: Vec<Vec<u8>>) -> Vec<Result<Chunk, OpenAIError>> {
+        use futures_util::StreamExt;
+        let body = futures_util::stream::iter(reads.into_iter().map(|r| Ok(bytes::Bytes::from(r))));
+        Events::new(body).collect().await
+    }
+
+    #[tokio::test]
+    async fn events_split_across_reads_keepalives_and_done() {
+        let text = concat!(
+            ": a comment\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\n",
+            "event: keepalive\ndata: {}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"after done\"}}]}\n\n",
+        );
+        // Every split of the text into two reads gives the same two chunks.
+        for at in 0..=text.len() {
+            let (a, b) = text.as_bytes().split_at(at);
+            let got = events(vec![a.to_vec(), b.to_vec()]).await;
+            let contents: Vec<String> = got
+                .into_iter()
+                .map(|c| c.unwrap().choices[0].delta.content.clone().unwrap())
+                .collect();
+            assert_eq!(contents, ["a", "b"], "split at {at}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_event_fails_at_the_bound_and_bad_json_is_reported() {
+        let mut reads = vec![b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec()];
+        // Twice the bound, in 64 KiB reads: the stream fails before all of it is read.
+        reads.extend((0..2 * MAX_EVENT_BYTES / (64 << 10)).map(|_| vec![b'x'; 64 << 10]));
+        let got = events(reads).await;
+        assert_eq!(got.len(), 1);
+        assert!(
+            matches!(&got[0], Err(OpenAIError::StreamError(_))),
+            "{:?}",
+            got[0].as_ref().err()
+        );
+        // Many small events in one large read are not one large event.
+        let one = format!(
+            "data: {{\"choices\":[],\"pad\":\"{}\"}}\n\n",
+            "x".repeat(1000)
+        );
+        let count = 2 * MAX_EVENT_BYTES / one.len();
+        let got = events(vec![one.repeat(count).into_bytes()]).await;
+        assert!(got.len() == count && got.iter().all(Result::is_ok));
+
+        let got = events(vec![b"data: {not json\n\n".to_vec()]).await;
+        assert!(
+            matches!(&got[..], [Err(OpenAIError::JSONDeserialize(_, data))] if data == "{not json")
+        );
     }
 
     #[test]

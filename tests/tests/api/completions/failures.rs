@@ -64,7 +64,18 @@ async fn upstream_http_errors_are_logged_unmetered_and_reported() {
 
 /// Interrupted streams keep what arrived and meter it with the model's tokenizer.
 async fn interrupted(app: &TestApp, user: &TestUser, prompt: &str, received: usize, reason: &str) {
-    let (deltas, _payloads, error) = stream(app, user, json!({ "prompt": prompt })).await;
+    interrupted_with(app, user, json!({ "prompt": prompt }), received, reason).await;
+}
+
+async fn interrupted_with(
+    app: &TestApp,
+    user: &TestUser,
+    input: serde_json::Value,
+    received: usize,
+    reason: &str,
+) {
+    let prompt = input["prompt"].as_str().unwrap();
+    let (deltas, _payloads, error) = stream(app, user, input.clone()).await;
     let error = error.expect("the stream ends with an error");
     assert!(error.to_string().contains("UPSTREAM_ERROR"), "{error}");
     assert_eq!(deltas, upstream::answer(prompt, received));
@@ -125,6 +136,54 @@ async fn a_cut_connection_keeps_and_meters_the_partial_answer() {
         "go @@tokens=10 @@pace_ms=5 @@cut_after=4",
         4,
         "broke off",
+    )
+    .await;
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_that_never_ends_fails_the_call_instead_of_filling_memory() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    // After three tokens the upstream opens an event and sends bytes without end. The server
+    // reads at most about `MAX_EVENT_BYTES` of it (without a bound it would buffer until the
+    // idle timeout, 30 s, and the reason would be "idle").
+    interrupted(
+        &app,
+        &user,
+        "go @@tokens=10 @@pace_ms=5 @@endless_after=3",
+        3,
+        "broke off",
+    )
+    .await;
+    // The upstream saw its connection dropped, not read to the end.
+    app.upstream
+        .stats
+        .wait_until(|s| s.abandoned.load(Ordering::SeqCst) == 1)
+        .await;
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_ignores_max_tokens_is_cut_off_at_what_they_could_decode_to() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    // One token decodes to at most 128 bytes in OpenAI's encodings; the server allows 256 per
+    // token plus 4 KiB. This upstream sends 2,000 tokens (about 11 KB) for `maxTokens: 1`.
+    let prompt = "go @@tokens=2000 @@ignore_max_tokens";
+    let allowed = 256 + 4096;
+    let kept = (0..2000)
+        .take_while(|&k| upstream::answer(prompt, k + 1).len() <= allowed)
+        .count();
+    assert!(kept > 100 && kept < 2000);
+    interrupted_with(
+        &app,
+        &user,
+        json!({ "prompt": prompt, "maxTokens": 1 }),
+        kept,
+        "more text than max_tokens allows",
     )
     .await;
     assert_books_balance(&app, &user.id, 1).await;
