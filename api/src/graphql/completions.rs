@@ -5,6 +5,7 @@ use async_graphql::{
 };
 use entity::prompt_logs::{self, CallStatus as DbCallStatus};
 use futures_util::Stream;
+use tokio::sync::mpsc;
 
 use super::history::PromptLog;
 use super::scalars::Int64;
@@ -158,6 +159,9 @@ impl CompletionMutation {
     }
 }
 
+/// Waiting deltas are joined into one event up to this size.
+const COALESCE_BYTES: usize = 16 << 10;
+
 #[derive(Default)]
 pub struct Subscription;
 
@@ -181,27 +185,79 @@ impl Subscription {
         let state = ctx.data::<AppState>()?;
         let user_id = live_user_id(ctx).await?;
         let call = state.calls.start(&user_id, input.into(), true).await?;
-        let log_id = ID(call.log_id.to_string());
-        let mut events = call.events;
-        Ok(async_stream::stream! {
-            let mut finished = false;
-            while let Some(event) = events.recv().await {
-                match event {
-                    CallEvent::Delta(delta) => yield Ok(CompletionEvent { log_id: log_id.clone(), delta, done: false, log: None }),
-                    CallEvent::Finished(log) => {
-                        finished = true;
-                        if log.status == DbCallStatus::Error {
-                            yield Err(upstream_error(&log));
-                        } else {
-                            yield Ok(CompletionEvent { log_id: log_id.clone(), delta: String::new(), done: true, log: Some(PromptLog(log)) });
+        Ok(call_events(call.events, ID(call.log_id.to_string())))
+    }
+}
+
+/// A call's events as `completionStream` sends them.
+fn call_events(
+    mut events: mpsc::UnboundedReceiver<CallEvent>,
+    log_id: ID,
+) -> impl Stream<Item = async_graphql::Result<CompletionEvent>> {
+    async_stream::stream! {
+        let mut finished = false;
+        let mut held = None;
+        while let Some(event) = match held.take() {
+            Some(event) => Some(event),
+            None => events.recv().await,
+        } {
+            match event {
+                CallEvent::Delta(mut delta) => {
+                    // Deltas already waiting go out as one event (they concatenate all the
+                    // same): a stream that fell behind (a client slow to read, a busy server)
+                    // catches up in one message rather than one per delta.
+                    while delta.len() < COALESCE_BYTES {
+                        match events.try_recv() {
+                            Ok(CallEvent::Delta(more)) => delta.push_str(&more),
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        break;
                     }
+                    yield Ok(CompletionEvent { log_id: log_id.clone(), delta, done: false, log: None });
+                }
+                CallEvent::Finished(log) => {
+                    finished = true;
+                    if log.status == DbCallStatus::Error {
+                        yield Err(upstream_error(&log));
+                    } else {
+                        yield Ok(CompletionEvent { log_id: log_id.clone(), delta: String::new(), done: true, log: Some(PromptLog(log)) });
+                    }
+                    break;
                 }
             }
-            if !finished {
-                yield Err(AppError::internal("the call ended without being finalised").extend());
-            }
-        })
+        }
+        if !finished {
+            yield Err(AppError::internal("the call ended without being finalised").extend());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_deltas_go_out_as_one_event_up_to_a_bound() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let big = "x".repeat(COALESCE_BYTES);
+        for delta in ["a", "b", "c", &big, "after"] {
+            tx.send(CallEvent::Delta(delta.into())).unwrap();
+        }
+        drop(tx);
+        let got: Vec<_> = call_events(rx, ID("log".into())).collect().await;
+        let deltas: Vec<&str> = got
+            .iter()
+            .filter_map(|e| e.as_ref().ok())
+            .map(|e| e.delta.as_str())
+            .collect();
+        assert_eq!(deltas, [format!("abc{big}").as_str(), "after"]);
+        // A call that ends without its finalised log ends the stream with an error.
+        assert_eq!(got.len(), 3);
+        assert!(got[2].is_err());
     }
 }
