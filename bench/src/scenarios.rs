@@ -573,6 +573,8 @@ async fn streaming(
     // before the call goes out: the operation, admission, the upstream connection).
     let mut to_upstream = Samples::default();
     let mut relay = Samples::default();
+    // Events that carried text: fewer than tokens when deltas waiting together were joined.
+    let mut delta_events = 0usize;
     let mut problems = Vec::new();
     for (i, prompt, subscribed, received) in results {
         let received = match received {
@@ -621,6 +623,11 @@ async fn streaming(
         }
         let mut seen = 0;
         let mut k = 0;
+        delta_events += received
+            .deltas
+            .iter()
+            .filter(|(_, d)| !d.is_empty())
+            .count();
         for (at, delta) in &received.deltas {
             seen += delta.len();
             while k < tokens && ends[k] <= seen {
@@ -678,6 +685,10 @@ async fn streaming(
             ("relay_p50_ms".into(), f(relay.percentile_ms(50.0))),
             ("relay_p99_ms".into(), f(relay.percentile_ms(99.0))),
             ("relay_samples".into(), json!(relay.len())),
+            (
+                "delta_events_per_token".into(),
+                f(delta_events as f64 / relayed),
+            ),
             (
                 "cpu_s_per_1000_tokens".into(),
                 f(cpu.as_secs_f64() / relayed * 1000.0),
