@@ -7,13 +7,10 @@
 //! upstream is one logged, metered call (a client may retry, and that is a new call).
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use async_openai::config::{Config, OpenAIConfig};
 use async_openai::error::{ApiError, ApiErrorResponse, OpenAIError, StreamError, WrappedError};
-use eventsource_stream::EventStream;
 use futures_util::Stream;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
@@ -102,9 +99,8 @@ pub struct UpstreamRequest {
     pub temperature: Option<f64>,
 }
 
-/// The largest SSE event (with its framing) an upstream may send: a chunk is rarely over a few
-/// KiB. Past it the call fails rather than buffer without end (the parser also re-scans an
-/// unfinished line on every read, so an endless line would cost quadratic time as well).
+/// The largest SSE event an upstream may send (its data and its unfinished line): a chunk is
+/// rarely over a few KiB. Past it the call fails rather than buffer without end.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// The most of an error response's body that is read (it goes to the server log, shortened).
@@ -117,8 +113,8 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// stream read, here, in the task that drives the call: async-openai's streaming spawns a task
 /// per call that relays each chunk through a channel, one more task hop per token, which showed
 /// in profiles of many concurrent streams (see `docs/performance.md`, "Wave 2, fifth round").
-/// Events are parsed by eventsource-stream, as async-openai does, with its rules: `[DONE]` ends
-/// the stream and `keepalive` events are skipped.
+/// Events are read with async-openai's rules (`[DONE]` ends the stream, `keepalive` events are
+/// skipped) by a parser of this module's own (see `Sse`).
 #[derive(Clone)]
 pub struct LlmClient {
     http: reqwest::Client,
@@ -258,86 +254,174 @@ type Body = futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Byte
 
 /// The chunks of an SSE response body, read in the caller's task.
 struct Events {
-    events: EventStream<Counted>,
-    /// Bytes received since the last event was parsed (shared with `Counted`, which refuses
-    /// to read past `MAX_EVENT_BYTES` of them).
-    pending: Arc<AtomicUsize>,
-    done: bool,
-}
-
-/// The response body, counting what it reads into `pending`.
-struct Counted {
     body: Body,
-    pending: Arc<AtomicUsize>,
-}
-
-impl Stream for Counted {
-    type Item = std::io::Result<bytes::Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.pending.load(Ordering::Relaxed) > MAX_EVENT_BYTES {
-            return Poll::Ready(Some(Err(std::io::Error::other(format!(
-                "an event longer than {MAX_EVENT_BYTES} bytes"
-            )))));
-        }
-        let item = ready!(self.body.as_mut().poll_next(cx));
-        Poll::Ready(item.map(|read| {
-            let bytes = read.map_err(std::io::Error::other)?;
-            self.pending.fetch_add(bytes.len(), Ordering::Relaxed);
-            Ok(bytes)
-        }))
-    }
+    sse: Sse,
+    done: bool,
 }
 
 impl Events {
     fn new(body: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static) -> Self {
-        let pending = Arc::new(AtomicUsize::new(0));
-        let counted = Counted {
-            body: Box::pin(body),
-            pending: pending.clone(),
-        };
         Self {
-            events: EventStream::new(counted),
-            pending,
+            body: Box::pin(body),
+            sse: Sse::default(),
             done: false,
         }
+    }
+
+    fn broke_off(&mut self, why: String) -> Poll<Option<Result<Chunk, OpenAIError>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(OpenAIError::StreamError(Box::new(
+            StreamError::EventStream(why),
+        )))))
     }
 }
 
 impl Stream for Events {
     type Item = Result<Chunk, OpenAIError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if self.done {
+            if this.done {
                 return Poll::Ready(None);
             }
-            let event = match ready!(Pin::new(&mut self.events).poll_next(cx)) {
-                None => {
-                    self.done = true;
+            if let Some((event, data)) = this.sse.next_event() {
+                if data == b"[DONE]" {
+                    this.done = true;
                     return Poll::Ready(None);
                 }
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(OpenAIError::StreamError(Box::new(
-                        StreamError::EventStream(e.to_string()),
-                    )))));
+                if event == b"keepalive" {
+                    continue;
                 }
-                Some(Ok(event)) => event,
+                return Poll::Ready(Some(serde_json::from_slice::<Chunk>(data).map_err(|e| {
+                    OpenAIError::JSONDeserialize(e, String::from_utf8_lossy(data).into_owned())
+                })));
+            }
+            // Every complete line is read: what is held belongs to one event.
+            if this.sse.pending() > MAX_EVENT_BYTES {
+                return this.broke_off(format!("an event longer than {MAX_EVENT_BYTES} bytes"));
+            }
+            match ready!(this.body.as_mut().poll_next(cx)) {
+                Some(Ok(bytes)) => this.sse.push(&bytes),
+                Some(Err(e)) => return this.broke_off(e.to_string()),
+                // An event the stream ended in the middle of is dropped, as the SSE spec says.
+                None => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+/// An SSE parser (the WHATWG event-stream format) for what a chat completion sends: `data`
+/// and `event` fields, comments, and lines ending in LF, CRLF or CR. `id` and `retry` are
+/// read past (nothing reconnects). It works on bytes and keeps its place: each byte is looked
+/// at once and each line copied at most once.
+///
+/// Written here rather than taken from eventsource-stream (what async-openai uses) because
+/// that parser copies the rest of its buffer after every line and scans an unfinished line
+/// again on every read: 256 KiB of comment lines in one read took it 0.4 s (a test build), so
+/// a hostile upstream could hold a core with a small stream.
+#[derive(Default)]
+struct Sse {
+    buf: Vec<u8>,
+    /// Where the next line starts in `buf`.
+    line: usize,
+    /// Where the search for the end of that line resumes.
+    scanned: usize,
+    /// The line before ended with CR: an LF starting this one belongs to it.
+    after_cr: bool,
+    /// The stream's first bytes were looked at (for a byte order mark).
+    started: bool,
+    /// The event being read: its `data` lines (each followed by LF) and its type.
+    data: Vec<u8>,
+    event: Vec<u8>,
+    /// The last event dispatched, as (type, data), lent out by `next_event`.
+    ready: (Vec<u8>, Vec<u8>),
+}
+
+impl Sse {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.line > 0 {
+            // Only the unfinished line is kept.
+            self.buf.drain(..self.line);
+            self.scanned -= self.line;
+            self.line = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+        if !self.started && self.buf.len() >= 3 {
+            self.started = true;
+            if self.buf.starts_with(b"\xEF\xBB\xBF") {
+                self.buf.drain(..3);
+                self.scanned = 0;
+            }
+        }
+    }
+
+    /// Bytes held for the event being read: its data so far and its unfinished line.
+    fn pending(&self) -> usize {
+        self.data.len() + self.buf.len() - self.line
+    }
+
+    /// The next complete event as (type, data), if the bytes so far hold one.
+    fn next_event(&mut self) -> Option<(&[u8], &[u8])> {
+        loop {
+            if !self.started {
+                // Fewer than three bytes yet: one may still be a byte order mark.
+                return None;
+            }
+            if self.after_cr && self.line < self.buf.len() {
+                self.after_cr = false;
+                if self.buf[self.line] == b'\n' {
+                    self.line += 1;
+                    self.scanned = self.scanned.max(self.line);
+                }
+            }
+            let end = self.buf[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .map(|i| self.scanned + i);
+            let Some(end) = end else {
+                self.scanned = self.buf.len();
+                return None;
             };
-            // What is left unparsed belongs to the next event (at most one read's worth).
-            self.pending.store(0, Ordering::Relaxed);
-            if event.data == "[DONE]" {
-                self.done = true;
-                return Poll::Ready(None);
+            self.after_cr = self.buf[end] == b'\r';
+            let start = self.line;
+            self.line = end + 1;
+            self.scanned = self.line;
+            let line = &self.buf[start..end];
+            if line.is_empty() {
+                if self.data.is_empty() {
+                    self.event.clear();
+                    continue;
+                }
+                self.data.pop(); // the LF after the last data line
+                self.ready.0.clear();
+                self.ready.1.clear();
+                std::mem::swap(&mut self.ready.0, &mut self.event);
+                std::mem::swap(&mut self.ready.1, &mut self.data);
+                return Some((&self.ready.0, &self.ready.1));
             }
-            if event.event == "keepalive" {
-                continue;
+            let (field, value) = match line.iter().position(|&b| b == b':') {
+                Some(0) => continue, // a comment
+                Some(i) => {
+                    let value = &line[i + 1..];
+                    (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            match field {
+                b"data" => {
+                    self.data.extend_from_slice(value);
+                    self.data.push(b'\n');
+                }
+                b"event" => {
+                    self.event.clear();
+                    self.event.extend_from_slice(value);
+                }
+                _ => {}
             }
-            return Poll::Ready(Some(
-                serde_json::from_str::<Chunk>(&event.data)
-                    .map_err(|e| OpenAIError::JSONDeserialize(e, event.data)),
-            ));
         }
     }
 }
@@ -491,6 +575,41 @@ mod tests {
                 .collect();
             assert_eq!(contents, ["a", "b"], "split at {at}");
         }
+    }
+
+    /// The events (type, data) `Sse` reads from these pieces.
+    fn sse(pieces: &[&[u8]]) -> Vec<(String, String)> {
+        let mut sse = Sse::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            sse.push(piece);
+            while let Some((event, data)) = sse.next_event() {
+                out.push((
+                    String::from_utf8_lossy(event).into_owned(),
+                    String::from_utf8_lossy(data).into_owned(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sse_follows_the_event_stream_format() {
+        let pair = |e: &str, d: &str| (e.to_owned(), d.to_owned());
+        // A byte order mark split across reads; CR, LF and CRLF line ends (a CRLF split too);
+        // `data` with and without its space; lines joined with LF; a field without a colon;
+        // `id`, `retry` and unknown fields read past; an event with no data is not one.
+        let got = sse(&[
+            b"\xEF\xBB",
+            b"\xBFdata: a\r",
+            b"\ndata:b\n\nevent: ping\r\revent: x\nid: 7\nretry: 5\nfoo: bar\ndata\n\r\n",
+            b"data: c\r\r: comment\ndata: tail",
+        ]);
+        assert_eq!(got, [pair("", "a\nb"), pair("x", ""), pair("", "c")]);
+        // What follows an event, up to the stream's end, without a blank line is not an event.
+        assert_eq!(sse(&[b"data: a\n\ndata: b\n"]), [pair("", "a")]);
+        // A BOM anywhere but the start is data.
+        assert_eq!(sse(&[b"data: \xEF\xBB\xBF\n\n"]), [pair("", "\u{feff}")]);
     }
 
     #[tokio::test]
