@@ -16,6 +16,7 @@
 //! | `@@stall_after=N` | send nothing more after N tokens, keeping the connection open |
 //! | `@@endless_after=N` | after N tokens, start an event and never end it (bytes as fast as they are read) |
 //! | `@@finish=X` | finish with `finish_reason` X (`content_filter`, `length`, an unknown value; `empty` sends "") |
+//! | `@@reasoning=N` | send N tokens of `reasoning_content` before the answer |
 //! | `@@ignore_max_tokens` | generate `@@tokens` whatever `max_tokens` says (a misbehaving upstream) |
 //! | `@@no_usage` | send no usage chunk even when `stream_options.include_usage` asks for one |
 //! | `@@trace=ID` | record when the request arrived and when each token was sent ([`Stats::take_trace`]) |
@@ -246,6 +247,7 @@ struct Directives {
     stall_after: Option<usize>,
     endless_after: Option<usize>,
     ignore_max_tokens: bool,
+    reasoning: Option<usize>,
     finish: Option<String>,
     no_usage: bool,
     trace: Option<String>,
@@ -274,6 +276,7 @@ fn directives(text: &str) -> Directives {
             }
             "no_usage" => d.no_usage = true,
             "ignore_max_tokens" => d.ignore_max_tokens = true,
+            "reasoning" => d.reasoning = value.parse().ok(),
             "nul" => d.nul = true,
             "trace" => d.trace = Some(value.to_owned()),
             "record" => d.record = Some(value.to_owned()),
@@ -436,6 +439,10 @@ async fn chat_completions(
         yield chunk(json!({ "role": "assistant", "content": "" }), Value::Null);
         if let Some(ms) = d.first_token_ms {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        for i in 0..d.reasoning.unwrap_or(0) {
+            // Reasoning first, as vLLM and DeepSeek send it (not part of the answer).
+            yield chunk(json!({ "reasoning_content": token(&prompt, i) }), Value::Null);
         }
         for i in 0..n {
             if i > 0 && !pace.is_zero() {

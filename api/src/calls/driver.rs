@@ -274,6 +274,8 @@ impl Driver {
         };
         let mut finish: Option<String> = None;
         let max_text = max_completion_bytes(req.max_tokens);
+        // Bytes of reasoning received (not kept: it is not part of the completion).
+        let mut reasoned = 0usize;
         // The first-token deadline holds until the model shows any output (reasoning included);
         // from then on, only gaps longer than the idle timeout count.
         let mut producing = false;
@@ -327,19 +329,28 @@ impl Driver {
                 *usage = Some(u);
             }
             for choice in chunk.choices {
-                if choice
+                let reasoning = choice
                     .delta
                     .reasoning_content
                     .as_ref()
                     .or(choice.delta.reasoning.as_ref())
-                    .is_some_and(|r| !r.is_empty())
-                {
+                    .map_or(0, String::len);
+                if reasoning > 0 {
                     producing = true;
+                    // Reasoning is generated tokens too, within `max_tokens`: an upstream that
+                    // reasons without end would otherwise hold the call open for ever.
+                    reasoned += reasoning;
+                    if text.len() + reasoned > max_text {
+                        return Ended::Failed {
+                            reason: "the upstream sent more text than max_tokens allows".into(),
+                            reached: true,
+                        };
+                    }
                 }
                 if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
                     producing = true;
                     first_token.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                    if text.len() + delta.len() > max_text {
+                    if text.len() + reasoned + delta.len() > max_text {
                         // More than `max_tokens` could ever decode to: an upstream that ignores
                         // the limit would otherwise grow this call's text (and its row) without
                         // end. What arrived within the bound is kept and metered.
