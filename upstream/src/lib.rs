@@ -17,6 +17,7 @@
 //! | `@@endless_after=N` | after N tokens, start an event and never end it (bytes as fast as they are read) |
 //! | `@@finish=X` | finish with `finish_reason` X (`content_filter`, `length`, an unknown value; `empty` sends "") |
 //! | `@@reasoning=N` | send N tokens of `reasoning_content` before the answer |
+//! | `@@endless_reasoning` | send `reasoning_content` without end, 64 KiB per chunk |
 //! | `@@ignore_max_tokens` | generate `@@tokens` whatever `max_tokens` says (a misbehaving upstream) |
 //! | `@@no_usage` | send no usage chunk even when `stream_options.include_usage` asks for one |
 //! | `@@trace=ID` | record when the request arrived and when each token was sent ([`Stats::take_trace`]) |
@@ -248,6 +249,7 @@ struct Directives {
     endless_after: Option<usize>,
     ignore_max_tokens: bool,
     reasoning: Option<usize>,
+    endless_reasoning: bool,
     finish: Option<String>,
     no_usage: bool,
     trace: Option<String>,
@@ -277,6 +279,7 @@ fn directives(text: &str) -> Directives {
             "no_usage" => d.no_usage = true,
             "ignore_max_tokens" => d.ignore_max_tokens = true,
             "reasoning" => d.reasoning = value.parse().ok(),
+            "endless_reasoning" => d.endless_reasoning = true,
             "nul" => d.nul = true,
             "trace" => d.trace = Some(value.to_owned()),
             "record" => d.record = Some(value.to_owned()),
@@ -443,6 +446,13 @@ async fn chat_completions(
         for i in 0..d.reasoning.unwrap_or(0) {
             // Reasoning first, as vLLM and DeepSeek send it (not part of the answer).
             yield chunk(json!({ "reasoning_content": token(&prompt, i) }), Value::Null);
+        }
+        if d.endless_reasoning {
+            // A model that never stops thinking, 64 KiB at a time.
+            let thought = String::from_utf8_lossy(&ENDLESS).into_owned();
+            loop {
+                yield chunk(json!({ "reasoning_content": thought }), Value::Null);
+            }
         }
         for i in 0..n {
             if i > 0 && !pace.is_zero() {

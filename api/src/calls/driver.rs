@@ -55,6 +55,10 @@ fn max_completion_bytes(max_tokens: u32) -> usize {
         .saturating_add(4096)
 }
 
+/// The most reasoning (`reasoning_content`) a call may receive: 65,536 tokens of 256 bytes,
+/// past what any model reasons (DeepSeek's reasoner: 32K tokens).
+const MAX_REASONING_BYTES: usize = 16 << 20;
+
 /// Runs one call to the end.
 pub(super) struct Driver {
     pub db: Db,
@@ -274,7 +278,7 @@ impl Driver {
         };
         let mut finish: Option<String> = None;
         let max_text = max_completion_bytes(req.max_tokens);
-        // Bytes of reasoning received (not kept: it is not part of the completion).
+        // Bytes of reasoning received (not kept: it is not part of the answer).
         let mut reasoned = 0usize;
         // The first-token deadline holds until the model shows any output (reasoning included);
         // from then on, only gaps longer than the idle timeout count.
@@ -291,14 +295,17 @@ impl Driver {
                     .as_mut()
                     .reset(tokio::time::Instant::now() + self.idle_timeout);
             }
+            // In this order: a chunk that is ready wins over a deadline that passed meanwhile
+            // (as `timeout_at` would have it), and the deadline is starved only by chunks.
             let item = tokio::select! {
+                biased;
+                // Gone after the upstream finished (waiting for its usage chunk): the call is complete.
+                () = &mut closed => return finish.map_or(Ended::ClientGone, Ended::Finished),
+                () = &mut stopping => return Ended::ShuttingDown,
                 item = stream.next() => item,
                 () = &mut deadline => {
                     return Ended::TimedOut(if producing { "idle" } else { "no first token" });
                 }
-                // Gone after the upstream finished (waiting for its usage chunk): the call is complete.
-                () = &mut closed => return finish.map_or(Ended::ClientGone, Ended::Finished),
-                () = &mut stopping => return Ended::ShuttingDown,
             };
             let chunk = match item {
                 None => break,
@@ -337,12 +344,13 @@ impl Driver {
                     .map_or(0, String::len);
                 if reasoning > 0 {
                     producing = true;
-                    // Reasoning is generated tokens too, within `max_tokens`: an upstream that
-                    // reasons without end would otherwise hold the call open for ever.
+                    // Some models' reasoning is outside `max_tokens` (deepseek-reasoner's), so
+                    // it has a bound of its own, past any model's: an upstream that reasons
+                    // without end would otherwise hold the call open for ever.
                     reasoned += reasoning;
-                    if text.len() + reasoned > max_text {
+                    if reasoned > MAX_REASONING_BYTES {
                         return Ended::Failed {
-                            reason: "the upstream sent more text than max_tokens allows".into(),
+                            reason: "the upstream reasoned past any model's limit".into(),
                             reached: true,
                         };
                     }
@@ -350,7 +358,7 @@ impl Driver {
                 if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
                     producing = true;
                     first_token.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                    if text.len() + reasoned + delta.len() > max_text {
+                    if text.len() + delta.len() > max_text {
                         // More than `max_tokens` could ever decode to: an upstream that ignores
                         // the limit would otherwise grow this call's text (and its row) without
                         // end. What arrived within the bound is kept and metered.

@@ -13,6 +13,10 @@ pub struct UpstreamConfig {
     pub base_url: Option<Url>,
     /// `OPENAI_API_KEY`.
     pub api_key: Option<Secret>,
+    /// `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID` (OpenAI's `OpenAI-Organization` and
+    /// `OpenAI-Project` headers), if set.
+    pub organization: Option<String>,
+    pub project: Option<String>,
     /// `LLM_CONNECT_TIMEOUT_MS` (default 10 000).
     pub connect_timeout: Duration,
     /// `LLM_FIRST_TOKEN_TIMEOUT_MS` (default 60 000): from sending the request to the first token.
@@ -35,21 +39,28 @@ impl UpstreamConfig {
                     None
                 }
             });
-        // Sent as `Authorization: Bearer <key>`: a key that cannot be a header value (a pasted
-        // newline, a space) would fail every call, so it is refused at start-up instead.
-        let api_key = env.get("OPENAI_API_KEY").and_then(|key| {
-            if key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Some(Secret::new(key));
+        // Sent as headers: a value with a control character (a pasted line break) would fail
+        // every call, so it is refused at start-up. Keys and ids are printable ASCII; so must
+        // these be.
+        let mut header = |name: &str| {
+            let value = env.get(name)?;
+            if value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Some(value);
             }
             env.problem(
-                "OPENAI_API_KEY",
+                name,
                 "must be printable ASCII without spaces or line breaks",
             );
             None
-        });
+        };
+        let api_key = header("OPENAI_API_KEY").map(Secret::new);
+        let organization = header("OPENAI_ORG_ID");
+        let project = header("OPENAI_PROJECT_ID");
         UpstreamConfig {
             base_url,
             api_key,
+            organization,
+            project,
             connect_timeout: env.millis("LLM_CONNECT_TIMEOUT_MS", 10_000),
             first_token_timeout: env.millis("LLM_FIRST_TOKEN_TIMEOUT_MS", 60_000),
             idle_timeout: env.millis("LLM_IDLE_TIMEOUT_MS", 30_000),
@@ -75,9 +86,13 @@ mod tests {
     #[test]
     fn keys_that_cannot_be_a_header_are_refused() {
         for bad in ["sk-a\nbc", "sk abc", "sk-\u{e9}"] {
-            let (c, problems) = read(&[("OPENAI_API_KEY", bad)]);
-            assert!(c.api_key.is_none(), "{bad:?}");
-            assert_eq!(problems.len(), 1, "{bad:?}");
+            let (c, problems) = read(&[
+                ("OPENAI_API_KEY", bad),
+                ("OPENAI_ORG_ID", bad),
+                ("OPENAI_PROJECT_ID", bad),
+            ]);
+            assert!(c.api_key.is_none() && c.organization.is_none() && c.project.is_none());
+            assert_eq!(problems.len(), 3, "{bad:?}");
         }
         let (c, problems) = read(&[("OPENAI_API_KEY", "sk-proj-AZaz09_-")]);
         assert!(problems.is_empty());

@@ -103,6 +103,9 @@ pub struct UpstreamRequest {
 /// rarely over a few KiB. Past it the call fails rather than buffer without end.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
+/// Reads of the response body one poll of `Events` makes at most.
+const READS_PER_POLL: usize = 32;
+
 /// The most of an error response's body that is read (it goes to the server log, shortened).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -140,13 +143,20 @@ impl LlmClient {
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .build()?;
-        let mut openai = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
-        if let Some(key) = &cfg.api_key {
-            // Header-safe: the configuration refuses keys that are not (see `UpstreamConfig`).
-            openai = openai.with_api_key(key.expose());
-        }
-        let url = reqwest::Url::parse_with_params(&openai.url("/chat/completions"), openai.query())
+        // Everything from this server's configuration, which checked each value (async-openai
+        // would read the environment itself, and its `headers()` panics on a value that cannot
+        // be a header).
+        let openai = OpenAIConfig::new()
+            .with_api_base(base_url.trim_end_matches('/'))
+            .with_api_key(cfg.api_key.as_ref().map_or("", |k| k.expose()))
+            .with_org_id(cfg.organization.clone().unwrap_or_default())
+            .with_project_id(cfg.project.clone().unwrap_or_default());
+        let mut url = reqwest::Url::parse(&openai.url("/chat/completions"))
             .map_err(|_| ClientError::Url(base_url.to_owned()))?;
+        let query = openai.query();
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut headers = openai.headers();
         if let Some(auth) = headers.get_mut(reqwest::header::AUTHORIZATION) {
             auth.set_sensitive(true);
@@ -281,6 +291,7 @@ impl Stream for Events {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let mut reads = 0;
         loop {
             if this.done {
                 return Poll::Ready(None);
@@ -301,6 +312,13 @@ impl Stream for Events {
             if this.sse.pending() > MAX_EVENT_BYTES {
                 return this.broke_off(format!("an event longer than {MAX_EVENT_BYTES} bytes"));
             }
+            if reads == READS_PER_POLL {
+                // Reads that brought no chunk (comments, keep-alives): the task lets others run
+                // before it reads on.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            reads += 1;
             match ready!(this.body.as_mut().poll_next(cx)) {
                 Some(Ok(bytes)) => this.sse.push(&bytes),
                 Some(Err(e)) => return this.broke_off(e.to_string()),
@@ -591,6 +609,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn reads_without_chunks_let_other_tasks_run() {
+        use futures_util::{FutureExt, StreamExt};
+        let mut reads: Vec<Vec<u8>> = (0..100).map(|_| b": keep-alive\n".to_vec()).collect();
+        reads.push(b"data: {\"choices\":[]}\n\n".to_vec());
+        let body = futures_util::stream::iter(reads.into_iter().map(|r| Ok(bytes::Bytes::from(r))));
+        let mut events = Events::new(body);
+        let mut polls = 0;
+        let chunk = loop {
+            polls += 1;
+            if let Some(item) = events.next().now_or_never() {
+                break item;
+            }
+        };
+        assert!(chunk.unwrap().is_ok());
+        // 101 reads, at most 32 per poll.
+        assert_eq!(polls, 4);
     }
 
     #[test]
