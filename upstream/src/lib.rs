@@ -89,6 +89,12 @@ pub struct Received {
     pub max_tokens: Option<usize>,
     /// The request's `x-request-id` header.
     pub request_id: Option<String>,
+    /// Its `authorization`, `openai-organization` and `openai-project` headers.
+    pub authorization: Option<String>,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    /// The path and query it was sent to.
+    pub target: String,
 }
 
 /// When a traced stream's request arrived and when each content token was handed to the
@@ -327,10 +333,17 @@ async fn models() -> Json<Value> {
 
 async fn chat_completions(
     State(state): State<AppState>,
+    uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let received = std::time::Instant::now();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -379,10 +392,11 @@ async fn chat_completions(
             model: req.model.clone(),
             messages: texts.clone(),
             max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            request_id: headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            request_id: header("x-request-id"),
+            authorization: header("authorization"),
+            organization: header("openai-organization"),
+            project: header("openai-project"),
+            target: uri.to_string(),
         };
         state
             .stats

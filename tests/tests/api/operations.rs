@@ -283,7 +283,13 @@ async fn the_token_and_cost_counters_equal_token_usage() {
 
 #[tokio::test]
 async fn request_ids_come_back_and_go_upstream() {
-    let app = spawn_app_with_env(&[]).await;
+    // With the upstream's credentials, which go with every call.
+    let app = spawn_app_with_env(&[
+        ("OPENAI_API_KEY", "sk-test-123"),
+        ("OPENAI_ORG_ID", "org-abc"),
+        ("OPENAI_PROJECT_ID", "proj_def"),
+    ])
+    .await;
     let ada = app.sign_up("ada@example.com").await;
     let post = |id: Option<&str>, prompt: &str| {
         let mut req = app
@@ -304,6 +310,10 @@ async fn request_ids_come_back_and_go_upstream() {
     assert!(body["errors"].is_null(), "{body}");
     let sent = app.upstream.stats.take_received("given").unwrap();
     assert_eq!(sent.request_id.as_deref(), Some("trace-abc.123:x_y"));
+    assert_eq!(sent.authorization.as_deref(), Some("Bearer sk-test-123"));
+    assert_eq!(sent.organization.as_deref(), Some("org-abc"));
+    assert_eq!(sent.project.as_deref(), Some("proj_def"));
+    assert_eq!(sent.target, "/v1/chat/completions");
 
     // None given, or one that is not plain: a fresh one, the same on both sides.
     for given in [None, Some("has space"), Some(&*"x".repeat(65))] {
