@@ -282,7 +282,7 @@ impl Connection {
                                 return close(code::BAD_REQUEST, "Invalid message received");
                             }
                             Err(_) => {
-                                send(socket, &encode("connection_error", None, Some(json!({"message": "invalid message"})))).await;
+                                send(socket, encode("connection_error", None, Some(json!({"message": "invalid message"})))).await;
                                 continue;
                             }
                         },
@@ -302,13 +302,13 @@ impl Connection {
                         Protocol::Legacy => match parse_legacy(&text) {
                             Ok(m) => m,
                             Err(LegacyBad::Json) => {
-                                if !send(socket, &encode("connection_error", None, Some(json!({"message": "the message is not JSON"})))).await {
+                                if !send(socket, encode("connection_error", None, Some(json!({"message": "the message is not JSON"})))).await {
                                     return End::Gone;
                                 }
                                 continue;
                             }
                             Err(LegacyBad::Message(id)) => {
-                                if !send(socket, &encode("error", id.as_deref(), Some(json!({"message": "Invalid message type!"})))).await {
+                                if !send(socket, encode("error", id.as_deref(), Some(json!({"message": "Invalid message type!"})))).await {
                                     return End::Gone;
                                 }
                                 continue;
@@ -319,7 +319,7 @@ impl Connection {
                         ClientMessage::Init(payload) => {
                             if init_received {
                                 if protocol == Protocol::Legacy {
-                                    send(socket, &encode("connection_error", None, Some(json!({"message": "Too many initialisation requests"})))).await;
+                                    send(socket, encode("connection_error", None, Some(json!({"message": "Too many initialisation requests"})))).await;
                                 }
                                 return close(code::TOO_MANY_INITS, "Too many initialisation requests");
                             }
@@ -332,7 +332,7 @@ impl Connection {
                         // (Only graphql-transport-ws has ping: a legacy `ping` is an unknown
                         // type, answered by `parse_legacy`'s error above.)
                         ClientMessage::Ping(payload) => {
-                            if !send(socket, &encode("pong", None, payload.map(Value::Object))).await {
+                            if !send(socket, encode("pong", None, payload.map(Value::Object))).await {
                                 return End::Gone;
                             }
                         }
@@ -349,7 +349,7 @@ impl Connection {
                                 if init.is_some() {
                                     if waiting.len() < cfg.max_operations {
                                         waiting.push((id, operation));
-                                    } else if !send(socket, &Self::too_many_operations(protocol, &id, cfg.max_operations)).await {
+                                    } else if !send(socket, Self::too_many_operations(protocol, &id, cfg.max_operations)).await {
                                         return End::Gone;
                                     }
                                     continue;
@@ -374,7 +374,7 @@ impl Connection {
                             // the close: a `start` then a `connection_terminate` in one write get
                             // the query's answer, however this loop's branches were ordered.
                             while let Some(Some(event)) = self.ops.streams.next().now_or_never() {
-                                if let Some(text) = self.encode_event(protocol, event) && !send(socket, &text).await {
+                                if let Some(text) = self.encode_event(protocol, event) && !send(socket, text).await {
                                     return End::Gone;
                                 }
                             }
@@ -388,16 +388,16 @@ impl Connection {
                         Ok(viewer) => {
                             if let Some(end) = self.adopt(viewer.map(|v| *v), cfg) {
                                 if protocol == Protocol::Legacy {
-                                    send(socket, &encode("connection_error", None, Some(json!({"message": "too many connections for this user"})))).await;
+                                    send(socket, encode("connection_error", None, Some(json!({"message": "too many connections for this user"})))).await;
                                 }
                                 return end;
                             }
                             acknowledged = true;
-                            if !send(socket, &encode("connection_ack", None, None)).await {
+                            if !send(socket, encode("connection_ack", None, None)).await {
                                 return End::Gone;
                             }
                             if protocol == Protocol::Legacy {
-                                if !send(socket, &encode("ka", None, None)).await {
+                                if !send(socket, encode("ka", None, None)).await {
                                     return End::Gone;
                                 }
                                 for (id, operation) in std::mem::take(&mut waiting) {
@@ -419,7 +419,7 @@ impl Connection {
                             return match protocol {
                                 Protocol::TransportWs => close(code, reason),
                                 Protocol::Legacy => {
-                                    send(socket, &encode("connection_error", None, Some(json!({"message": reason})))).await;
+                                    send(socket, encode("connection_error", None, Some(json!({"message": reason})))).await;
                                     close(code::INTERNAL, reason)
                                 }
                             };
@@ -438,7 +438,7 @@ impl Connection {
                     return close(code::INIT_TIMEOUT, "Connection initialisation timeout");
                 }
                 Some(event) = self.ops.streams.next(), if !self.ops.streams.is_empty() => {
-                    if let Some(text) = self.encode_event(protocol, event) && !send(socket, &text).await {
+                    if let Some(text) = self.encode_event(protocol, event) && !send(socket, text).await {
                         return End::Gone;
                     }
                     if let Some(end) = self.end_if_drained() {
@@ -456,7 +456,7 @@ impl Connection {
                     if !send_frame(socket, Message::Ping(Default::default())).await {
                         return End::Gone;
                     }
-                    if protocol == Protocol::Legacy && acknowledged && !send(socket, &encode("ka", None, None)).await {
+                    if protocol == Protocol::Legacy && acknowledged && !send(socket, encode("ka", None, None)).await {
                         return End::Gone;
                     }
                 }
@@ -595,12 +595,12 @@ impl Connection {
                 "SERVICE_UNAVAILABLE",
                 Some(5),
             );
-            let sent = send(socket, &refused).await;
+            let sent = send(socket, refused).await;
             return (!sent).then_some(End::Gone);
         }
         if self.ops.by_id.len() >= cfg.max_operations {
             let max = cfg.max_operations;
-            return (!send(socket, &Self::too_many_operations(protocol, &id, max)).await)
+            return (!send(socket, Self::too_many_operations(protocol, &id, max)).await)
                 .then_some(End::Gone);
         }
         // Every operation runs under a live session: re-read when the last look is stale.
@@ -615,11 +615,11 @@ impl Connection {
                 "UNAUTHENTICATED",
                 None,
             );
-            send(socket, &refused).await;
+            send(socket, refused).await;
             if protocol == Protocol::Legacy {
                 send(
                     socket,
-                    &encode(
+                    encode(
                         "connection_error",
                         None,
                         Some(json!({"message": "Forbidden"})),
@@ -717,8 +717,8 @@ fn refusal(
 }
 
 /// Send one text message; false when the peer is gone, or takes nothing for [`SEND_TIMEOUT`].
-async fn send(socket: &mut WebSocket, text: &str) -> bool {
-    send_frame(socket, Message::Text(text.to_owned().into())).await
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    send_frame(socket, Message::Text(text.into())).await
 }
 
 /// Send one frame, bounded: a peer that stops reading (its receive window full) would otherwise
