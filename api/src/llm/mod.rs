@@ -133,8 +133,9 @@ pub struct LlmClient {
 pub enum ClientError {
     #[error("the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("the upstream URL {0:?} cannot be parsed")]
-    Url(String),
+    /// (The URL is not shown: it may carry credentials.)
+    #[error("the upstream URL with /chat/completions cannot be parsed")]
+    Url,
 }
 
 impl LlmClient {
@@ -151,8 +152,8 @@ impl LlmClient {
             .with_api_key(cfg.api_key.as_ref().map_or("", |k| k.expose()))
             .with_org_id(cfg.organization.clone().unwrap_or_default())
             .with_project_id(cfg.project.clone().unwrap_or_default());
-        let mut url = reqwest::Url::parse(&openai.url("/chat/completions"))
-            .map_err(|_| ClientError::Url(base_url.to_owned()))?;
+        let mut url =
+            reqwest::Url::parse(&openai.url("/chat/completions")).map_err(|_| ClientError::Url)?;
         let query = openai.query();
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
@@ -220,8 +221,8 @@ impl LlmClient {
     }
 }
 
-/// The error an upstream's refusal becomes, as async-openai reads it: a server error's body is
-/// its message; any other is OpenAI's `{"error": {...}}`, or a JSON error if it is not one.
+/// The error an upstream's refusal becomes, with its status (async-openai made a body that is
+/// not OpenAI's error object a JSON error, and the status was lost).
 async fn error_response(mut response: reqwest::Response) -> OpenAIError {
     let status = response.status();
     let mut bytes = Vec::new();
@@ -238,21 +239,17 @@ async fn error_response(mut response: reqwest::Response) -> OpenAIError {
             Err(e) => return OpenAIError::Reqwest(e),
         }
     }
-    let api_error = if status.is_server_error() {
-        ApiError {
+    // OpenAI's `{"error": {...}}`; anything else (a server error's text, a proxy's HTML page)
+    // is the message as it came, so that the status still says what happened.
+    let api_error = match serde_json::from_slice::<WrappedError>(&bytes) {
+        Ok(wrapped) if !status.is_server_error() => wrapped.error,
+        _ => ApiError {
             message: String::from_utf8_lossy(&bytes).into_owned(),
             r#type: None,
             param: None,
             code: None,
             misalignment: None,
-        }
-    } else {
-        match serde_json::from_slice::<WrappedError>(&bytes) {
-            Ok(wrapped) => wrapped.error,
-            Err(e) => {
-                return OpenAIError::JSONDeserialize(e, String::from_utf8_lossy(&bytes).into());
-            }
-        }
+        },
     };
     OpenAIError::ApiError(ApiErrorResponse {
         status_code: status,

@@ -18,7 +18,8 @@ use super::{COMPLETE, STREAM, mini_cost, only_log, prompt_tokens, stream};
 async fn upstream_http_errors_are_logged_unmetered_and_reported() {
     let app = spawn_app().await;
     let user = app.sign_up("ada@example.com").await;
-    for code in [429, 500] {
+    // 404 comes as text, not OpenAI's error object (as from a proxy): its status still counts.
+    for code in [429, 500, 404] {
         let body = app
             .gql(
                 Some(&user.token),
@@ -58,7 +59,7 @@ async fn upstream_http_errors_are_logged_unmetered_and_reported() {
         "{error}"
     );
     assert!(error["errors"][0]["extensions"]["logId"].is_string());
-    assert_books_balance(&app, &user.id, 3).await;
+    assert_books_balance(&app, &user.id, 4).await;
     app.shutdown().await;
 }
 
