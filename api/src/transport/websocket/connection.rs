@@ -268,7 +268,17 @@ impl Connection {
         // judge the peer silent while its pongs wait unread).
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut revocations = self.state.auth.revocations();
+        // These two wait on structures every socket shares (a waiter list, a broadcast's tail):
+        // made once and kept across the loop's turns, their waits stay registered, instead of
+        // being registered and removed under a shared lock on every message sent.
+        let sockets = Arc::clone(&self.sockets);
+        let closing = sockets.closing();
+        let revocations =
+            futures_util::stream::unfold(self.state.auth.revocations(), |mut rx| async {
+                let revoked = rx.recv().await;
+                Some((revoked, rx))
+            });
+        tokio::pin!(closing, revocations);
         let mut last_heard = Instant::now();
 
         loop {
@@ -426,7 +436,7 @@ impl Connection {
                         }
                     }
                 }
-                () = self.sockets.closing(), if !self.closing => {
+                () = &mut closing, if !self.closing => {
                     // Server shutdown: close once the running operations end (calls get the
                     // shutdown grace period, then are stopped and finalised).
                     self.closing = true;
@@ -465,7 +475,7 @@ impl Connection {
                         return end;
                     }
                 }
-                revoked = revocations.recv(), if self.viewer.is_some() && self.session_ended_at.is_none() => {
+                Some(revoked) = revocations.next(), if self.viewer.is_some() && self.session_ended_at.is_none() => {
                     let ours = match revoked {
                         Ok(session_id) => self.viewer.as_ref().is_some_and(|v| v.session.id == session_id),
                         // Missed some: look the session up.
