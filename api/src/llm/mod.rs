@@ -101,7 +101,7 @@ pub struct UpstreamRequest {
 
 /// The largest SSE event an upstream may send (its data and its unfinished line): a chunk is
 /// rarely over a few KiB. Past it the call fails rather than buffer without end.
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
+const MAX_EVENT_BYTES: usize = 1 << 20;
 
 /// Reads of the response body one poll of `Events` makes at most.
 const READS_PER_POLL: usize = 32;
