@@ -43,6 +43,9 @@ pub struct Options {
     /// Runs of each scenario: the report gives each figure's median, minimum and maximum.
     repeat: usize,
     out: std::path::PathBuf,
+    /// Where to write each relayed token's send time, relay delay and stream (a streaming
+    /// run's time series; each run overwrites it).
+    relay_trace: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -51,8 +54,11 @@ impl Options {
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--idle 10000] [--seconds 10] [--checkpoint-ms 1000]
              [--metrics on|off] [--repeat 3] [--out bench-results/latest.json]
+             [--relay-trace FILE]
        --ramp-ms 0 subscribes all streams at once (a burst); --repeat runs each scenario that
-       many times and reports every figure as its median [min..max]";
+       many times and reports every figure as its median [min..max]; --relay-trace writes,
+       per relayed token, microseconds from the streams' start to its send, its relay delay
+       and its stream";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -70,6 +76,7 @@ impl Options {
             repeat: 3,
             duration: Duration::from_secs(10),
             out: "bench-results/latest.json".into(),
+            relay_trace: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -110,6 +117,7 @@ impl Options {
                 }
                 "--seconds" => o.duration = Duration::from_secs(n()? as u64),
                 "--out" => o.out = value.into(),
+                "--relay-trace" => o.relay_trace = Some(value.into()),
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
@@ -543,13 +551,18 @@ async fn streaming(
     let harness_cpu0 = cpu_time(std::process::id());
     let sampler = RssSampler::start(stack.pid);
     let t0 = Instant::now();
-    let results =
-        futures_util::future::join_all(sockets.into_iter().enumerate().map(|(i, mut ws)| {
+    // Each stream is a task of its own, as each client is its own browser: the harness's
+    // reads, JSON and clocks spread over its runtime's threads instead of queueing behind one
+    // another in one task (see docs/performance.md, "the load generator in one task").
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
             let prompt = format!("{tag} stream {i} @@tokens={tokens} @@trace={tag}-{i}");
             // Starts spread evenly over the ramp, so that all n run at once for most of their
             // length without every subscription arriving in the same millisecond.
             let start = t0 + options.ramp.mul_f64(i as f64 / n as f64);
-            async move {
+            tokio::spawn(async move {
                 tokio::time::sleep_until(start.into()).await;
                 let subscribed = Instant::now();
                 let received = ws
@@ -557,9 +570,13 @@ async fn streaming(
                     .await;
                 ws.close().await;
                 (i, prompt, subscribed, received)
-            }
-        }))
-        .await;
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for task in tasks {
+        results.push(task.await.map_err(|e| format!("a stream's task: {e}"))?);
+    }
     let wall = t0.elapsed();
     let cpu = cpu_time(stack.pid).saturating_sub(cpu0);
     let harness_cpu = cpu_time(std::process::id()).saturating_sub(harness_cpu0);
@@ -573,6 +590,11 @@ async fn streaming(
     // before the call goes out: the operation, admission, the upstream connection).
     let mut to_upstream = Samples::default();
     let mut relay = Samples::default();
+    // (send time from t0, relay delay, stream) per token, for `--relay-trace`.
+    let mut trace_rows = options
+        .relay_trace
+        .as_ref()
+        .map(|_| Vec::<(u128, i64, usize)>::with_capacity(n * tokens));
     // Events that carried text: fewer than tokens when deltas waiting together were joined.
     let mut delta_events = 0usize;
     let mut problems = Vec::new();
@@ -638,10 +660,18 @@ async fn streaming(
                         -(sent.duration_since(*at).as_micros() as i64)
                     };
                     relay.push_micros(d);
+                    if let Some(v) = trace_rows.as_mut() {
+                        v.push((sent.duration_since(t0).as_micros(), d, i));
+                    }
                 }
                 k += 1;
             }
         }
+    }
+    if let (Some(rows), Some(path)) = (trace_rows, &options.relay_trace) {
+        let mut text = format!("# streaming {n}: sent_us relay_us stream\n");
+        text.extend(rows.iter().map(|(t, d, i)| format!("{t} {d} {i}\n")));
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     failed_if(&problems, &format!("of {n} streams were wrong or lost"))?;
     // Exactly one final log and one linked usage row per stream.
@@ -936,35 +966,38 @@ fn loop_figures(
 }
 
 /// Run `clients` loops of `op` for `duration`; latency samples and the count. Any error fails.
+/// Each client is a task of its own (a client's parsing and clock do not wait for the others').
 async fn closed_loop<F, Fut>(
     clients: usize,
     duration: Duration,
     op: F,
 ) -> Result<(Samples, u64), String>
 where
-    F: Fn(usize) -> Fut + Sync,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
+    let op = Arc::new(op);
     let deadline = Instant::now() + duration;
-    let results = futures_util::future::join_all((0..clients).map(|c| {
-        let op = &op;
-        async move {
-            let mut samples = Samples::default();
-            let mut count = 0u64;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                op(c).await?;
-                samples.push(t.elapsed());
-                count += 1;
-            }
-            Ok::<_, String>((samples, count))
-        }
-    }))
-    .await;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                let mut count = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    op(c).await?;
+                    samples.push(t.elapsed());
+                    count += 1;
+                }
+                Ok::<_, String>((samples, count))
+            })
+        })
+        .collect();
     let mut all = Samples::default();
     let mut total = 0;
-    for r in results {
-        let (s, c) = r?;
+    for task in tasks {
+        let (s, c) = task.await.map_err(|e| format!("a client's task: {e}"))??;
         all.extend(s);
         total += c;
     }
@@ -977,14 +1010,15 @@ async fn signin_storm(stack: &Stack, options: &Options, run_id: &str) -> Result<
     let signer = format!("signer-{run_id}-");
     let _signers = sign_up_many(&stack.http, &signer, 20).await?;
     let readers = sign_up_many(&stack.http, &format!("reader-{run_id}-"), 32).await?;
+    let readers: Arc<Vec<String>> = Arc::new(readers.into_iter().map(|(t, _)| t).collect());
     let me_loop = || {
-        closed_loop(32, options.duration, |c| {
-            let http = &stack.http;
-            let token = &readers[c].0;
+        let (http, readers) = (stack.http.clone(), readers.clone());
+        closed_loop(32, options.duration, move |c| {
+            let (http, token) = (http.clone(), readers[c].clone());
             async move {
                 let body = http
                     .gql(
-                        Some(token),
+                        Some(&token),
                         "{ me { id email profile { tokensUsedThisMonth } } }",
                         json!({}),
                     )
@@ -1266,9 +1300,10 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
     };
     let clients = data.client_tokens.len();
     let cpu = CpuSplit::start(stack.pid);
-    let (mut first, n1) = closed_loop(clients, options.duration, |c| {
-        let token = &data.client_tokens[c];
-        async move { check(&stack.http.gql(Some(token), HISTORY, json!({})).await?) }
+    let (http, tokens) = (stack.http.clone(), Arc::new(data.client_tokens.clone()));
+    let (mut first, n1) = closed_loop(clients, options.duration, move |c| {
+        let (http, token) = (http.clone(), tokens[c].clone());
+        async move { check(&http.gql(Some(&token), HISTORY, json!({})).await?) }
     })
     .await?;
     let cpu1 = cpu.finish();
@@ -1293,16 +1328,11 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
         }
     }
     let cpu = CpuSplit::start(stack.pid);
-    let (mut deep, n2) = closed_loop(clients, options.duration, |_| {
-        let after = &after;
-        async move {
-            check(
-                &stack
-                    .http
-                    .gql(Some(&data.heavy_token), HISTORY, json!({ "after": after }))
-                    .await?,
-            )
-        }
+    let (http, heavy) = (stack.http.clone(), data.heavy_token.clone());
+    let variables = json!({ "after": after });
+    let (mut deep, n2) = closed_loop(clients, options.duration, move |_| {
+        let (http, heavy, variables) = (http.clone(), heavy.clone(), variables.clone());
+        async move { check(&http.gql(Some(&heavy), HISTORY, variables).await?) }
     })
     .await?;
     let cpu2 = cpu.finish();
@@ -1326,11 +1356,13 @@ async fn usage(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Ro
     let mut rows = Vec::new();
     for clients in [1, 8] {
         let cpu = CpuSplit::start(stack.pid);
-        let (mut summary, n) = closed_loop(clients, options.duration, |_| async move {
-            let body = stack
-                .http
+        let (http, heavy) = (stack.http.clone(), data.heavy_token.clone());
+        let (mut summary, n) = closed_loop(clients, options.duration, move |_| {
+            let (http, heavy) = (http.clone(), heavy.clone());
+            async move {
+            let body = http
                 .gql(
-                    Some(&data.heavy_token),
+                    Some(&heavy),
                     "{ usage { calls promptTokens completionTokens costMicrocents byModel { model calls } byDay { day calls } } }",
                     json!({}),
                 )
@@ -1340,6 +1372,7 @@ async fn usage(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Ro
             } else {
                 Err(format!("usage: {body}"))
             }
+            }
         })
         .await?;
         rows.push(Row {
@@ -1347,13 +1380,13 @@ async fn usage(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Ro
             figures: loop_figures(clients, options.duration, &mut summary, n, cpu.finish()),
         });
         let cpu = CpuSplit::start(stack.pid);
-        let (mut month, n) = closed_loop(clients, options.duration, |_| {
-            let used = &used;
+        let (http, heavy, used) = (stack.http.clone(), data.heavy_token.clone(), used.clone());
+        let (mut month, n) = closed_loop(clients, options.duration, move |_| {
+            let (http, heavy, used) = (http.clone(), heavy.clone(), used.clone());
             async move {
-                let body = stack
-                    .http
+                let body = http
                     .gql(
-                        Some(&data.heavy_token),
+                        Some(&heavy),
                         "{ me { profile { tokensUsedThisMonth } } }",
                         json!({}),
                     )
