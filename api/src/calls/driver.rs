@@ -11,8 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::CallEvent;
-use super::store::{self, Outcome};
-use crate::db::Db;
+use super::store::Outcome;
 use crate::error::{AppError, AppResult};
 use crate::llm::{self, LlmClient, UpstreamRequest, describe};
 use crate::metering::prices::Price;
@@ -61,7 +60,8 @@ const MAX_REASONING_BYTES: usize = 16 << 20;
 
 /// Runs one call to the end.
 pub(super) struct Driver {
-    pub db: Db,
+    /// Finalisations, written for the calls that end together (`store::finalise_many`).
+    pub finalisations: super::Finalisations,
     pub client: LlmClient,
     pub first_token_timeout: Duration,
     pub idle_timeout: Duration,
@@ -72,7 +72,6 @@ pub(super) struct Driver {
     pub unsaved: std::sync::Arc<super::tracker::Unsaved>,
     /// Where an outcome goes that could not be recorded in time (see `leases`).
     pub abandoned: std::sync::Arc<super::tracker::Abandoned>,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What a call received before it ended.
@@ -220,7 +219,11 @@ impl Driver {
         let mut fell_back = false;
         let mut wait = Duration::from_millis(100);
         loop {
-            let e = match store::finalise(&self.db, &self.metrics, log, outcome.clone()).await {
+            let e = match self
+                .finalisations
+                .answer((log.clone(), outcome.clone()))
+                .await
+            {
                 Ok(done) => return Ok(done),
                 Err(e) => e,
             };

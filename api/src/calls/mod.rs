@@ -86,7 +86,12 @@ pub struct Calls {
     callers: Grouped<String, AppResult<Caller>>,
     /// Admissions, written for the calls that arrive together (`store::admit_many`).
     admissions: Grouped<NewCall, AppResult<prompt_logs::Model>>,
+    /// Finalisations of the calls that end together.
+    finalisations: Finalisations,
 }
+
+/// Finalisations, written for the calls that end together (`store::finalise_many`).
+pub(crate) type Finalisations = Grouped<store::Finish, AppResult<prompt_logs::Model>>;
 
 /// What a call is decided against: its caller's profile (default model, budget) and limits.
 type Caller = (user_profiles::Model, CallLimits);
@@ -133,9 +138,17 @@ impl Calls {
                 async move { store::admit_many(&db, calls).await }
             }
         });
+        let finalisations = Grouped::start(GROUP_SLOTS, MAX_GROUP, {
+            let (db, metrics) = (db.clone(), metrics.clone());
+            move |calls| {
+                let (db, metrics) = (db.clone(), metrics.clone());
+                async move { store::finalise_many(&db, &metrics, calls).await }
+            }
+        });
         Ok(Self {
             callers,
             admissions,
+            finalisations,
             sweeps: db.counted_apart(),
             db,
             client,
@@ -268,7 +281,7 @@ impl Calls {
         };
         let (tx, events) = mpsc::unbounded_channel();
         let driver = Driver {
-            db: self.db.clone(),
+            finalisations: self.finalisations.clone(),
             client: self.client.clone(),
             first_token_timeout: self.upstream_config.first_token_timeout,
             idle_timeout: self.upstream_config.idle_timeout,
@@ -277,7 +290,6 @@ impl Calls {
             finalise_retry: self.config.finalise_retry,
             unsaved: guard.unsaved(),
             abandoned: self.abandoned.clone(),
-            metrics: self.metrics.clone(),
         };
         let request = UpstreamRequest {
             model: call.model,

@@ -464,21 +464,8 @@ pub async fn finalise(
     log: &prompt_logs::Model,
     outcome: Outcome,
 ) -> AppResult<prompt_logs::Model> {
+    let finished = finished_call(log, &outcome);
     let txn = db.begin().await?;
-    let ttft = outcome
-        .metadata
-        .get("ttft_ms")
-        .and_then(Value::as_u64)
-        .map(Duration::from_millis);
-    // A call recovered from a checkpoint was not timed by this process.
-    let timed = outcome.metadata.get("usage_source").and_then(Value::as_str) != Some("checkpoint");
-    let (status, prompt_tokens, completion_tokens, cost, latency_ms) = (
-        outcome.status,
-        clamp_i32(outcome.prompt_tokens),
-        clamp_i32(outcome.completion_tokens),
-        outcome.cost_microcents,
-        outcome.latency_ms,
-    );
     let updated = prompt_logs::Entity::update_many()
         .col_expr(
             prompt_logs::Column::Completion,
@@ -530,17 +517,162 @@ pub async fn finalise(
         .ok_or_else(|| AppError::internal("finalised log vanished"))?;
     txn.commit().await?;
     if updated.rows_affected == 1 {
-        metrics.call_finished(FinishedCall {
-            model: &log.model,
-            status: status_name(status),
-            prompt_tokens: i64::from(prompt_tokens),
-            completion_tokens: i64::from(completion_tokens),
-            cost_microcents: cost,
-            ttft: ttft.filter(|_| timed),
-            duration: timed.then(|| Duration::from_millis(u64::try_from(latency_ms).unwrap_or(0))),
-        });
+        metrics.call_finished(finished);
     }
     Ok(done)
+}
+
+/// A call's end to record: its in-flight log and how it ended.
+pub type Finish = (prompt_logs::Model, Outcome);
+
+/// Finalise calls together (group commit), each as [`finalise`] would alone: one transaction,
+/// one statement per table rather than per call, and one commit. A burst of streams ends as it
+/// started, together, and one call at a time each finalisation was a transaction of six
+/// statements queued on the pool. Results are in the calls' order.
+///
+/// A group of one is [`finalise`] itself. If the group fails as a whole (a log finalised
+/// meanwhile by a lease sweep, a value the database refuses, a lost connection), nothing of it
+/// was written and every call is finalised on its own, so one call cannot fail the others.
+pub async fn finalise_many(
+    db: &Db,
+    metrics: &Metrics,
+    mut calls: Vec<Finish>,
+) -> Vec<AppResult<prompt_logs::Model>> {
+    if calls.len() == 1
+        && let Some((log, outcome)) = calls.pop()
+    {
+        return vec![finalise(db, metrics, &log, outcome).await];
+    }
+    match finalise_together(db, &calls).await {
+        Ok(done) => {
+            for (log, outcome) in &calls {
+                metrics.call_finished(finished_call(log, outcome));
+            }
+            done.into_iter().map(Ok).collect()
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, calls = calls.len(), "a group finalisation failed: finalising its calls one at a time");
+            let alone = calls
+                .into_iter()
+                .map(|(log, outcome)| async move { finalise(db, metrics, &log, outcome).await });
+            futures_util::future::join_all(alone).await
+        }
+    }
+}
+
+/// The group's transaction: every log must still be in flight, or nothing is written (an
+/// error). The logs as stored, in the calls' order, once committed.
+async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_logs::Model>> {
+    use prompt_logs::Column as C;
+    use sea_orm::sea_query::{CaseStatement, SimpleExpr};
+    let ids: Vec<Uuid> = calls.iter().map(|(log, _)| log.id).collect();
+    // Each column set by a CASE over the logs' ids.
+    let case = |column: C, value: &dyn Fn(&Outcome) -> SimpleExpr| -> SimpleExpr {
+        let mut case = CaseStatement::new();
+        for (log, outcome) in calls {
+            case = case.case(Expr::col(C::Id).eq(log.id), value(outcome));
+        }
+        case.finally(Expr::col(column)).into()
+    };
+    let txn = db.begin().await?;
+    let updated = prompt_logs::Entity::update_many()
+        .col_expr(
+            C::Completion,
+            case(C::Completion, &|o| Expr::value(o.completion.clone())),
+        )
+        .col_expr(
+            C::PromptTokens,
+            case(C::PromptTokens, &|o| {
+                Expr::value(clamp_i32(o.prompt_tokens))
+            }),
+        )
+        .col_expr(
+            C::CompletionTokens,
+            case(C::CompletionTokens, &|o| {
+                Expr::value(clamp_i32(o.completion_tokens))
+            }),
+        )
+        .col_expr(
+            C::LatencyMs,
+            case(C::LatencyMs, &|o| Expr::value(clamp_i32(o.latency_ms))),
+        )
+        .col_expr(C::Status, case(C::Status, &|o| Expr::value(o.status)))
+        .col_expr(
+            C::Metadata,
+            case(C::Metadata, &|o| Expr::value(o.metadata.clone())),
+        )
+        .filter(C::Id.is_in(ids.iter().copied()))
+        .filter(C::Completion.is_null())
+        .exec(&txn)
+        .await?;
+    if updated.rows_affected != calls.len() as u64 {
+        // One was final already: dropping the transaction writes nothing.
+        return Err(AppError::internal(
+            "a log of the group was finalised meanwhile",
+        ));
+    }
+    let created_at = now_micros();
+    let usage_ids: Vec<Uuid> = calls.iter().map(|_| Uuid::now_v7()).collect();
+    token_usage::Entity::insert_many(calls.iter().zip(&usage_ids).map(|((log, outcome), id)| {
+        token_usage::ActiveModel {
+            id: Set(*id),
+            user_id: Set(log.user_id.clone()),
+            model: Set(log.model.clone()),
+            prompt_tokens: Set(clamp_i32(outcome.prompt_tokens)),
+            completion_tokens: Set(clamp_i32(outcome.completion_tokens)),
+            cost_microcents: Set(outcome.cost_microcents),
+            created_at: Set(created_at),
+        }
+    }))
+    .exec_without_returning(&txn)
+    .await?;
+    prompt_log_usage::Entity::insert_many(calls.iter().zip(&usage_ids).map(|((log, _), id)| {
+        prompt_log_usage::ActiveModel {
+            log_id: Set(log.id),
+            usage_id: Set(*id),
+        }
+    }))
+    .exec_without_returning(&txn)
+    .await?;
+    call_reservations::Entity::delete_many()
+        .filter(call_reservations::Column::LogId.is_in(ids.iter().copied()))
+        .exec(&txn)
+        .await?;
+    let mut stored: HashMap<Uuid, prompt_logs::Model> = prompt_logs::Entity::find()
+        .filter(C::Id.is_in(ids.iter().copied()))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|log| (log.id, log))
+        .collect();
+    let done = ids
+        .iter()
+        .map(|id| stored.remove(id))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| AppError::internal("finalised log vanished"))?;
+    txn.commit().await?;
+    Ok(done)
+}
+
+/// What the metrics record of a call finalised with `outcome`.
+fn finished_call<'a>(log: &'a prompt_logs::Model, outcome: &Outcome) -> FinishedCall<'a> {
+    let ttft = outcome
+        .metadata
+        .get("ttft_ms")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis);
+    // A call recovered from a checkpoint was not timed by this process.
+    let timed = outcome.metadata.get("usage_source").and_then(Value::as_str) != Some("checkpoint");
+    FinishedCall {
+        model: &log.model,
+        status: status_name(outcome.status),
+        prompt_tokens: i64::from(clamp_i32(outcome.prompt_tokens)),
+        completion_tokens: i64::from(clamp_i32(outcome.completion_tokens)),
+        cost_microcents: outcome.cost_microcents,
+        ttft: ttft.filter(|_| timed),
+        duration: timed
+            .then(|| Duration::from_millis(u64::try_from(outcome.latency_ms).unwrap_or(0))),
+    }
 }
 
 /// A status as stored (and as the metrics label it).

@@ -10,6 +10,7 @@ mod admission;
 mod budget;
 mod crash;
 mod failures;
+mod finalisation;
 mod relay;
 mod replicas;
 mod shutdown;

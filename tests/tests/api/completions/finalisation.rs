@@ -1,0 +1,215 @@
+//! Group commit of finalisations (`calls::store::finalise_many`): a group records each call as
+//! it would be recorded alone (its log, exactly one linked usage row, its rollups, its
+//! reservation released) in a constant number of statements; and a log finalised meanwhile
+//! makes the group fall back to one call at a time without a second usage row.
+
+use std::sync::atomic::Ordering;
+
+use api::calls::store::{CallLimits, NewCall, Outcome, admit_many, finalise, finalise_many};
+use api::metrics::{Metrics, Snapshot};
+use entity::prelude::*;
+use entity::prompt_logs::{self, CallStatus};
+use entity::{call_reservations, prompt_log_usage, token_usage, usage_monthly};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::json;
+use tests::{TestApp, spawn_app};
+use uuid::Uuid;
+
+/// `n` calls admitted for three users, in flight.
+async fn in_flight(app: &TestApp, tag: &str, n: usize) -> (Vec<prompt_logs::Model>, Vec<String>) {
+    let mut users = Vec::new();
+    for who in ["ada", "bo", "cy"] {
+        users.push(app.sign_up(&format!("{who}-{tag}@example.com")).await.id);
+    }
+    let calls: Vec<NewCall> = (0..n)
+        .map(|i| NewCall {
+            id: Uuid::now_v7(),
+            user_id: users[i % users.len()].clone(),
+            model: "gpt-4o-mini".into(),
+            prompt: format!("call {i}"),
+            prompt_tokens: 10,
+            reservation: 60,
+            budget: 0,
+            limits: CallLimits {
+                max_concurrent: 0,
+                per_minute: 0,
+            },
+            owner: "finalisation-test".into(),
+            metadata: json!({ "stream": true }),
+            turn: None,
+        })
+        .collect();
+    let logs = admit_many(&app.db, calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("admitted"))
+        .collect();
+    (logs, users)
+}
+
+/// Call `i`'s outcome: its own text, tokens, status and metadata.
+fn outcome(i: usize) -> Outcome {
+    Outcome {
+        completion: format!("answer {i}, with a quote ' and \u{e9}"),
+        prompt_tokens: 10 + i as i64,
+        completion_tokens: 3 * i as i64,
+        latency_ms: 100 + i as i64,
+        status: if i % 4 == 3 {
+            CallStatus::Error
+        } else {
+            CallStatus::Ok
+        },
+        metadata: json!({ "stream": true, "finish_reason": "stop", "i": i }),
+        cost_microcents: 1000 + i as i64,
+    }
+}
+
+/// The usage rows linked to each log, in the logs' order.
+async fn usage_of(app: &TestApp, logs: &[prompt_logs::Model]) -> Vec<Vec<token_usage::Model>> {
+    let mut all = Vec::new();
+    for log in logs {
+        let links = PromptLogUsage::find()
+            .filter(prompt_log_usage::Column::LogId.eq(log.id))
+            .all(&app.db)
+            .await
+            .unwrap();
+        let mut rows = Vec::new();
+        for link in links {
+            rows.push(
+                TokenUsage::find_by_id(link.usage_id)
+                    .one(&app.db)
+                    .await
+                    .unwrap()
+                    .expect("a linked usage row"),
+            );
+        }
+        all.push(rows);
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_group_records_each_call_as_alone_in_a_constant_number_of_statements() {
+    let app = spawn_app().await;
+    let (logs, users) = in_flight(&app, "g", 10).await;
+    let db = app.db.counted_apart();
+    let statements = db.statement_counter();
+    let metrics = Metrics::new(true);
+    let group: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| (log.clone(), outcome(i)))
+        .collect();
+    let results = finalise_many(&db, &metrics, group).await;
+    // begin, the logs' update, the usage rows, their links, the reservations' delete, the
+    // logs read back, commit: not a transaction per call.
+    let n = statements.load(Ordering::SeqCst);
+    assert!(n <= 7, "{n} statements for a group of 10");
+
+    for (i, (log, result)) in logs.iter().zip(&results).enumerate() {
+        let done = result.as_ref().expect("finalised");
+        let want = outcome(i);
+        assert_eq!(done.id, log.id);
+        assert_eq!(done.completion.as_deref(), Some(want.completion.as_str()));
+        assert_eq!(i64::from(done.prompt_tokens), want.prompt_tokens);
+        assert_eq!(i64::from(done.completion_tokens), want.completion_tokens);
+        assert_eq!(done.latency_ms.map(i64::from), Some(want.latency_ms));
+        assert_eq!(done.status, want.status);
+        assert_eq!(done.metadata.as_ref(), Some(&want.metadata));
+        assert_eq!(done.prompt, log.prompt, "the rest of the log untouched");
+    }
+    let usage = usage_of(&app, &logs).await;
+    for (i, rows) in usage.iter().enumerate() {
+        let want = outcome(i);
+        assert_eq!(rows.len(), 1, "exactly one usage row for call {i}");
+        let u = &rows[0];
+        assert_eq!(u.user_id, logs[i].user_id);
+        assert_eq!(
+            (
+                i64::from(u.prompt_tokens),
+                i64::from(u.completion_tokens),
+                u.cost_microcents
+            ),
+            (
+                want.prompt_tokens,
+                want.completion_tokens,
+                want.cost_microcents
+            )
+        );
+    }
+    let reservations = CallReservations::find()
+        .filter(call_reservations::Column::LogId.is_in(logs.iter().map(|l| l.id)))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(reservations, 0, "every reservation released");
+    // Each user's month adds up their calls (the rollup trigger saw every row).
+    for (u, user) in users.iter().enumerate() {
+        let mine: Vec<usize> = (0..logs.len()).filter(|i| i % users.len() == u).collect();
+        let month = UsageMonthly::find()
+            .filter(usage_monthly::Column::UserId.eq(user.as_str()))
+            .one(&app.db)
+            .await
+            .unwrap()
+            .expect("a month row");
+        assert_eq!(month.calls, mine.len() as i64);
+        assert_eq!(
+            month.completion_tokens,
+            mine.iter()
+                .map(|&i| outcome(i).completion_tokens)
+                .sum::<i64>()
+        );
+        assert_eq!(
+            month.cost_microcents,
+            mine.iter()
+                .map(|&i| outcome(i).cost_microcents)
+                .sum::<i64>()
+        );
+    }
+    // The metrics count what was committed, once.
+    let text = metrics.render(Snapshot::default());
+    let completion: i64 = (0..10).map(|i| outcome(i).completion_tokens).sum();
+    let line =
+        format!("aiwrapper_tokens_total{{kind=\"completion\",model=\"gpt-4o-mini\"}} {completion}");
+    assert!(text.contains(&line), "{line} in\n{text}");
+}
+
+#[tokio::test]
+async fn a_log_finalised_meanwhile_leaves_it_as_it_was_and_the_others_finalised_alone() {
+    let app = spawn_app().await;
+    let (logs, _) = in_flight(&app, "m", 4).await;
+    let metrics = Metrics::new(true);
+    // A lease sweep got to call 2 first.
+    let mut swept = outcome(2);
+    swept.completion = "recorded by the sweep".into();
+    finalise(&app.db, &metrics, &logs[2], swept)
+        .await
+        .expect("finalised by the sweep");
+    let group: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| (log.clone(), outcome(i)))
+        .collect();
+    let results = finalise_many(&app.db, &metrics, group).await;
+    let texts: Vec<String> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .expect("finalised")
+                .completion
+                .clone()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            outcome(0).completion,
+            outcome(1).completion,
+            "recorded by the sweep".to_owned(),
+            outcome(3).completion
+        ]
+    );
+    let counts: Vec<usize> = usage_of(&app, &logs).await.iter().map(Vec::len).collect();
+    assert_eq!(counts, [1, 1, 1, 1], "one usage row per call, never two");
+}
