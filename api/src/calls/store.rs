@@ -9,8 +9,8 @@ use entity::{
 };
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QuerySelect, Set,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -127,28 +127,12 @@ async fn admit_together(
     calls: &[NewCall],
     results: &mut [Option<AppResult<prompt_logs::Model>>],
 ) -> AppResult<()> {
+    let txn = db.begin().await?;
     let created_at = now_micros();
     // The users whose calls are checked, locked in one order (their rollup rows, by user id),
     // so that concurrent groups cannot deadlock on them. With no budget and no limits there is
     // nothing to check and no lock: one user's calls are admitted in parallel.
     let checked = users_of(calls, NewCall::checked);
-    if checked.is_empty()
-        && !calls.is_empty()
-        && calls.iter().all(|c| c.turn.is_none())
-        && db.get_database_backend() == DbBackend::Postgres
-    {
-        // Nothing to read or decide: the inserts are one statement, atomic on its own, with no
-        // transaction around it (one round trip instead of four).
-        let logs: Vec<prompt_logs::Model> =
-            calls.iter().map(|c| in_flight_log(c, created_at)).collect();
-        let all: Vec<usize> = (0..calls.len()).collect();
-        insert_admitted(db, calls, &all, &logs, created_at).await?;
-        for (i, log) in logs.into_iter().enumerate() {
-            results[i] = Some(Ok(log));
-        }
-        return Ok(());
-    }
-    let txn = db.begin().await?;
     let mut accounts: HashMap<&str, Account> = HashMap::new();
     if !checked.is_empty() {
         let used = rollup::lock_months(&txn, &checked, &month_key(created_at)).await?;
@@ -211,7 +195,45 @@ async fn admit_together(
             .iter()
             .map(|&i| in_flight_log(&calls[i], created_at))
             .collect();
-        insert_admitted(&txn, calls, &admitted, &logs, created_at).await?;
+        prompt_logs::Entity::insert_many(
+            logs.iter()
+                .map(|l| prompt_logs::ActiveModel::from(l.clone())),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        let turns: Vec<conversation_turns::ActiveModel> = admitted
+            .iter()
+            .filter_map(|&i| {
+                let call = &calls[i];
+                call.turn
+                    .as_ref()
+                    .map(|turn| conversation_turns::ActiveModel {
+                        conversation_id: Set(turn.conversation_id),
+                        seq: Set(turn.seq),
+                        log_id: Set(call.id),
+                        user_id: Set(call.user_id.clone()),
+                    })
+            })
+            .collect();
+        if !turns.is_empty() {
+            conversation_turns::Entity::insert_many(turns)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
+            let call = &calls[i];
+            call_reservations::ActiveModel {
+                log_id: Set(call.id),
+                user_id: Set(call.user_id.clone()),
+                tokens: Set(std::cmp::max(call.reservation, 0)),
+                owner: Set(call.owner.clone()),
+                heartbeat_at: Set(created_at),
+                created_at: Set(created_at),
+                ..Default::default()
+            }
+        }))
+        .exec_without_returning(&txn)
+        .await?;
         txn.commit().await?;
         for (&i, log) in admitted.iter().zip(logs) {
             results[i] = Some(Ok(log));
@@ -219,76 +241,6 @@ async fn admit_together(
     }
     // With every call refused, the transaction rolls back (dropped): nothing at all is
     // written, not even the rollup rows' upsert.
-    Ok(())
-}
-
-/// Insert the admitted calls' logs, reservations and turns: on PostgreSQL the logs and the
-/// reservations in one statement (the logs inserted in its `WITH`: one round trip), then the
-/// turns if any; on SQLite one statement per table.
-async fn insert_admitted(
-    db: &impl ConnectionTrait,
-    calls: &[NewCall],
-    admitted: &[usize],
-    logs: &[prompt_logs::Model],
-    created_at: DateTime<Utc>,
-) -> AppResult<()> {
-    use sea_orm::QueryTrait;
-    use sea_orm::sea_query::{Alias, CommonTableExpression, WithClause};
-    let logs = prompt_logs::Entity::insert_many(
-        logs.iter()
-            .map(|l| prompt_logs::ActiveModel::from(l.clone())),
-    )
-    .into_query();
-    let turns: Vec<conversation_turns::ActiveModel> = admitted
-        .iter()
-        .filter_map(|&i| {
-            let call = &calls[i];
-            call.turn
-                .as_ref()
-                .map(|turn| conversation_turns::ActiveModel {
-                    conversation_id: Set(turn.conversation_id),
-                    seq: Set(turn.seq),
-                    log_id: Set(call.id),
-                    user_id: Set(call.user_id.clone()),
-                })
-        })
-        .collect();
-    let turns =
-        (!turns.is_empty()).then(|| conversation_turns::Entity::insert_many(turns).into_query());
-    let reservations = call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
-        let call = &calls[i];
-        call_reservations::ActiveModel {
-            log_id: Set(call.id),
-            user_id: Set(call.user_id.clone()),
-            tokens: Set(std::cmp::max(call.reservation, 0)),
-            owner: Set(call.owner.clone()),
-            heartbeat_at: Set(created_at),
-            created_at: Set(created_at),
-            ..Default::default()
-        }
-    }))
-    .into_query();
-    if db.get_database_backend() == DbBackend::Postgres {
-        let mut with = WithClause::new();
-        with.cte(
-            CommonTableExpression::new()
-                .query(logs)
-                .table_name(Alias::new("admitted_logs"))
-                .to_owned(),
-        );
-        db.execute(&with.query(reservations)).await?;
-        // After the logs, not beside them: the turns' trigger checks each turn's log, and a
-        // statement's WITH parts do not see each other's rows.
-        if let Some(turns) = turns {
-            db.execute(&turns).await?;
-        }
-    } else {
-        db.execute(&logs).await?;
-        if let Some(turns) = turns {
-            db.execute(&turns).await?;
-        }
-        db.execute(&reservations).await?;
-    }
     Ok(())
 }
 

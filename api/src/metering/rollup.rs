@@ -23,39 +23,35 @@ pub async fn lock_months(
     debug_assert!(user_ids.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
     // Only the key: the counters start at their defaults, and the request role may write
     // nothing else of this table (migration 0009).
-    // One statement: the upsert returns each row, inserted or (locked and) left as it was.
-    use sea_orm::QueryTrait;
-    use sea_orm::sea_query::Query;
-    use usage_monthly::Column as M;
-    let mut upsert = usage_monthly::Entity::insert_many(user_ids.iter().map(|user| {
-        usage_monthly::ActiveModel {
-            user_id: Set((*user).to_owned()),
-            month: Set(month.to_owned()),
-            ..Default::default()
-        }
+    usage_monthly::Entity::insert_many(user_ids.iter().map(|user| usage_monthly::ActiveModel {
+        user_id: Set((*user).to_owned()),
+        month: Set(month.to_owned()),
+        ..Default::default()
     }))
     .on_conflict(
-        OnConflict::columns([M::UserId, M::Month])
-            .value(M::Calls, Expr::col((usage_monthly::Entity, M::Calls)))
+        OnConflict::columns([usage_monthly::Column::UserId, usage_monthly::Column::Month])
+            .value(
+                usage_monthly::Column::Calls,
+                Expr::col((usage_monthly::Entity, usage_monthly::Column::Calls)),
+            )
             .to_owned(),
     )
-    .into_query();
-    upsert.returning(Query::returning().columns([M::UserId, M::PromptTokens, M::CompletionTokens]));
-    let rows = db.query_all(&upsert).await?;
+    .exec_without_returning(db)
+    .await?;
+    let rows = usage_monthly::Entity::find()
+        .filter(usage_monthly::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(usage_monthly::Column::Month.eq(month))
+        .all(db)
+        .await?;
     if rows.len() != user_ids.len() {
         return Err(AppError::internal(
             "usage rollup rows missing right after their upsert",
         ));
     }
-    rows.iter()
-        .map(|row| {
-            let user: String = row.try_get("", "user_id")?;
-            let prompt: i64 = row.try_get("", "prompt_tokens")?;
-            let completion: i64 = row.try_get("", "completion_tokens")?;
-            Ok((user, prompt + completion))
-        })
-        .collect::<Result<_, sea_orm::DbErr>>()
-        .map_err(Into::into)
+    Ok(rows
+        .into_iter()
+        .map(|m| (m.user_id, m.prompt_tokens + m.completion_tokens))
+        .collect())
 }
 
 /// Tokens metered this UTC month for each user (0 for users without usage), in one query.
