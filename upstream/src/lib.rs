@@ -106,15 +106,24 @@ pub struct StreamTrace {
 }
 
 impl Stats {
-    /// Wait until `done(self)` holds (checked at every change).
+    /// Wait until `done(self)` holds (checked at every change). Panics after 30 s: a test
+    /// waiting for something that never happens fails with a message instead of hanging.
     pub async fn wait_until(&self, done: impl Fn(&Stats) -> bool) {
-        loop {
-            let changed = self.changed.notified();
-            if done(self) {
-                return;
+        const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+        let waited = tokio::time::timeout(LIMIT, async {
+            loop {
+                let changed = self.changed.notified();
+                if done(self) {
+                    return;
+                }
+                changed.await;
             }
-            changed.await;
-        }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the upstream's counters did not reach the state waited for within {LIMIT:?}"
+        );
     }
 
     /// Take the timings recorded for `@@trace=id` (once the stream has ended).
