@@ -553,7 +553,7 @@ async fn streaming(
     let t0 = Instant::now();
     // Each stream is a task of its own, as each client is its own browser: the harness's
     // reads, JSON and clocks spread over its runtime's threads instead of queueing behind one
-    // another in one task (see docs/performance.md, "the load generator in one task").
+    // another in one task (docs/performance.md, "The load generator ran in one task").
     let tasks: Vec<_> = sockets
         .into_iter()
         .enumerate()
@@ -996,12 +996,25 @@ where
         .collect();
     let mut all = Samples::default();
     let mut total = 0;
+    let mut failed = None;
     for task in tasks {
-        let (s, c) = task.await.map_err(|e| format!("a client's task: {e}"))??;
-        all.extend(s);
-        total += c;
+        if failed.is_some() {
+            // The run has failed: the other clients stop now, not at the deadline.
+            task.abort();
+            continue;
+        }
+        match task.await.map_err(|e| format!("a client's task: {e}")) {
+            Ok(Ok((s, c))) => {
+                all.extend(s);
+                total += c;
+            }
+            Ok(Err(e)) | Err(e) => failed = Some(e),
+        }
     }
-    Ok((all, total))
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((all, total)),
+    }
 }
 
 /// Scenario 4: 20 sign-in loops while 32 clients query `me`.
@@ -1357,21 +1370,16 @@ async fn usage(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Ro
     for clients in [1, 8] {
         let cpu = CpuSplit::start(stack.pid);
         let (http, heavy) = (stack.http.clone(), data.heavy_token.clone());
+        const USAGE: &str = "{ usage { calls promptTokens completionTokens costMicrocents byModel { model calls } byDay { day calls } } }";
         let (mut summary, n) = closed_loop(clients, options.duration, move |_| {
             let (http, heavy) = (http.clone(), heavy.clone());
             async move {
-            let body = http
-                .gql(
-                    Some(&heavy),
-                    "{ usage { calls promptTokens completionTokens costMicrocents byModel { model calls } byDay { day calls } } }",
-                    json!({}),
-                )
-                .await?;
-            if body["data"]["usage"]["calls"].as_u64() == Some(calls) {
-                Ok(())
-            } else {
-                Err(format!("usage: {body}"))
-            }
+                let body = http.gql(Some(&heavy), USAGE, json!({})).await?;
+                if body["data"]["usage"]["calls"].as_u64() == Some(calls) {
+                    Ok(())
+                } else {
+                    Err(format!("usage: {body}"))
+                }
             }
         })
         .await?;
