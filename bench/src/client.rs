@@ -9,7 +9,8 @@ use tests::ws::GqlWs;
 #[derive(Clone)]
 pub struct Http {
     pub client: reqwest::Client,
-    pub url: String,
+    /// Shared: each closed-loop client clones the `Http` per request.
+    pub url: std::sync::Arc<str>,
 }
 
 impl Http {
@@ -19,7 +20,7 @@ impl Http {
                 .pool_max_idle_per_host(1024)
                 .build()
                 .expect("an HTTP client"),
-            url: format!("http://{addr}/graphql"),
+            url: format!("http://{addr}/graphql").into(),
         }
     }
 
@@ -33,7 +34,7 @@ impl Http {
     ) -> Result<Value, String> {
         let mut req = self
             .client
-            .post(&self.url)
+            .post(&*self.url)
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(t) = token {
             req = req.bearer_auth(t);

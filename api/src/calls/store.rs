@@ -465,6 +465,7 @@ pub async fn finalise(
     outcome: Outcome,
 ) -> AppResult<prompt_logs::Model> {
     let finished = finished_call(log, &outcome);
+    let usage = usage_row(log, &outcome, Uuid::now_v7(), now_micros());
     let txn = db.begin().await?;
     let updated = prompt_logs::Entity::update_many()
         .col_expr(
@@ -490,17 +491,7 @@ pub async fn finalise(
         .exec(&txn)
         .await?;
     if updated.rows_affected == 1 {
-        let usage = token_usage::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            user_id: Set(log.user_id.clone()),
-            model: Set(log.model.clone()),
-            prompt_tokens: Set(clamp_i32(outcome.prompt_tokens)),
-            completion_tokens: Set(clamp_i32(outcome.completion_tokens)),
-            cost_microcents: Set(outcome.cost_microcents),
-            created_at: Set(now_micros()),
-        }
-        .insert(&txn)
-        .await?;
+        let usage = usage.insert(&txn).await?;
         prompt_log_usage::ActiveModel {
             log_id: Set(log.id),
             usage_id: Set(usage.id),
@@ -613,17 +604,12 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
     }
     let created_at = now_micros();
     let usage_ids: Vec<Uuid> = calls.iter().map(|_| Uuid::now_v7()).collect();
-    token_usage::Entity::insert_many(calls.iter().zip(&usage_ids).map(|((log, outcome), id)| {
-        token_usage::ActiveModel {
-            id: Set(*id),
-            user_id: Set(log.user_id.clone()),
-            model: Set(log.model.clone()),
-            prompt_tokens: Set(clamp_i32(outcome.prompt_tokens)),
-            completion_tokens: Set(clamp_i32(outcome.completion_tokens)),
-            cost_microcents: Set(outcome.cost_microcents),
-            created_at: Set(created_at),
-        }
-    }))
+    token_usage::Entity::insert_many(
+        calls
+            .iter()
+            .zip(&usage_ids)
+            .map(|((log, outcome), id)| usage_row(log, outcome, *id, created_at)),
+    )
     .exec_without_returning(&txn)
     .await?;
     prompt_log_usage::Entity::insert_many(calls.iter().zip(&usage_ids).map(|((log, _), id)| {
@@ -652,6 +638,24 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
         .ok_or_else(|| AppError::internal("finalised log vanished"))?;
     txn.commit().await?;
     Ok(done)
+}
+
+/// The usage row of a call finalised with `outcome`.
+fn usage_row(
+    log: &prompt_logs::Model,
+    outcome: &Outcome,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+) -> token_usage::ActiveModel {
+    token_usage::ActiveModel {
+        id: Set(id),
+        user_id: Set(log.user_id.clone()),
+        model: Set(log.model.clone()),
+        prompt_tokens: Set(clamp_i32(outcome.prompt_tokens)),
+        completion_tokens: Set(clamp_i32(outcome.completion_tokens)),
+        cost_microcents: Set(outcome.cost_microcents),
+        created_at: Set(created_at),
+    }
 }
 
 /// What the metrics record of a call finalised with `outcome`.
