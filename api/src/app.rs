@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::serve::ListenerExt;
 use axum::{Extension, Router, middleware};
 use tokio::net::TcpListener;
 use tower_cookies::CookieManagerLayer;
@@ -242,6 +243,7 @@ impl Application {
                 }
             });
         }
+        let listener = sending_at_once(listener);
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -346,4 +348,36 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received: draining");
+}
+
+/// The listener's connections with TCP_NODELAY set: a completion's events are small writes some
+/// milliseconds apart, and with Nagle's algorithm (on by default, and axum leaves it on) each
+/// one waits for the peer's acknowledgement of the one before, which a delayed ACK holds up to
+/// 40 ms, or a round trip on a distant client's link.
+fn sending_at_once(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = sending_at_once(listener);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, peer) = listener.accept().await;
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(accepted.nodelay().unwrap(), "Nagle's algorithm is still on");
+    }
 }
