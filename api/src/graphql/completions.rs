@@ -3,9 +3,12 @@
 use async_graphql::{
     Context, ErrorExtensions, ID, InputObject, Object, SimpleObject, Subscription,
 };
+use std::sync::{Arc, Mutex};
+
 use entity::prompt_logs::{self, CallStatus as DbCallStatus};
-use futures_util::Stream;
-use tokio::sync::mpsc;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 
 use super::history::PromptLog;
 use super::scalars::Int64;
@@ -180,13 +183,127 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
         input: CompletionInput,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CompletionEvent>> + use<>>
-    {
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<CompletionEvent>>> {
         let state = ctx.data::<AppState>()?;
         let user_id = live_user_id(ctx).await?;
         let call = state.calls.start(&user_id, input.into(), true).await?;
-        Ok(call_events(call.events, ID(call.log_id.to_string())))
+        let log_id = ID(call.log_id.to_string());
+        let events = match ctx.data_opt::<DeltaLane>() {
+            Some(lane) => match lane.hand_over(call.events) {
+                Ok((sentinel, finished)) => return Ok(handed_over(log_id, sentinel, finished)),
+                Err(events) => events,
+            },
+            None => call.events,
+        };
+        Ok(call_events(events, log_id).boxed())
     }
+}
+
+/// A way for a `completionStream` operation's deltas around async-graphql, offered by the
+/// WebSocket transport to an operation whose only root field could be `completionStream`.
+///
+/// Executing the event's selection for every delta (a context, a resolver per field, a
+/// response tree, then its serialisation, through async-graphql's layers of streams) was about
+/// a sixth of the server's CPU in steady streaming. Yet every delta event of a call answers the
+/// same selection with the same values but the delta's text. So the resolver hands its events to
+/// the transport and yields one event whose delta is a sentinel: async-graphql executes that
+/// one as any other, and the transport keeps its message as a template, never sent. Each delta
+/// is then that message with the delta's JSON string where the sentinel's is. The last event
+/// (`done`, with the finalised log and whatever the selection asks of it) goes back to the
+/// resolver's stream and is executed as usual. A selection without `delta` (or skipping it)
+/// makes a template without the sentinel: each event is then the template itself, as it would be.
+#[derive(Clone, Default)]
+pub struct DeltaLane(Arc<Mutex<Lane>>);
+
+#[derive(Default)]
+enum Lane {
+    #[default]
+    Open,
+    Handed(Handoff),
+    Taken,
+}
+
+/// A call's events handed to the transport.
+pub struct Handoff {
+    /// The delta of the template event: unique to the call, no JSON escaping.
+    pub sentinel: String,
+    pub events: mpsc::UnboundedReceiver<CallEvent>,
+    /// Where the transport sends the call's last event (its `Finished`) back. Dropped unsent when
+    /// the call's events ended without one.
+    pub finished: oneshot::Sender<CallEvent>,
+}
+
+impl DeltaLane {
+    /// Hand a call's events over, if nothing was handed over yet: the sentinel and where the
+    /// last event comes back. Otherwise the events are given back.
+    fn hand_over(
+        &self,
+        events: mpsc::UnboundedReceiver<CallEvent>,
+    ) -> Result<(String, oneshot::Receiver<CallEvent>), mpsc::UnboundedReceiver<CallEvent>> {
+        let mut lane = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*lane, Lane::Open) {
+            return Err(events);
+        }
+        let sentinel = format!("delta-lane-{}", uuid::Uuid::new_v4().simple());
+        let (finished, back) = oneshot::channel();
+        *lane = Lane::Handed(Handoff {
+            sentinel: sentinel.clone(),
+            events,
+            finished,
+        });
+        Ok((sentinel, back))
+    }
+
+    /// The handed-over events, once (the transport takes them with the template event).
+    pub fn take(&self) -> Option<Handoff> {
+        let mut lane = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *lane, Lane::Taken) {
+            Lane::Handed(handoff) => Some(handoff),
+            Lane::Open | Lane::Taken => None,
+        }
+    }
+}
+
+/// `completionStream`'s events when its deltas went to the transport: the template event, then
+/// the last event once the transport sends it back.
+fn handed_over(
+    log_id: ID,
+    sentinel: String,
+    finished: oneshot::Receiver<CallEvent>,
+) -> BoxStream<'static, async_graphql::Result<CompletionEvent>> {
+    async_stream::stream! {
+        yield Ok(CompletionEvent { log_id: log_id.clone(), delta: sentinel, done: false, log: None });
+        match finished.await {
+            Ok(CallEvent::Finished(log)) if log.status == DbCallStatus::Error => {
+                yield Err(upstream_error(&log));
+            }
+            Ok(CallEvent::Finished(log)) => {
+                yield Ok(CompletionEvent { log_id, delta: String::new(), done: true, log: Some(PromptLog(log)) });
+            }
+            Ok(CallEvent::Delta(_)) | Err(_) => {
+                yield Err(AppError::internal("the call ended without being finalised").extend());
+            }
+        }
+    }
+    .boxed()
+}
+
+/// Deltas already waiting are appended to `delta` (up to [`COALESCE_BYTES`]), so they go out as
+/// one event (they concatenate all the same): a stream that fell behind (a client slow to read,
+/// a busy server) catches up in one message rather than one per delta. Returns the event that
+/// stopped the joining, if it was not a delta.
+pub fn join_waiting(
+    delta: &mut String,
+    events: &mut mpsc::UnboundedReceiver<CallEvent>,
+) -> Option<CallEvent> {
+    while delta.len() < COALESCE_BYTES {
+        match events.try_recv() {
+            Ok(CallEvent::Delta(more)) => delta.push_str(&more),
+            Ok(other) => return Some(other),
+            Err(_) => break,
+        }
+    }
+    None
 }
 
 /// A call's events as `completionStream` sends them.
@@ -203,19 +320,7 @@ fn call_events(
         } {
             match event {
                 CallEvent::Delta(mut delta) => {
-                    // Deltas already waiting go out as one event (they concatenate all the
-                    // same): a stream that fell behind (a client slow to read, a busy server)
-                    // catches up in one message rather than one per delta.
-                    while delta.len() < COALESCE_BYTES {
-                        match events.try_recv() {
-                            Ok(CallEvent::Delta(more)) => delta.push_str(&more),
-                            Ok(other) => {
-                                held = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    held = join_waiting(&mut delta, &mut events);
                     yield Ok(CompletionEvent { log_id: log_id.clone(), delta, done: false, log: None });
                 }
                 CallEvent::Finished(log) => {

@@ -28,7 +28,9 @@ use super::messages::{
 use super::sockets::{Holder, OperationSlot, Slot, Sockets};
 use crate::auth::session::ClientInfo;
 use crate::auth::{AuthVia, RequestAuth, Viewer, bearer_token};
+use crate::calls::CallEvent;
 use crate::error::AppError;
+use crate::graphql::completions::{DeltaLane, Handoff, join_waiting};
 use crate::graphql::limits::DocumentLimits;
 use crate::graphql::{AppSchema, OverWebSocket, request_data};
 use crate::state::AppState;
@@ -76,17 +78,30 @@ enum InitRefused {
     Internal(AppError),
 }
 
-/// An event of one running operation: a response, or `None` when it ended. (The response is
-/// boxed: the connection's future holds room for one event, and each idle socket pays for it.)
+/// An event of one running operation.
 struct OpEvent {
     id: String,
     seq: u64,
-    response: Option<Box<Response>>,
+    item: OpItem,
+}
+
+enum OpItem {
+    /// A response of async-graphql's. (Boxed: the connection's future holds room for one
+    /// event, and each idle socket pays for it.)
+    Response(Box<Response>),
+    /// A `completionStream` delta's message, made from the operation's template.
+    Rendered(String),
+    /// The operation's responses ended.
+    Ended,
 }
 
 struct RunningOp {
     seq: u64,
     abort: AbortHandle,
+    /// Offered to the operation's `completionStream` (see [`DeltaLane`]), and the stop of its
+    /// deltas once taken.
+    lane: Option<DeltaLane>,
+    deltas: Option<AbortHandle>,
     /// Counts it among the process's running operations (a metric) while it lives.
     _counted: OperationSlot,
     /// Whether anything was sent for it yet.
@@ -107,6 +122,7 @@ impl Operations {
         id: String,
         responses: BoxStream<'static, Response>,
         counted: OperationSlot,
+        lane: Option<DeltaLane>,
     ) {
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -116,7 +132,7 @@ impl Operations {
             responses.map(move |response| OpEvent {
                 id: id.clone(),
                 seq,
-                response: Some(Box::new(response)),
+                item: OpItem::Response(Box::new(response)),
             })
         };
         let ended = stream::once({
@@ -125,7 +141,7 @@ impl Operations {
                 OpEvent {
                     id,
                     seq,
-                    response: None,
+                    item: OpItem::Ended,
                 }
             }
         });
@@ -136,6 +152,8 @@ impl Operations {
             RunningOp {
                 seq,
                 abort,
+                lane,
+                deltas: None,
                 answered: false,
                 _counted: counted,
             },
@@ -147,6 +165,9 @@ impl Operations {
         match self.by_id.remove(id) {
             Some(op) => {
                 op.abort.abort();
+                if let Some(deltas) = op.deltas {
+                    deltas.abort();
+                }
                 true
             }
             None => false,
@@ -647,6 +668,7 @@ impl Connection {
             request = request.variables(Variables::from_json(variables));
         }
         let (operation, refused) = self.limits.prepare(&mut request);
+        let mut lane = None;
         let responses = match refused {
             Some(refused) => futures_util::stream::once(async move { refused }).boxed(),
             None => {
@@ -658,20 +680,27 @@ impl Connection {
                     None,
                 );
                 data.insert(OverWebSocket);
+                // (Not with exported traces: their extension records each event's execution.)
+                if !crate::telemetry::exporting() && one_root_field(&mut request) {
+                    let offered = DeltaLane::default();
+                    data.insert(offered.clone());
+                    lane = Some(offered);
+                }
                 request.data = data;
                 batches.drive(self.schema.execute_stream(request)).boxed()
             }
         };
         let responses = operation.stream(responses);
-        self.ops.start(id, responses, self.sockets.operation());
+        self.ops
+            .start(id, responses, self.sockets.operation(), lane);
         None
     }
 
     /// The message for one operation event, if anything is to be sent for it.
     fn encode_event(&mut self, protocol: Protocol, event: OpEvent) -> Option<String> {
-        let OpEvent { id, seq, response } = event;
-        match response {
-            Some(response) => {
+        let OpEvent { id, seq, item } = event;
+        match item {
+            OpItem::Response(response) => {
                 let Some(op) = self.ops.current(&id, seq) else {
                     return None; // cancelled
                 };
@@ -693,17 +722,152 @@ impl Connection {
                     Protocol::TransportWs => "next",
                     Protocol::Legacy => "data",
                 };
-                Some(encode_serialized(ty, Some(&id), Some(&*response)).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "a response could not be serialised");
-                    let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
-                    encode(ty, Some(&id), Some(failed))
-                }))
+                let message =
+                    encode_serialized(ty, Some(&id), Some(&*response)).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "a response could not be serialised");
+                        let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
+                        encode(ty, Some(&id), Some(failed))
+                    });
+                // The operation's `completionStream` handed its deltas over: its first event
+                // is their template, not sent (`DeltaLane`).
+                let handoff = if first { op.lane.take() } else { None };
+                match handoff.as_ref().and_then(DeltaLane::take) {
+                    Some(handoff) => {
+                        let (stop, registration) = AbortHandle::new_pair();
+                        op.deltas = Some(stop);
+                        let deltas = Deltas::new(id, seq, &message, handoff);
+                        self.ops
+                            .streams
+                            .push(Abortable::new(deltas, registration).boxed());
+                        None
+                    }
+                    None => Some(message),
+                }
             }
-            None => {
+            OpItem::Rendered(message) => {
+                self.ops.current(&id, seq)?;
+                Some(message)
+            }
+            OpItem::Ended => {
                 // (Nothing more for a cancelled one.)
                 self.ops.current(&id, seq)?;
                 self.ops.by_id.remove(&id);
                 Some(encode("complete", Some(&id), None))
+            }
+        }
+    }
+}
+
+/// Whether the operation `request` runs has one root selection, a field: the only kind of
+/// operation offered a [`DeltaLane`], so that its first response is its `completionStream`'s
+/// template (with two root fields, the other's could come first). Any other answer (no such
+/// operation, a document that failed) offers none, which changes nothing.
+fn one_root_field(request: &mut Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+    let name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match (&doc.operations, name) {
+        (DocumentOperations::Single(op), None) => op,
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().expect("one")
+        }
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name.as_str()) {
+            Some(op) => op,
+            None => return false,
+        },
+        _ => return false,
+    };
+    let items = &operation.node.selection_set.node.items;
+    operation.node.ty == OperationType::Subscription
+        && items.len() == 1
+        && matches!(items[0].node, Selection::Field(_))
+}
+
+/// A `completionStream`'s deltas, each sent as the operation's template with the delta in the
+/// sentinel's place; the call's last event goes back to the resolver (see [`DeltaLane`]).
+struct Deltas {
+    id: String,
+    seq: u64,
+    /// The template's text around each place of the sentinel (one more than the places).
+    parts: Vec<String>,
+    events: tokio::sync::mpsc::UnboundedReceiver<CallEvent>,
+    finished: Option<tokio::sync::oneshot::Sender<CallEvent>>,
+    /// An event read while joining deltas, for the next turn.
+    held: Option<CallEvent>,
+}
+
+impl Deltas {
+    fn new(id: String, seq: u64, template: &str, handoff: Handoff) -> Self {
+        let Handoff {
+            sentinel,
+            events,
+            finished,
+        } = handoff;
+        // The sentinel needs no escaping, and nothing else in the message can contain it.
+        let parts = template
+            .split(&format!("\"{sentinel}\""))
+            .map(str::to_owned)
+            .collect();
+        Deltas {
+            id,
+            seq,
+            parts,
+            events,
+            finished: Some(finished),
+            held: None,
+        }
+    }
+
+    fn render(&self, delta: &str) -> String {
+        let quoted = serde_json::to_string(delta).expect("a string serialises");
+        let places = self.parts.len() - 1;
+        let size = self.parts.iter().map(String::len).sum::<usize>() + places * quoted.len();
+        let mut message = String::with_capacity(size);
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                message.push_str(&quoted);
+            }
+            message.push_str(part);
+        }
+        message
+    }
+}
+
+impl futures_util::Stream for Deltas {
+    type Item = OpEvent;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<OpEvent>> {
+        use std::task::Poll;
+        let event = match self.held.take() {
+            Some(event) => event,
+            None => match self.events.poll_recv(cx) {
+                Poll::Ready(Some(event)) => event,
+                // Ended without its last event: the resolver's stream reports it.
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        match event {
+            CallEvent::Delta(mut delta) => {
+                let this = &mut *self;
+                this.held = join_waiting(&mut delta, &mut this.events);
+                let message = this.render(&delta);
+                Poll::Ready(Some(OpEvent {
+                    id: this.id.clone(),
+                    seq: this.seq,
+                    item: OpItem::Rendered(message),
+                }))
+            }
+            last => {
+                if let Some(finished) = self.finished.take() {
+                    let _ = finished.send(last);
+                }
+                Poll::Ready(None)
             }
         }
     }
@@ -762,5 +926,104 @@ async fn authenticate(
         Ok(Some(signed_in)) => Ok(Some(Box::new(signed_in.viewer))),
         Ok(None) => Err(InitRefused::Forbidden),
         Err(e) => Err(InitRefused::Internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{Name, Value as GqlValue};
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// The message a response of `completionStream` makes, with `delta` under two aliases.
+    fn message(delta: &str) -> String {
+        let event = GqlValue::from_json(json!({ "a": delta, "logId": "1", "b": delta })).unwrap();
+        let data = GqlValue::Object([(Name::new("completionStream"), event)].into());
+        encode_serialized("next", Some("op"), Some(&Response::new(data))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn deltas_are_the_template_with_their_text_in_the_sentinels_place() {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (finished, mut back) = tokio::sync::oneshot::channel();
+        let sentinel = "delta-lane-0123456789abcdef".to_owned();
+        let template = message(&sentinel);
+        let handoff = Handoff {
+            sentinel,
+            events,
+            finished,
+        };
+        let mut deltas = Deltas::new("op".into(), 1, &template, handoff);
+        let awkward = [
+            "plain",
+            "\"quoted\" \\ back\\slash",
+            "line\nbreak\ttab\r",
+            "\u{0}nul \u{1f} control",
+            "ünï©ødé 🦀",
+            "</script><!--",
+            "",
+            "delta-lane-0123456789abcdef",
+        ];
+        for delta in awkward {
+            tx.send(CallEvent::Delta(delta.into())).unwrap();
+            let Some(OpEvent {
+                id,
+                seq: 1,
+                item: OpItem::Rendered(text),
+            }) = deltas.next().await
+            else {
+                panic!("a rendered delta");
+            };
+            assert_eq!(id, "op");
+            assert_eq!(text, message(delta), "{delta:?}");
+        }
+        // Deltas waiting together go out as one.
+        tx.send(CallEvent::Delta("x".into())).unwrap();
+        tx.send(CallEvent::Delta("y".into())).unwrap();
+        let Some(OpEvent {
+            item: OpItem::Rendered(text),
+            ..
+        }) = deltas.next().await
+        else {
+            panic!("a rendered delta");
+        };
+        assert_eq!(text, message("xy"));
+        // The call's end goes back to the resolver, and the deltas end.
+        let log = entity::prompt_logs::Model {
+            id: uuid::Uuid::nil(),
+            user_id: "u".into(),
+            model: "m".into(),
+            prompt: "p".into(),
+            completion: Some("xy".into()),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            latency_ms: Some(1),
+            status: entity::prompt_logs::CallStatus::Ok,
+            metadata: None,
+            created_at: chrono::Utc::now(),
+        };
+        tx.send(CallEvent::Finished(log)).unwrap();
+        assert!(deltas.next().await.is_none());
+        assert!(matches!(back.try_recv(), Ok(CallEvent::Finished(_))));
+    }
+
+    #[tokio::test]
+    async fn deltas_ending_without_the_last_event_drop_its_way_back() {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (finished, mut back) = tokio::sync::oneshot::channel();
+        let handoff = Handoff {
+            sentinel: "delta-lane-x".into(),
+            events,
+            finished,
+        };
+        let mut deltas = Deltas::new("op".into(), 1, &message("delta-lane-x"), handoff);
+        drop(tx);
+        assert!(deltas.next().await.is_none());
+        drop(deltas);
+        assert!(matches!(
+            back.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
     }
 }

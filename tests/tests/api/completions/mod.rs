@@ -9,6 +9,7 @@
 mod admission;
 mod budget;
 mod crash;
+mod events;
 mod failures;
 mod finalisation;
 mod relay;
