@@ -1,10 +1,10 @@
 //! Completions: the models this server routes to, `complete`, and `completionStream`.
 
+use std::sync::{Arc, Mutex};
+
 use async_graphql::{
     Context, ErrorExtensions, ID, InputObject, Object, SimpleObject, Subscription,
 };
-use std::sync::{Arc, Mutex};
-
 use entity::prompt_logs::{self, CallStatus as DbCallStatus};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
@@ -202,16 +202,17 @@ impl Subscription {
 /// A way for a `completionStream` operation's deltas around async-graphql, offered by the
 /// WebSocket transport to an operation whose only root field could be `completionStream`.
 ///
-/// Executing the event's selection for every delta (a context, a resolver per field, a
-/// response tree, then its serialisation, through async-graphql's layers of streams) was about
-/// a sixth of the server's CPU in steady streaming. Yet every delta event of a call answers the
-/// same selection with the same values but the delta's text. So the resolver hands its events to
-/// the transport and yields one event whose delta is a sentinel: async-graphql executes that
-/// one as any other, and the transport keeps its message as a template, never sent. Each delta
-/// is then that message with the delta's JSON string where the sentinel's is. The last event
-/// (`done`, with the finalised log and whatever the selection asks of it) goes back to the
-/// resolver's stream and is executed as usual. A selection without `delta` (or skipping it)
-/// makes a template without the sentinel: each event is then the template itself, as it would be.
+/// Executing the event's selection for every delta (a context, a future per field, a response
+/// tree, then its serialisation, through async-graphql's layers of streams) took a quarter to a
+/// third of the server's CPU in streaming (docs/performance.md, "Wave 2, seventh round"). Yet
+/// every delta event of a call answers the same selection with the same values but the delta's
+/// text. So the resolver hands its events to the transport and yields one event whose delta is
+/// a sentinel: async-graphql executes that one as any other, and the transport keeps its message
+/// as a template, never sent. Each delta is then that message with the delta's JSON string where
+/// the sentinel's is. The last event (`done`, with the finalised log and whatever the selection
+/// asks of it) goes back to the resolver's stream and is executed as usual. A selection without
+/// `delta` (or skipping it) makes a template without the sentinel: each event is then the
+/// template itself, as executing it would give.
 #[derive(Clone, Default)]
 pub struct DeltaLane(Arc<Mutex<Lane>>);
 
