@@ -614,3 +614,47 @@ async fn sockets_without_sign_in_have_a_cap_of_their_own() {
     let _signed_in = init_as(&app, &user.token).await.unwrap();
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_legacy_client_gets_a_stream_whole_and_its_end() {
+    // The deltas of a `start`ed completionStream are made from its template, as `data`.
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = raw(&app, "graphql-ws").await.unwrap();
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", user.token) } }),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    let prompt = "legacy @@tokens=8";
+    send(
+        &mut ws,
+        json!({ "id": "1", "type": "start", "payload": { "query": STREAM, "variables": { "i": { "prompt": prompt } } } }),
+    )
+    .await;
+    let mut text = String::new();
+    let last = loop {
+        let m = next(&mut ws).await.unwrap();
+        match m["type"].as_str() {
+            Some("ka") => continue,
+            Some("data") => {
+                assert_eq!(m["id"], "1", "{m}");
+                let event = &m["payload"]["data"]["completionStream"];
+                if event["done"] == true {
+                    break event.clone();
+                }
+                text.push_str(event["delta"].as_str().unwrap());
+            }
+            _ => panic!("unexpected: {m}"),
+        }
+    };
+    assert_eq!(text, upstream::answer(prompt, 8));
+    assert_eq!(last["log"]["completion"].as_str().unwrap(), text);
+    assert_eq!(
+        next(&mut ws).await.unwrap(),
+        json!({ "type": "complete", "id": "1" })
+    );
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}

@@ -89,8 +89,9 @@ enum OpItem {
     /// A response of async-graphql's. (Boxed: the connection's future holds room for one
     /// event, and each idle socket pays for it.)
     Response(Box<Response>),
-    /// A `completionStream` delta's message, made from the operation's template.
-    Rendered(String),
+    /// A `completionStream` delta's message, made from the operation's template. (A `Box<str>`
+    /// rather than a `String`, to keep the event small, as above.)
+    Rendered(Box<str>),
     /// The operation's responses ended.
     Ended,
 }
@@ -722,31 +723,43 @@ impl Connection {
                     Protocol::TransportWs => "next",
                     Protocol::Legacy => "data",
                 };
-                let message =
-                    encode_serialized(ty, Some(&id), Some(&*response)).unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "a response could not be serialised");
-                        let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
-                        encode(ty, Some(&id), Some(failed))
-                    });
+                let serialised = encode_serialized(ty, Some(&id), Some(&*response));
                 // The operation's `completionStream` handed its deltas over: its first event
-                // is their template, not sent (`DeltaLane`).
-                let handoff = if first { op.lane.take() } else { None };
-                match handoff.as_ref().and_then(DeltaLane::take) {
-                    Some(handoff) => {
+                // is their template, not sent (`DeltaLane`). Only a clean one is: errors or
+                // extensions would be repeated in every delta. (Neither happens: the event's
+                // fields cannot fail, and no extension is registered while a lane is offered.)
+                // Without a template the handoff is dropped: the call stops as if its client
+                // left, and the resolver's stream reports that it ended unfinalised.
+                let handoff = first.then(|| op.lane.take()).flatten();
+                let handoff = handoff.as_ref().and_then(DeltaLane::take);
+                let clean = response.errors.is_empty() && response.extensions.is_empty();
+                match (handoff, serialised) {
+                    (Some(handoff), Ok(template)) if clean => {
                         let (stop, registration) = AbortHandle::new_pair();
                         op.deltas = Some(stop);
-                        let deltas = Deltas::new(id, seq, &message, handoff);
+                        let deltas = Deltas::new(id, seq, &template, handoff);
                         self.ops
                             .streams
                             .push(Abortable::new(deltas, registration).boxed());
                         None
                     }
-                    None => Some(message),
+                    (handoff, serialised) => {
+                        if handoff.is_some() {
+                            tracing::error!(
+                                "a completionStream's template was not clean: its deltas are dropped"
+                            );
+                        }
+                        Some(serialised.unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "a response could not be serialised");
+                            let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
+                            encode(ty, Some(&id), Some(failed))
+                        }))
+                    }
                 }
             }
             OpItem::Rendered(message) => {
                 self.ops.current(&id, seq)?;
-                Some(message)
+                Some(message.into())
             }
             OpItem::Ended => {
                 // (Nothing more for a cancelled one.)
@@ -860,7 +873,7 @@ impl futures_util::Stream for Deltas {
                 Poll::Ready(Some(OpEvent {
                     id: this.id.clone(),
                     seq: this.seq,
-                    item: OpItem::Rendered(message),
+                    item: OpItem::Rendered(message.into_boxed_str()),
                 }))
             }
             last => {
@@ -976,7 +989,7 @@ mod tests {
                 panic!("a rendered delta");
             };
             assert_eq!(id, "op");
-            assert_eq!(text, message(delta), "{delta:?}");
+            assert_eq!(&*text, message(delta), "{delta:?}");
         }
         // Deltas waiting together go out as one.
         tx.send(CallEvent::Delta("x".into())).unwrap();
@@ -988,7 +1001,7 @@ mod tests {
         else {
             panic!("a rendered delta");
         };
-        assert_eq!(text, message("xy"));
+        assert_eq!(&*text, message("xy"));
         // The call's end goes back to the resolver, and the deltas end.
         let log = entity::prompt_logs::Model {
             id: uuid::Uuid::nil(),

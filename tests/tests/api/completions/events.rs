@@ -1,8 +1,11 @@
 //! A stream's delta events are sent from a template of the operation's first event, executed
 //! once (the WebSocket transport's `DeltaLane`): whatever the selection asks (aliases,
-//! fragments, `__typename`, `@skip`), each event must be what executing it would give, and an
-//! operation that the lane does not fit (two streams at once, the legacy protocol) still gets
-//! every delta.
+//! fragments, `__typename`, `@skip`), each event must be what executing it would give; the
+//! operation named among several gets it; unsubscribing stops the call; and an operation the
+//! lane does not fit (two streams at once) still gets every delta. (The legacy protocol's
+//! streams: `ws_protocol`.)
+
+use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use tests::ws::GqlWs;
@@ -105,5 +108,66 @@ async fn two_streams_in_one_operation_each_arrive_whole() {
     assert_eq!(text("x"), (upstream::answer("first @@tokens=7", 7), 1));
     assert_eq!(text("y"), (upstream::answer("second @@tokens=5", 5), 1));
     assert_books_balance(&app, &user.id, 2).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_operation_named_among_several_streams_from_its_template() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    let prompt = "named @@tokens=6";
+    ws.send(json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "query Q { __typename } subscription S($i: CompletionInput!) { completionStream(input: $i) { t: __typename delta } }",
+        "operationName": "S",
+        "variables": { "i": { "prompt": prompt } },
+    } }))
+    .await;
+    let (payloads, error) = ws.collect("1").await;
+    assert!(error.is_none(), "{error:?}");
+    let text: String = payloads
+        .iter()
+        .map(|p| {
+            let event = &p["data"]["completionStream"];
+            assert_eq!(event["t"], "CompletionEvent", "{p}");
+            event["delta"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(text, upstream::answer(prompt, 6));
+    assert_books_balance(&app, &user.id, 1).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribing_stops_the_call_while_the_socket_stays() {
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    ws.subscribe(
+        "1",
+        "subscription($i: CompletionInput!) { completionStream(input: $i) { delta } }",
+        json!({ "i": { "prompt": "long @@tokens=400 @@pace_ms=20" } }),
+    )
+    .await;
+    let first = ws.next().await.unwrap();
+    assert_eq!(first["type"], "next", "{first}");
+    ws.send(json!({ "type": "complete", "id": "1" })).await;
+    // The call's deltas stop with the operation: the upstream request is dropped (long before
+    // its 400 tokens) and the call is finalised and metered, with the socket still open.
+    app.upstream
+        .stats
+        .wait_until(|s| s.abandoned.load(Ordering::SeqCst) == 1)
+        .await;
+    app.app_calls().wait_idle().await;
+    assert_books_balance(&app, &user.id, 1).await;
+    ws.send(json!({ "type": "ping" })).await;
+    loop {
+        let m = ws.next().await.expect("the socket stays open");
+        match m["type"].as_str() {
+            Some("next") => assert_eq!(m["id"], "1"),
+            Some("pong") => break,
+            _ => panic!("unexpected after complete: {m}"),
+        }
+    }
     app.shutdown().await;
 }
