@@ -728,8 +728,9 @@ impl Connection {
                 // is their template, not sent (`DeltaLane`). Only a clean one is: errors or
                 // extensions would be repeated in every delta. (Neither happens: the event's
                 // fields cannot fail, and no extension is registered while a lane is offered.)
-                // Without a template the handoff is dropped: the call stops as if its client
-                // left, and the resolver's stream reports that it ended unfinalised.
+                // Without a template the handoff is dropped and an internal error sent instead:
+                // the call stops as if its client left, and the resolver's stream reports that it
+                // ended unfinalised.
                 let handoff = first.then(|| op.lane.take()).flatten();
                 let handoff = handoff.as_ref().and_then(DeltaLane::take);
                 let clean = response.errors.is_empty() && response.extensions.is_empty();
@@ -744,15 +745,20 @@ impl Connection {
                         None
                     }
                     (handoff, serialised) => {
+                        let failed = || {
+                            let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
+                            encode(ty, Some(&id), Some(failed))
+                        };
                         if handoff.is_some() {
+                            // (Its delta is the sentinel: never sent.)
                             tracing::error!(
                                 "a completionStream's template was not clean: its deltas are dropped"
                             );
+                            return Some(failed());
                         }
                         Some(serialised.unwrap_or_else(|e| {
                             tracing::error!(error = %e, "a response could not be serialised");
-                            let failed = json!({"data": null, "errors": [{"message": "internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
-                            encode(ty, Some(&id), Some(failed))
+                            failed()
                         }))
                     }
                 }
