@@ -55,10 +55,16 @@ fn run(binary: &str, server: &url::Url, ready: &mpsc::Sender<Result<String, Stri
         } else {
             format!("max_prepared_statements = {prepared}\n")
         };
+        // Every test has a database of its own, and none is dropped: PgBouncer's server
+        // connections to a finished test's database stay idle for `server_idle_timeout` (600 s by
+        // default), and 137 tests' worth of them filled the cluster's 300 connection slots
+        // (`remaining connection slots are reserved`, then the next tests' pools timed out). Idle
+        // server connections close after 5 s instead.
         let ini = format!(
             "[databases]\n* = host={host} port={pg_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
              unix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n\
              max_client_conn = 2000\ndefault_pool_size = 10\nmax_db_connections = 0\n\
+             server_idle_timeout = 5\n\
              ignore_startup_parameters = extra_float_digits,options\n{prepared_line}\
              server_reset_query =\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
             host = server.host_str().unwrap_or("127.0.0.1"),
