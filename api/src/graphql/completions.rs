@@ -158,7 +158,7 @@ impl CompletionMutation {
                 return Ok(PromptLog(log));
             }
         }
-        Err(AppError::internal("the call ended without being finalised").extend())
+        Err(unfinalised())
     }
 }
 
@@ -274,19 +274,30 @@ fn handed_over(
 ) -> BoxStream<'static, async_graphql::Result<CompletionEvent>> {
     async_stream::stream! {
         yield Ok(CompletionEvent { log_id: log_id.clone(), delta: sentinel, done: false, log: None });
-        match finished.await {
-            Ok(CallEvent::Finished(log)) if log.status == DbCallStatus::Error => {
-                yield Err(upstream_error(&log));
-            }
-            Ok(CallEvent::Finished(log)) => {
-                yield Ok(CompletionEvent { log_id, delta: String::new(), done: true, log: Some(PromptLog(log)) });
-            }
-            Ok(CallEvent::Delta(_)) | Err(_) => {
-                yield Err(AppError::internal("the call ended without being finalised").extend());
-            }
-        }
+        yield match finished.await {
+            Ok(CallEvent::Finished(log)) => last_event(log_id, log),
+            Ok(CallEvent::Delta(_)) | Err(_) => Err(unfinalised()),
+        };
     }
     .boxed()
+}
+
+/// The event a call's finalised log makes: the last, `done`, or the upstream's failure.
+fn last_event(log_id: ID, log: prompt_logs::Model) -> async_graphql::Result<CompletionEvent> {
+    if log.status == DbCallStatus::Error {
+        return Err(upstream_error(&log));
+    }
+    Ok(CompletionEvent {
+        log_id,
+        delta: String::new(),
+        done: true,
+        log: Some(PromptLog(log)),
+    })
+}
+
+/// A call's events ended without its finalised log.
+fn unfinalised() -> async_graphql::Error {
+    AppError::internal("the call ended without being finalised").extend()
 }
 
 /// Deltas already waiting are appended to `delta` (up to [`COALESCE_BYTES`]), so they go out as
@@ -326,17 +337,13 @@ fn call_events(
                 }
                 CallEvent::Finished(log) => {
                     finished = true;
-                    if log.status == DbCallStatus::Error {
-                        yield Err(upstream_error(&log));
-                    } else {
-                        yield Ok(CompletionEvent { log_id: log_id.clone(), delta: String::new(), done: true, log: Some(PromptLog(log)) });
-                    }
+                    yield last_event(log_id.clone(), log);
                     break;
                 }
             }
         }
         if !finished {
-            yield Err(AppError::internal("the call ended without being finalised").extend());
+            yield Err(unfinalised());
         }
     }
 }

@@ -861,14 +861,13 @@ impl futures_util::Stream for Deltas {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<OpEvent>> {
-        use std::task::Poll;
+        use std::task::{Poll, ready};
         let event = match self.held.take() {
             Some(event) => event,
-            None => match self.events.poll_recv(cx) {
-                Poll::Ready(Some(event)) => event,
-                // Ended without its last event: the resolver's stream reports it.
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+            // Ended without its last event (`None`): the resolver's stream reports it.
+            None => match ready!(self.events.poll_recv(cx)) {
+                Some(event) => event,
+                None => return Poll::Ready(None),
             },
         };
         match event {
