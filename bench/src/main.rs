@@ -6,11 +6,13 @@
 //! `api` binary runs), so the server's CPU time and memory are its own. Then it drives real
 //! HTTP and WebSocket load over loopback, scenario by scenario, checks that nothing was lost,
 //! prints a table and writes the figures as JSON. Any lost event, wrong answer, error response
-//! or missing row makes the run fail.
+//! or missing row makes the run fail. With `--floor`, streaming runs are repeated against
+//! `bench floor` (`floor.rs`), the least a server can do per stream.
 #![allow(clippy::print_stdout)] // a command-line report
 #![allow(unsafe_code)] // setrlimit and sysconf, documented where used
 
 mod client;
+mod floor;
 mod proc_stats;
 mod scenarios;
 mod stats;
@@ -24,8 +26,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("serve") {
-        return serve();
+    match args.first().map(String::as_str) {
+        Some("serve") => return serve(),
+        Some("floor") => return floor::serve(),
+        _ => {}
     }
     let options = match scenarios::Options::parse(&args) {
         Ok(o) => o,

@@ -46,6 +46,9 @@ pub struct Options {
     /// Where to write each relayed token's send time, relay delay and stream (a streaming
     /// run's time series; each run overwrites it).
     relay_trace: Option<std::path::PathBuf>,
+    /// Whether each streaming run is followed by the same run against `bench floor` (the
+    /// least a server can do per stream; see `floor.rs`), and whether it groups its inserts.
+    floor: Option<FloorKind>,
 }
 
 impl Options {
@@ -54,11 +57,13 @@ impl Options {
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--idle 10000] [--seconds 10] [--checkpoint-ms 1000]
              [--metrics on|off] [--repeat 3] [--out bench-results/latest.json]
-             [--relay-trace FILE]
+             [--relay-trace FILE] [--floor off|plain|grouped]
        --ramp-ms 0 subscribes all streams at once (a burst); --repeat runs each scenario that
        many times and reports every figure as its median [min..max]; --relay-trace writes,
        per relayed token, microseconds from the streams' start to its send, its relay delay
-       and its stream";
+       and its stream; --floor follows each streaming run with the same run against
+       `bench floor` (one insert and the upstream hop per stream: the machine's floor; its
+       inserts one statement each, or grouped as the server groups its admissions)";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -77,6 +82,7 @@ impl Options {
             duration: Duration::from_secs(10),
             out: "bench-results/latest.json".into(),
             relay_trace: None,
+            floor: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -102,11 +108,13 @@ impl Options {
                 "--heavy-rows" => o.heavy_rows = n()?,
                 "--idle" => o.idle = n()?,
                 "--checkpoint-ms" => o.checkpoint_ms = n()? as u64,
-                "--metrics" => {
-                    o.metrics = match value.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err(format!("--metrics: on or off, not {value}")),
+                "--metrics" => o.metrics = on_off(flag, value)?,
+                "--floor" => {
+                    o.floor = match value.as_str() {
+                        "off" => None,
+                        "plain" => Some(FloorKind::Plain),
+                        "grouped" => Some(FloorKind::Grouped),
+                        _ => return Err(format!("--floor: off, plain or grouped, not {value}")),
                     }
                 }
                 "--repeat" => {
@@ -134,6 +142,21 @@ impl Options {
     }
 }
 
+/// How `bench floor` writes its rows.
+#[derive(Clone, Copy)]
+enum FloorKind {
+    Plain,
+    Grouped,
+}
+
+fn on_off(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag}: on or off, not {value}")),
+    }
+}
+
 /// The server under test and what the harness needs around it.
 struct Stack {
     server: tokio::process::Child,
@@ -142,6 +165,22 @@ struct Stack {
     http: Http,
     upstream: Arc<upstream::Stats>,
     db: DatabaseConnection,
+    /// `bench floor`, with `--floor on`.
+    floor: Option<Child>,
+}
+
+/// A child process serving on `addr`.
+struct Child {
+    process: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+/// What a streaming run is measured against.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Server,
+    Floor,
 }
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -175,7 +214,7 @@ async fn start(options: &Options) -> Result<Stack, String> {
         // Metrics are recorded only when they can be scraped (a listener of their own).
         server.env("METRICS_ADDR", "127.0.0.1:0");
     }
-    let mut server = server
+    let server = server
         .arg("serve")
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
@@ -207,27 +246,37 @@ async fn start(options: &Options) -> Result<Stack, String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("start the server: {e}"))?;
-    let pid = server.id().ok_or("the server exited at once")?;
-    let stdout = server.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let addr: SocketAddr = loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if let Some(a) = line.strip_prefix("LISTENING ") {
-                    break a.parse().map_err(|e| format!("address {a}: {e}"))?;
-                }
-            }
-            _ => return Err("the server exited before listening".into()),
-        }
+    let Child {
+        process: server,
+        pid,
+        addr,
+    } = listening(server).await?;
+    let floor = if let Some(kind) = options.floor {
+        let floor =
+            tokio::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+                .arg("floor")
+                .env(
+                    "FLOOR_GROUPED",
+                    if matches!(kind, FloorKind::Grouped) {
+                        "1"
+                    } else {
+                        "0"
+                    },
+                )
+                .env("HOST", "127.0.0.1")
+                .env("PORT", "0")
+                // As the owner: it creates its table.
+                .env("DATABASE_URL", database.direct_url())
+                .env("OPENAI_BASE_URL", format!("http://{upstream_addr}/v1"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("start the floor server: {e}"))?;
+        Some(listening(floor).await?)
+    } else {
+        None
     };
-    // The rest of its log is drained; its errors are shown (a failed stream's reason).
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("ERROR") {
-                eprintln!("server: {line}");
-            }
-        }
-    });
     let db = Database::connect(database.direct_url())
         .await
         .map_err(|e| e.to_string())?;
@@ -238,7 +287,34 @@ async fn start(options: &Options) -> Result<Stack, String> {
         http: Http::new(addr),
         upstream,
         db,
+        floor,
     })
+}
+
+/// The child once it printed `LISTENING <addr>`; the rest of its output is drained, its
+/// errors shown (a failed stream's reason).
+async fn listening(mut process: tokio::process::Child) -> Result<Child, String> {
+    let pid = process.id().ok_or("the child exited at once")?;
+    let stdout = process.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr: SocketAddr = loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if let Some(a) = line.strip_prefix("LISTENING ") {
+                    break a.parse().map_err(|e| format!("address {a}: {e}"))?;
+                }
+            }
+            _ => return Err("the child exited before listening".into()),
+        }
+    };
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("ERROR") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    Ok(Child { process, pid, addr })
 }
 
 async fn scalar(db: &DatabaseConnection, sql: &str) -> Result<i64, String> {
@@ -314,7 +390,10 @@ pub async fn run(options: Options) -> Result<(), String> {
         None
     };
     if options.wants("streaming") {
-        warm_up(&stack).await?;
+        warm_up(&stack, stack.addr).await?;
+        if let Some(floor) = &stack.floor {
+            warm_up(&stack, floor.addr).await?;
+        }
     }
     for k in 0..options.repeat {
         if options.repeat > 1 {
@@ -324,8 +403,12 @@ pub async fn run(options: Options) -> Result<(), String> {
         let mut ran = Vec::new();
         if options.wants("streaming") {
             for &n in &options.streams {
-                ran.push(streaming(&stack, &options, n, &run).await?);
+                ran.push(streaming(&stack, &options, n, &run, Target::Server).await?);
                 print_row(ran.last().expect("a row"));
+                if stack.floor.is_some() {
+                    ran.push(streaming(&stack, &options, n, &run, Target::Floor).await?);
+                    print_row(ran.last().expect("a row"));
+                }
             }
         }
         if options.wants("conversation") {
@@ -413,6 +496,10 @@ pub async fn run(options: Options) -> Result<(), String> {
     let mut server = stack.server;
     server.start_kill().ok();
     server.wait().await.ok();
+    if let Some(mut floor) = stack.floor {
+        floor.process.start_kill().ok();
+        floor.process.wait().await.ok();
+    }
     Ok(())
 }
 
@@ -503,12 +590,12 @@ fn f(v: f64) -> Value {
 
 /// A few short streams first, so that one-time work (the tokenizer's tables, the first
 /// database and upstream connections) is not counted as per-stream latency.
-async fn warm_up(stack: &Stack) -> Result<(), String> {
-    let users = sign_up_many(&stack.http, "warmup", 4).await?;
+async fn warm_up(stack: &Stack, addr: SocketAddr) -> Result<(), String> {
+    let users = sign_up_many(&stack.http, &format!("warmup{}-", addr.port()), 4).await?;
     let results = futures_util::future::join_all((0..16).map(|i| {
         let token = users[i % users.len()].0.clone();
         async move {
-            let mut ws = Ws::connect(stack.addr, &token).await?;
+            let mut ws = Ws::connect(addr, &token).await?;
             let r = ws
                 .stream(json!({ "prompt": format!("warm up {i} @@tokens=5 @@pace_ms=1") }))
                 .await?;
@@ -530,12 +617,17 @@ async fn streaming(
     options: &Options,
     n: usize,
     run_id: &str,
+    target: Target,
 ) -> Result<Row, String> {
+    let (addr, pid, run_id) = match (target, &stack.floor) {
+        (Target::Floor, Some(floor)) => (floor.addr, floor.pid, format!("{run_id}floor")),
+        _ => (stack.addr, stack.pid, run_id.to_owned()),
+    };
     let users = sign_up_many(&stack.http, &format!("stream{n}-{run_id}-"), n.min(100)).await?;
     let sockets: Vec<Result<Ws, String>> = stream::iter(0..n)
         .map(|i| {
             let token = users[i % users.len()].0.clone();
-            async move { Ws::connect(stack.addr, &token).await }
+            async move { Ws::connect(addr, &token).await }
         })
         .buffer_unordered(64)
         .collect()
@@ -546,10 +638,10 @@ async fn streaming(
     // (A line to attach a profiler at: `perf record -p <server pid>` from here on.)
     println!("measuring streaming {n}");
     let db0 = db_activity(&stack.db).await?;
-    let split = CpuSplit::start(stack.pid);
-    let cpu0 = cpu_time(stack.pid);
+    let split = CpuSplit::start(pid);
+    let cpu0 = cpu_time(pid);
     let harness_cpu0 = cpu_time(std::process::id());
-    let sampler = RssSampler::start(stack.pid);
+    let sampler = RssSampler::start(pid);
     let t0 = Instant::now();
     // Each stream is a task of its own, as each client is its own browser: the harness's
     // reads, JSON and clocks spread over its runtime's threads instead of queueing behind one
@@ -578,7 +670,7 @@ async fn streaming(
         results.push(task.await.map_err(|e| format!("a stream's task: {e}"))?);
     }
     let wall = t0.elapsed();
-    let cpu = cpu_time(stack.pid).saturating_sub(cpu0);
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
     let harness_cpu = cpu_time(std::process::id()).saturating_sub(harness_cpu0);
     let (_, _, other_cpu) = split.finish();
     let db1 = db_activity(&stack.db).await?;
@@ -668,23 +760,45 @@ async fn streaming(
             }
         }
     }
-    if let (Some(rows), Some(path)) = (trace_rows, &options.relay_trace) {
+    if let (Some(rows), Some(path), Target::Server) = (trace_rows, &options.relay_trace, target) {
         let mut text = format!("# streaming {n}: sent_us relay_us stream\n");
         text.extend(rows.iter().map(|(t, d, i)| format!("{t} {d} {i}\n")));
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     failed_if(&problems, &format!("of {n} streams were wrong or lost"))?;
+    if target == Target::Floor {
+        // The floor's one row per stream.
+        let rows = scalar(
+            &stack.db,
+            &format!(
+                "SELECT count(*) FROM {} WHERE prompt LIKE '{tag} stream %'",
+                crate::floor::TABLE
+            ),
+        )
+        .await?;
+        if rows != n as i64 {
+            return Err(format!("{n} streams on the floor server but {rows} rows"));
+        }
+    }
     // Exactly one final log and one linked usage row per stream.
-    let logs = scalar(
+    let logs = if target == Target::Floor {
+        n as i64
+    } else {
+        scalar(
         &stack.db,
         &format!("SELECT count(*) FROM prompt_logs WHERE prompt LIKE '{tag} stream %' AND completion IS NOT NULL AND status = 'ok'"),
     )
-    .await?;
-    let usage = scalar(
+    .await?
+    };
+    let usage = if target == Target::Floor {
+        n as i64
+    } else {
+        scalar(
         &stack.db,
         &format!("SELECT count(*) FROM prompt_logs l JOIN prompt_log_usage p ON p.log_id = l.id JOIN token_usage u ON u.id = p.usage_id WHERE l.prompt LIKE '{tag} stream %' AND u.completion_tokens = {tokens}"),
     )
-    .await?;
+    .await?
+    };
     if logs != n as i64 || usage != n as i64 {
         return Err(format!(
             "{n} streams but {logs} final logs and {usage} usage rows"
@@ -692,7 +806,10 @@ async fn streaming(
     }
     let relayed = (n * tokens) as f64;
     Ok(Row {
-        scenario: format!("streaming {n}"),
+        scenario: match target {
+            Target::Server => format!("streaming {n}"),
+            Target::Floor => format!("floor streaming {n}"),
+        },
         figures: vec![
             ("streams_ok".into(), json!(n)),
             ("ramp_ms".into(), json!(options.ramp.as_millis() as u64)),
@@ -703,6 +820,12 @@ async fn streaming(
             (
                 "added_ttft_p99_ms".into(),
                 f(added_ttft.percentile_ms(99.0)),
+            ),
+            // How soon the first of a burst's calls go out (the pipeline's depth before any
+            // call reaches the upstream).
+            (
+                "to_upstream_p10_ms".into(),
+                f(to_upstream.percentile_ms(10.0)),
             ),
             (
                 "to_upstream_p50_ms".into(),
