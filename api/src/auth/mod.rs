@@ -69,37 +69,51 @@ pub struct Auth {
     /// Session ids ended here (sign-out), for the WebSocket connections that use them.
     revoked: tokio::sync::broadcast::Sender<String>,
     trusted_proxy_hops: usize,
-    /// Sessions re-checked for the calls that arrive together (see [`Auth::live_session`]).
+    /// Sessions looked up for the requests that arrive together (see [`Auth::live_session`]).
     live: Grouped<String, AppResult<Option<session::ActiveSession>>>,
+    /// The same for the calls a WebSocket starts, with their callers' limit overrides
+    /// (see [`Auth::live_session_for_call`]).
+    live_for_calls: Grouped<String, AppResult<Option<session::ActiveSession>>>,
 }
 
 /// The most session tokens one query resolves, and how many such queries run at once.
 const MAX_LIVE_GROUP: usize = 64;
 const LIVE_SLOTS: usize = 2;
 
+/// Grouped session lookups ([`session::resolve_many`]) on `db`, each group in a task of its
+/// own; `for_calls` as there.
+fn live_sessions(
+    db: &Db,
+    for_calls: bool,
+) -> Grouped<String, AppResult<Option<session::ActiveSession>>> {
+    let db = db.clone();
+    Grouped::start(LIVE_SLOTS, MAX_LIVE_GROUP, move |tokens: Vec<String>| {
+        let db = db.clone();
+        async move {
+            match session::resolve_many(&db, &tokens, for_calls).await {
+                Ok(resolved) => resolved.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    tracing::error!(error = ?e, "looking up sessions failed");
+                    tokens
+                        .iter()
+                        .map(|_| Err(AppError::internal("looking up the session failed")))
+                        .collect()
+                }
+            }
+        }
+    })
+    // A lookup abandoned halfway leaves nothing half-done (see `lone_items_inline`).
+    .lone_items_inline()
+}
+
 impl Auth {
     /// From within the runtime (grouped session lookups run on `db` in tasks of their own).
     pub fn new(cfg: &AuthConfig, db: &Db) -> Self {
-        let db = db.clone();
-        let live = Grouped::start(LIVE_SLOTS, MAX_LIVE_GROUP, move |tokens: Vec<String>| {
-            let db = db.clone();
-            async move {
-                match session::resolve_many(&db, &tokens).await {
-                    Ok(resolved) => resolved.into_iter().map(Ok).collect(),
-                    Err(e) => {
-                        tracing::error!(error = ?e, "looking up sessions failed");
-                        tokens
-                            .iter()
-                            .map(|_| Err(AppError::internal("looking up the session failed")))
-                            .collect()
-                    }
-                }
-            }
-        })
-        // A lookup abandoned halfway leaves nothing half-done (see `lone_items_inline`).
-        .lone_items_inline();
+        let live = live_sessions(db, false);
+        let live_for_calls = live_sessions(db, true);
         Self {
             live,
+            live_for_calls,
             cookies: SessionCookies::new(cfg.secret.expose(), cfg.secure_cookies()),
             hasher: Hasher::for_this_machine(cfg.hash_queue),
             limiter: AuthRateLimiter::new(cfg.rate_limit_max, cfg.rate_limit_window),
@@ -115,6 +129,16 @@ impl Auth {
     /// starts), so a burst of requests or calls does not queue a statement each on the pool.
     pub async fn live_session(&self, token: &str) -> AppResult<Option<session::ActiveSession>> {
         self.live.answer(token.to_owned()).await
+    }
+
+    /// [`Auth::live_session`] for a call about to start: the session comes with its user's
+    /// profile and limit overrides, which the call is then decided against (one statement for
+    /// both, grouped with the other calls' that arrive meanwhile).
+    pub async fn live_session_for_call(
+        &self,
+        token: &str,
+    ) -> AppResult<Option<session::ActiveSession>> {
+        self.live_for_calls.answer(token.to_owned()).await
     }
 
     /// End a session and tell this process's open sockets of it at once (other processes'

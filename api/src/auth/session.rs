@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use entity::{session, usage_monthly, user, user_profiles};
+use entity::{session, usage_monthly, user, user_limits, user_profiles};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sea_orm::query::{SelectA, SelectB, SelectC};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic,
-    JoinType, QueryFilter, QuerySelect, QueryTrait, Set,
+    JoinType, QueryFilter, QuerySelect, QueryTrait, RelationDef, Set,
 };
 
 use crate::error::AppResult;
@@ -77,6 +77,16 @@ pub struct ActiveSession {
     /// user has no profile yet). As of the lookup: only for what runs right after it, never
     /// past a write (see `crate::graphql::ViewerProfile`).
     pub profile: Option<Metered>,
+    /// The operator's overrides of the user's call limits (`user_limits`), when the lookup was
+    /// for a call: read in the same statement, as of the lookup.
+    pub limits: Option<LimitOverrides>,
+}
+
+/// A user's `user_limits` columns: `None` is the server's default, `Some(0)` unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    pub max_concurrent_calls: Option<i32>,
+    pub calls_per_minute: Option<i32>,
 }
 
 /// Resolve tokens, in one query (and a write for each session that expired or is due to slide,
@@ -84,9 +94,12 @@ pub struct ActiveSession {
 /// is deleted); a session last refreshed more than [`SESSION_UPDATE_AGE`] ago slides forward.
 /// The same statement reads each user's profile with its tokens this month (two more index
 /// lookups per session), which saves a request that shows the viewer's meter a statement.
+/// `for_calls` adds the user's limit overrides (one more): a call started over a WebSocket,
+/// which checks its session first, then needs no read of its own for its caller.
 pub async fn resolve_many(
     db: &impl ConnectionTrait,
     tokens: &[String],
+    for_calls: bool,
 ) -> AppResult<Vec<Option<ActiveSession>>> {
     let month = crate::time::month_key(crate::time::now_micros());
     let month_tokens =
@@ -94,13 +107,25 @@ pub async fn resolve_many(
             usage_monthly::Entity,
             usage_monthly::Column::CompletionTokens,
         )));
-    let query = session::Entity::find()
+    let mut query = session::Entity::find()
         .filter(session::Column::Token.is_in(tokens.iter().cloned()))
         .find_also_related(user::Entity)
         .find_also(user::Entity, user_profiles::Entity)
         .join(JoinType::LeftJoin, rollup::of_month(&month))
-        .expr_as(month_tokens, MONTH_TOKENS)
-        .build(db.get_database_backend());
+        .expr_as(month_tokens, MONTH_TOKENS);
+    if for_calls {
+        query = query
+            .join(JoinType::LeftJoin, limits_of_user())
+            .expr_as(
+                Expr::col((user_limits::Entity, user_limits::Column::MaxConcurrentCalls)),
+                LIMIT_CONCURRENT,
+            )
+            .expr_as(
+                Expr::col((user_limits::Entity, user_limits::Column::CallsPerMinute)),
+                LIMIT_PER_MINUTE,
+            );
+    }
+    let query = query.build(db.get_database_backend());
     let mut found = HashMap::new();
     for row in db.query_all_raw(query).await? {
         // SeaORM's prefixes for the first, second and third entity of a select.
@@ -114,7 +139,15 @@ pub async fn resolve_many(
                 Ok(Metered::read(p, tokens.unwrap_or(0)))
             })
             .transpose()?;
-        found.insert(session.token.clone(), (session, user, profile));
+        let limits = if for_calls {
+            Some(LimitOverrides {
+                max_concurrent_calls: row.try_get("", LIMIT_CONCURRENT)?,
+                calls_per_minute: row.try_get("", LIMIT_PER_MINUTE)?,
+            })
+        } else {
+            None
+        };
+        found.insert(session.token.clone(), (session, user, profile, limits));
     }
     // A token listed twice is resolved (and slid) once.
     let mut settled: HashMap<&str, Option<ActiveSession>> = HashMap::new();
@@ -132,14 +165,30 @@ pub async fn resolve_many(
     Ok(resolved)
 }
 
-/// The alias of the month's tokens in [`resolve_many`]'s statement.
+/// The aliases of the month's tokens and the limit overrides in [`resolve_many`]'s statement.
 const MONTH_TOKENS: &str = "month_tokens";
+const LIMIT_CONCURRENT: &str = "limit_max_concurrent_calls";
+const LIMIT_PER_MINUTE: &str = "limit_calls_per_minute";
+
+/// `user_limits` joined to the session's user (the generated entities relate them only from
+/// `user_limits`' side).
+fn limits_of_user() -> RelationDef {
+    user::Entity::belongs_to(user_limits::Entity)
+        .from(user::Column::Id)
+        .to(user_limits::Column::UserId)
+        .into()
+}
 
 /// A found session: `None` if it expired (deleting it), else live, its expiry slid forward if
 /// it is due (Better Auth: once `expiresAt - expiresIn + updateAge` has passed).
 async fn settle(
     db: &impl ConnectionTrait,
-    (session, user, profile): (session::Model, user::Model, Option<Metered>),
+    (session, user, profile, limits): (
+        session::Model,
+        user::Model,
+        Option<Metered>,
+        Option<LimitOverrides>,
+    ),
 ) -> AppResult<Option<ActiveSession>> {
     let now = now_millis_naive();
     if session.expires_at <= now {
@@ -161,6 +210,7 @@ async fn settle(
         user,
         refreshed,
         profile,
+        limits,
     }))
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::session::LimitOverrides;
 use crate::config::{CallsConfig, ProfileDefaults, UpstreamConfig};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -95,6 +96,13 @@ pub(crate) type Finalisations = Grouped<store::Finish, AppResult<prompt_logs::Mo
 
 /// What a call is decided against: its caller's profile (default model, budget) and limits.
 type Caller = (user_profiles::Model, CallLimits);
+
+/// A caller's profile and limit overrides, as a session check read them just before the call
+/// (`auth::session::resolve_many`): the call then needs no read of its own for them.
+pub struct KnownCaller {
+    pub profile: user_profiles::Model,
+    pub limits: LimitOverrides,
+}
 
 /// The most calls one group reads or admits: its statements stay well under the databases'
 /// limits on bound parameters (prompt_logs has 11 columns), and a group's locks stay few.
@@ -164,15 +172,30 @@ impl Calls {
         })
     }
 
+    /// The server's call limits, before a user's overrides.
+    fn default_limits(&self) -> CallLimits {
+        CallLimits {
+            max_concurrent: self.config.max_concurrent_calls,
+            per_minute: self.config.calls_per_minute,
+        }
+    }
+
     /// The price table (models this server routes to).
     pub fn prices(&self) -> &crate::metering::prices::PriceTable {
         &self.config.prices
     }
 
     /// Validate, admit and start a call for `user_id`. Refusals (bad input, unknown model, budget)
-    /// happen before anything is written or sent upstream; each is counted by reason.
-    pub async fn start(&self, user_id: &str, req: CallRequest, streaming: bool) -> AppResult<Call> {
-        let started = self.start_call(user_id, req, streaming).await;
+    /// happen before anything is written or sent upstream; each is counted by reason. `known`
+    /// is the caller's profile and limits if they were just read (else they are read here).
+    pub async fn start(
+        &self,
+        user_id: &str,
+        known: Option<KnownCaller>,
+        req: CallRequest,
+        streaming: bool,
+    ) -> AppResult<Call> {
+        let started = self.start_call(user_id, known, req, streaming).await;
         if let Err(e) = &started {
             let reason = match e {
                 AppError::BudgetExceeded { .. } => Some("budget"),
@@ -191,6 +214,7 @@ impl Calls {
     async fn start_call(
         &self,
         user_id: &str,
+        known: Option<KnownCaller>,
         req: CallRequest,
         streaming: bool,
     ) -> AppResult<Call> {
@@ -206,11 +230,17 @@ impl Calls {
             Some(id) => Some(Uuid::parse_str(id).map_err(|_| AppError::NotFound)?),
             None => None,
         };
-        // The caller's profile and limits (read with the calls arriving meanwhile), then the
-        // conversation: one read after the other, since at once a burst of calls would hold
-        // twice the connections while it queues for the pool (measured: the 500-stream burst's
-        // TTFT p99 doubled).
-        let (profile, limits) = self.callers.answer(user_id.to_owned()).await?;
+        // The caller's profile and limits (as just read with the session, or read with the
+        // calls arriving meanwhile), then the conversation: one read after the other, since at
+        // once a burst of calls would hold twice the connections while it queues for the pool
+        // (measured: the 500-stream burst's TTFT p99 doubled).
+        let (profile, limits) = match known {
+            Some(known) => (
+                known.profile,
+                self.default_limits().overridden(known.limits),
+            ),
+            None => self.callers.answer(user_id.to_owned()).await?,
+        };
         let conversation = match conversation_id {
             Some(id) => Some(conversations::for_turn(&self.db, user_id, id, CONTEXT_PAGE).await?),
             None => None,

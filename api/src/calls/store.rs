@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
+use crate::auth::session::LimitOverrides;
 use crate::db::Db;
 use crate::error::{AppError, AppResult, CallLimitKind};
 use crate::metering::{budget, rollup};
@@ -314,6 +315,17 @@ impl CallLimits {
     fn unlimited(&self) -> bool {
         self.max_concurrent == 0 && self.per_minute == 0
     }
+
+    /// These defaults under a user's overrides (`user_limits`: `None` keeps the default, a
+    /// negative value, which the operator's API never writes, counts as unlimited).
+    pub fn overridden(self, overrides: LimitOverrides) -> CallLimits {
+        let pick =
+            |v: Option<i32>, default: u32| v.map_or(default, |n| u32::try_from(n).unwrap_or(0));
+        CallLimits {
+            max_concurrent: pick(overrides.max_concurrent_calls, self.max_concurrent),
+            per_minute: pick(overrides.calls_per_minute, self.per_minute),
+        }
+    }
 }
 
 /// Each user's limits: the operator's overrides (`user_limits`) over the server's defaults,
@@ -327,17 +339,14 @@ pub async fn limits_for(
         .filter(user_limits::Column::UserId.is_in(user_ids.iter().cloned()))
         .all(db)
         .await?;
-    let pick = |v: Option<i32>, default: u32| v.map_or(default, |n| u32::try_from(n).unwrap_or(0));
     let mut limits: HashMap<String, CallLimits> =
         user_ids.iter().map(|u| (u.clone(), defaults)).collect();
     for row in rows {
-        limits.insert(
-            row.user_id,
-            CallLimits {
-                max_concurrent: pick(row.max_concurrent_calls, defaults.max_concurrent),
-                per_minute: pick(row.calls_per_minute, defaults.per_minute),
-            },
-        );
+        let overrides = LimitOverrides {
+            max_concurrent_calls: row.max_concurrent_calls,
+            calls_per_minute: row.calls_per_minute,
+        };
+        limits.insert(row.user_id, defaults.overridden(overrides));
     }
     Ok(limits)
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::history::PromptLog;
 use super::scalars::Int64;
 use crate::auth::{SignedIn, Viewer};
-use crate::calls::{CallEvent, CallRequest, error_of};
+use crate::calls::{CallEvent, CallRequest, KnownCaller, error_of};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -84,14 +84,28 @@ pub struct CompletionEvent {
 
 /// The caller's user id. Over a WebSocket the session is checked again: the connection
 /// authenticated once, and its session may have ended since (signed out, expired, revoked).
-async fn live_user_id(ctx: &Context<'_>) -> async_graphql::Result<String> {
+/// That check reads the caller's profile and limit overrides too, which the call then uses.
+async fn live_caller(ctx: &Context<'_>) -> async_graphql::Result<(String, Option<KnownCaller>)> {
     let state = ctx.data::<AppState>()?;
     let viewer = ctx.data::<Viewer>()?;
     if ctx.data_opt::<super::OverWebSocket>().is_none() {
-        return Ok(viewer.user.id.clone());
+        return Ok((viewer.user.id.clone(), None));
     }
-    match state.auth.live_session(&viewer.session.token).await? {
-        Some(active) => Ok(active.user.id),
+    match state
+        .auth
+        .live_session_for_call(&viewer.session.token)
+        .await?
+    {
+        Some(active) => {
+            let known = active
+                .profile
+                .zip(active.limits)
+                .map(|(metered, limits)| KnownCaller {
+                    profile: metered.profile,
+                    limits,
+                });
+            Ok((active.user.id, known))
+        }
         None => Err(AppError::Unauthenticated.extend()),
     }
 }
@@ -148,8 +162,11 @@ impl CompletionMutation {
         input: CompletionInput,
     ) -> async_graphql::Result<PromptLog> {
         let state = ctx.data::<AppState>()?;
-        let user_id = live_user_id(ctx).await?;
-        let mut call = state.calls.start(&user_id, input.into(), false).await?;
+        let (user_id, known) = live_caller(ctx).await?;
+        let mut call = state
+            .calls
+            .start(&user_id, known, input.into(), false)
+            .await?;
         while let Some(event) = call.events.recv().await {
             if let CallEvent::Finished(log) = event {
                 if log.status == DbCallStatus::Error {
@@ -185,8 +202,11 @@ impl Subscription {
         input: CompletionInput,
     ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<CompletionEvent>>> {
         let state = ctx.data::<AppState>()?;
-        let user_id = live_user_id(ctx).await?;
-        let call = state.calls.start(&user_id, input.into(), true).await?;
+        let (user_id, known) = live_caller(ctx).await?;
+        let call = state
+            .calls
+            .start(&user_id, known, input.into(), true)
+            .await?;
         let log_id = ID(call.log_id.to_string());
         let events = match ctx.data_opt::<DeltaLane>() {
             Some(lane) => match lane.hand_over(call.events) {

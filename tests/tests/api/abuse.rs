@@ -313,3 +313,69 @@ async fn nothing_about_the_upstream_leaks_and_no_date_panics() {
     assert_eq!(me["data"]["me"]["email"], "ada@example.com");
     app.shutdown().await;
 }
+
+/// A call over a WebSocket takes its caller's profile and limits from the session check that
+/// precedes it (one statement): they must be as fresh as a read of their own, on a socket opened
+/// before they changed.
+#[tokio::test]
+async fn a_socket_s_calls_see_profile_and_limit_changes_made_after_it_opened() {
+    let app = spawn_app_with_env(&[("USER_CALLS_PER_MINUTE", "5")]).await;
+    let user = app.sign_up("ada@example.com").await;
+    let mut ws = GqlWs::connect(&app, Some(&user.token)).await;
+    const STREAM: &str =
+        "subscription($i: CompletionInput!) { completionStream(input: $i) { done log { model } } }";
+    ws.subscribe("1", STREAM, json!({ "i": { "prompt": "hi @@tokens=2" } }))
+        .await;
+    let (payloads, error) = ws.collect("1").await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        payloads.last().unwrap()["data"]["completionStream"]["log"]["model"],
+        "gpt-4o-mini",
+        "{payloads:?}"
+    );
+    // The default model changes over the same socket, then the next call uses it.
+    ws.subscribe(
+        "2",
+        "mutation { updateProfile(input: { defaultModel: \"gpt-4.1-nano\" }) { defaultModel } }",
+        json!({}),
+    )
+    .await;
+    let (payloads, _) = ws.collect("2").await;
+    assert_eq!(
+        payloads[0]["data"]["updateProfile"]["defaultModel"], "gpt-4.1-nano",
+        "{payloads:?}"
+    );
+    ws.subscribe("3", STREAM, json!({ "i": { "prompt": "hi @@tokens=2" } }))
+        .await;
+    let (payloads, _) = ws.collect("3").await;
+    assert_eq!(
+        payloads.last().unwrap()["data"]["completionStream"]["log"]["model"],
+        "gpt-4.1-nano",
+        "{payloads:?}"
+    );
+    // The operator lowers this user's limit to the 2 calls already made: the next is refused.
+    let config = api::config::Config::from_vars(tests::base_vars(&app.database)).unwrap();
+    api::service::admin::set_limits(&config, &user.email, None, Some(2))
+        .await
+        .unwrap();
+    ws.subscribe("4", STREAM, json!({ "i": { "prompt": "hi @@tokens=2" } }))
+        .await;
+    let (payloads, error) = ws.collect("4").await;
+    let refusal = error
+        .map(|e| e["payload"][0].clone())
+        .or_else(|| payloads.last().map(|p| p["errors"][0].clone()))
+        .unwrap_or_default();
+    assert_eq!(
+        refusal["extensions"]["code"], "RATE_LIMITED",
+        "{payloads:?}"
+    );
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 calls per minute"),
+        "{refusal}"
+    );
+    assert_eq!(app.upstream.stats.requests.load(Ordering::SeqCst), 2);
+    app.shutdown().await;
+}

@@ -506,29 +506,48 @@ async fn sign_in_and_sign_up_are_rate_limited_per_ip_and_per_email() {
 
 /// The grouped session check (a WebSocket's calls re-check their session together): one
 /// answer per token in order, an unknown token `None`, a repeated one answered as the first.
+/// For calls, each comes with its user's limit overrides (none without a `user_limits` row).
 #[tokio::test]
 async fn sessions_resolved_together_answer_each_token_in_order() {
+    use api::auth::session::LimitOverrides;
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.com").await;
     let bob = app.sign_up("bob@example.com").await;
+    let config = api::config::Config::from_vars(tests::base_vars(&app.database)).unwrap();
+    api::service::admin::set_limits(&config, &bob.email, Some(3), None)
+        .await
+        .unwrap();
     let tokens: Vec<String> = [&ada.token, "not-a-session", &bob.token, &ada.token]
         .iter()
         .map(|t| (*t).to_owned())
         .collect();
-    let resolved = api::auth::session::resolve_many(&app.db, &tokens)
-        .await
-        .expect("resolve");
-    let users: Vec<Option<&str>> = resolved
-        .iter()
-        .map(|r| r.as_ref().map(|a| a.user.email.as_str()))
-        .collect();
-    assert_eq!(
-        users,
-        [
-            Some("ada@example.com"),
-            None,
-            Some("bob@example.com"),
-            Some("ada@example.com")
-        ]
-    );
+    for for_calls in [false, true] {
+        let resolved = api::auth::session::resolve_many(&app.db, &tokens, for_calls)
+            .await
+            .expect("resolve");
+        let users: Vec<Option<(&str, Option<LimitOverrides>)>> = resolved
+            .iter()
+            .map(|r| r.as_ref().map(|a| (a.user.email.as_str(), a.limits)))
+            .collect();
+        let (none, bob_s) = if for_calls {
+            (
+                Some(LimitOverrides::default()),
+                Some(LimitOverrides {
+                    max_concurrent_calls: Some(3),
+                    calls_per_minute: None,
+                }),
+            )
+        } else {
+            (None, None)
+        };
+        assert_eq!(
+            users,
+            [
+                Some(("ada@example.com", none)),
+                None,
+                Some(("bob@example.com", bob_s)),
+                Some(("ada@example.com", none))
+            ]
+        );
+    }
 }
