@@ -125,8 +125,9 @@ impl Auth {
     }
 
     /// A session token's live session ([`session::resolve_many`]), in one query with the other
-    /// lookups that arrive meanwhile (each request's, and a WebSocket's before each call it
-    /// starts), so a burst of requests or calls does not queue a statement each on the pool.
+    /// requests' lookups that arrive meanwhile, so a burst of requests does not queue a
+    /// statement each on the pool. (A WebSocket's check before each call it starts is
+    /// [`Auth::live_session_for_call`].)
     pub async fn live_session(&self, token: &str) -> AppResult<Option<session::ActiveSession>> {
         self.live.answer(token.to_owned()).await
     }

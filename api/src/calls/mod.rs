@@ -97,6 +97,14 @@ pub(crate) type Finalisations = Grouped<store::Finish, AppResult<prompt_logs::Mo
 /// What a call is decided against: its caller's profile (default model, budget) and limits.
 type Caller = (user_profiles::Model, CallLimits);
 
+/// The server's call limits, before a user's overrides.
+fn default_limits(config: &CallsConfig) -> CallLimits {
+    CallLimits {
+        max_concurrent: config.max_concurrent_calls,
+        per_minute: config.calls_per_minute,
+    }
+}
+
 /// A caller's profile and limit overrides, as a session check read them just before the call
 /// (`auth::session::resolve_many`): the call then needs no read of its own for them.
 pub struct KnownCaller {
@@ -126,10 +134,7 @@ impl Calls {
         // reqwest uses rustls without a built-in crypto provider: ring is the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = LlmClient::new(&upstream_config, &upstream.base_url)?;
-        let limits = CallLimits {
-            max_concurrent: config.max_concurrent_calls,
-            per_minute: config.calls_per_minute,
-        };
+        let limits = default_limits(&config);
         let callers = Grouped::start(GROUP_SLOTS, MAX_GROUP, {
             let db = db.clone();
             move |users: Vec<String>| {
@@ -170,14 +175,6 @@ impl Calls {
             turn_tokens: context::TurnTokens::default(),
             metrics,
         })
-    }
-
-    /// The server's call limits, before a user's overrides.
-    fn default_limits(&self) -> CallLimits {
-        CallLimits {
-            max_concurrent: self.config.max_concurrent_calls,
-            per_minute: self.config.calls_per_minute,
-        }
     }
 
     /// The price table (models this server routes to).
@@ -237,7 +234,7 @@ impl Calls {
         let (profile, limits) = match known {
             Some(known) => (
                 known.profile,
-                self.default_limits().overridden(known.limits),
+                default_limits(&self.config).overridden(known.limits),
             ),
             None => self.callers.answer(user_id.to_owned()).await?,
         };
