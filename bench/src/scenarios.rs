@@ -165,7 +165,7 @@ struct Stack {
     http: Http,
     upstream: Arc<upstream::Stats>,
     db: DatabaseConnection,
-    /// `bench floor`, with `--floor on`.
+    /// `bench floor`, with `--floor plain` or `--floor grouped`.
     floor: Option<Child>,
 }
 
