@@ -619,9 +619,12 @@ async fn streaming(
     run_id: &str,
     target: Target,
 ) -> Result<Row, String> {
-    let (addr, pid, run_id) = match (target, &stack.floor) {
-        (Target::Floor, Some(floor)) => (floor.addr, floor.pid, format!("{run_id}floor")),
-        _ => (stack.addr, stack.pid, run_id.to_owned()),
+    let (addr, pid, run_id) = match target {
+        Target::Server => (stack.addr, stack.pid, run_id.to_owned()),
+        Target::Floor => {
+            let floor = stack.floor.as_ref().ok_or("no floor server was started")?;
+            (floor.addr, floor.pid, format!("{run_id}floor"))
+        }
     };
     let users = sign_up_many(&stack.http, &format!("stream{n}-{run_id}-"), n.min(100)).await?;
     let sockets: Vec<Result<Ws, String>> = stream::iter(0..n)
@@ -766,43 +769,39 @@ async fn streaming(
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     failed_if(&problems, &format!("of {n} streams were wrong or lost"))?;
-    if target == Target::Floor {
+    match target {
         // The floor's one row per stream.
-        let rows = scalar(
-            &stack.db,
-            &format!(
-                "SELECT count(*) FROM {} WHERE prompt LIKE '{tag} stream %'",
-                crate::floor::TABLE
-            ),
-        )
-        .await?;
-        if rows != n as i64 {
-            return Err(format!("{n} streams on the floor server but {rows} rows"));
+        Target::Floor => {
+            let rows = scalar(
+                &stack.db,
+                &format!(
+                    "SELECT count(*) FROM {} WHERE prompt LIKE '{tag} stream %'",
+                    crate::floor::TABLE
+                ),
+            )
+            .await?;
+            if rows != n as i64 {
+                return Err(format!("{n} streams on the floor server but {rows} rows"));
+            }
         }
-    }
-    // Exactly one final log and one linked usage row per stream.
-    let logs = if target == Target::Floor {
-        n as i64
-    } else {
-        scalar(
-        &stack.db,
-        &format!("SELECT count(*) FROM prompt_logs WHERE prompt LIKE '{tag} stream %' AND completion IS NOT NULL AND status = 'ok'"),
-    )
-    .await?
-    };
-    let usage = if target == Target::Floor {
-        n as i64
-    } else {
-        scalar(
-        &stack.db,
-        &format!("SELECT count(*) FROM prompt_logs l JOIN prompt_log_usage p ON p.log_id = l.id JOIN token_usage u ON u.id = p.usage_id WHERE l.prompt LIKE '{tag} stream %' AND u.completion_tokens = {tokens}"),
-    )
-    .await?
-    };
-    if logs != n as i64 || usage != n as i64 {
-        return Err(format!(
-            "{n} streams but {logs} final logs and {usage} usage rows"
-        ));
+        // Exactly one final log and one linked usage row per stream.
+        Target::Server => {
+            let logs = scalar(
+                &stack.db,
+                &format!("SELECT count(*) FROM prompt_logs WHERE prompt LIKE '{tag} stream %' AND completion IS NOT NULL AND status = 'ok'"),
+            )
+            .await?;
+            let usage = scalar(
+                &stack.db,
+                &format!("SELECT count(*) FROM prompt_logs l JOIN prompt_log_usage p ON p.log_id = l.id JOIN token_usage u ON u.id = p.usage_id WHERE l.prompt LIKE '{tag} stream %' AND u.completion_tokens = {tokens}"),
+            )
+            .await?;
+            if logs != n as i64 || usage != n as i64 {
+                return Err(format!(
+                    "{n} streams but {logs} final logs and {usage} usage rows"
+                ));
+            }
+        }
     }
     let relayed = (n * tokens) as f64;
     Ok(Row {
