@@ -35,6 +35,8 @@ pub struct Options {
     users: usize,
     rows_per_user: usize,
     heavy_rows: usize,
+    /// Bytes of random text added to each bulk log's prompt and to its completion.
+    text_bytes: usize,
     idle: usize,
     duration: Duration,
     checkpoint_ms: u64,
@@ -55,7 +57,7 @@ impl Options {
     pub const USAGE: &'static str =
         "usage: bench [--scenarios streaming,conversation,history,usage,signin,idle] [--streams 100,500,1000]
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
-             [--heavy-rows 200000] [--idle 10000] [--seconds 10] [--checkpoint-ms 1000]
+             [--heavy-rows 200000] [--text-bytes 0] [--idle 10000] [--seconds 10] [--checkpoint-ms 1000]
              [--metrics on|off] [--repeat 3] [--out bench-results/latest.json]
              [--relay-trace FILE] [--floor off|plain|grouped]
        --ramp-ms 0 subscribes all streams at once (a burst); --repeat runs each scenario that
@@ -63,7 +65,9 @@ impl Options {
        per relayed token, microseconds from the streams' start to its send, its relay delay
        and its stream; --floor follows each streaming run with the same run against
        `bench floor` (one insert and the upstream hop per stream: the machine's floor; its
-       inserts one statement each, or grouped as the server groups its admissions)";
+       inserts one statement each, or grouped as the server groups its admissions);
+       --text-bytes makes the history's prompts and completions that much longer (random hex:
+       chat logs run to kilobytes, and a feed that does not show them should not pay for them)";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -75,6 +79,7 @@ impl Options {
             users: 1000,
             rows_per_user: 2000,
             heavy_rows: 200_000,
+            text_bytes: 0,
             idle: 10000,
             checkpoint_ms: 1000,
             metrics: true,
@@ -106,6 +111,7 @@ impl Options {
                 "--users" => o.users = n()?,
                 "--rows-per-user" => o.rows_per_user = n()?,
                 "--heavy-rows" => o.heavy_rows = n()?,
+                "--text-bytes" => o.text_bytes = n()?,
                 "--idle" => o.idle = n()?,
                 "--checkpoint-ms" => o.checkpoint_ms = n()? as u64,
                 "--metrics" => o.metrics = on_off(flag, value)?,
@@ -467,6 +473,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         "started_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
         "repeat": options.repeat,
+        "text_bytes": options.text_bytes,
         "summary": summary.iter().map(|(scenario, figures)| {
             let mut o = serde_json::Map::new();
             o.insert("scenario".into(), json!(scenario));
@@ -1365,13 +1372,24 @@ async fn seed(stack: &Stack, options: &Options) -> Result<Seeded, String> {
         "INSERT INTO user_profiles (user_id) SELECT id FROM \"user\" WHERE id LIKE 'bulk-%'".into(),
     )
     .await?;
-    // Spread over the current month, newest now; every user's rows interleave in time.
+    // Spread over the current month, newest now; every user's rows interleave in time. With
+    // --text-bytes, each text ends in the same random hex (one string per statement: a random
+    // text does not compress, whether or not it repeats across rows).
+    let text = |what: &str| match options.text_bytes {
+        0 => format!("'{what} ' || g"),
+        n => format!(
+            "'{what} ' || g || ' ' || (SELECT left(string_agg(md5(random()::text), ''), {n}) FROM generate_series(1, {}))",
+            n.div_ceil(32)
+        ),
+    };
     exec(format!(
         "INSERT INTO prompt_logs (user_id, model, prompt, completion, prompt_tokens, completion_tokens, latency_ms, status, metadata, created_at)
-         SELECT u.id, 'gpt-4o-mini', 'bulk prompt ' || g, 'bulk completion ' || g, 12, 40, 250, 'ok', '{{}}'::jsonb,
+         SELECT u.id, 'gpt-4o-mini', {}, {}, 12, 40, 250, 'ok', '{{}}'::jsonb,
                 now() - (g * interval '1 second') - (random() * interval '1 second')
          FROM \"user\" u CROSS JOIN generate_series(1, {}) g
          WHERE u.email LIKE 'bulk%' OR u.email LIKE 'hist%'",
+        text("bulk prompt"),
+        text("bulk completion"),
         options.rows_per_user
     ))
     .await?;
@@ -1404,10 +1422,11 @@ async fn seed(stack: &Stack, options: &Options) -> Result<Seeded, String> {
     exec("VACUUM ANALYZE".into()).await?;
     let total = scalar(db, "SELECT count(*) FROM prompt_logs").await?;
     println!(
-        "seeded {total} prompt logs ({} users x {} + {} for the heavy user) in {:.0} s",
+        "seeded {total} prompt logs ({} users x {} + {} for the heavy user; {} bytes of text added to each bulk prompt and completion) in {:.0} s",
         options.users,
         options.rows_per_user,
         options.heavy_rows,
+        options.text_bytes,
         t.elapsed().as_secs_f64()
     );
     Ok(Seeded {

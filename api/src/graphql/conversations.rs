@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use entity::conversations;
 use uuid::Uuid;
 
-use super::cursor;
+use super::cursor::{self, Cursor, Cursors};
 use super::history::{DEFAULT_PAGE, PromptLog, connection, window};
 use super::loaders::LastTurnLoader;
 use crate::auth::{SignedIn, Viewer};
@@ -85,7 +85,7 @@ impl Conversation {
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
-    ) -> async_graphql::Result<Connection<String, PromptLog>> {
+    ) -> async_graphql::Result<Connection<Cursor, PromptLog>> {
         let state = ctx.data::<AppState>()?;
         let secret = state.config.auth.secret.expose().as_bytes();
         let (user_id, id) = (self.0.user_id.as_str(), self.0.id);
@@ -93,9 +93,10 @@ impl Conversation {
             cursor::decode_turn(secret, user_id, id, c)
         })?;
         let page = service::turns_page(&state.db, &self.0, window).await?;
+        let cursors = Cursors::turns(secret, user_id, id);
         Ok(connection(
             page,
-            |(seq, _)| cursor::encode_turn(secret, user_id, id, *seq),
+            |(seq, _)| cursors.turn(*seq),
             |(_, log)| PromptLog(log),
         ))
     }
@@ -157,7 +158,7 @@ impl ConversationQuery {
             desc = "List archived conversations instead (null is false)."
         )]
         archived: Option<bool>,
-    ) -> async_graphql::Result<Connection<String, Conversation>> {
+    ) -> async_graphql::Result<Connection<Cursor, Conversation>> {
         let state = ctx.data::<AppState>()?;
         let viewer = ctx.data::<Viewer>()?;
         let secret = state.config.auth.secret.expose().as_bytes();
@@ -166,9 +167,10 @@ impl ConversationQuery {
             cursor::decode_conversation(secret, user_id, c)
         })?;
         let page = service::page(&state.db, user_id, archived.unwrap_or(false), window).await?;
+        let cursors = Cursors::conversations(secret, user_id);
         Ok(connection(
             page,
-            |c| cursor::encode_conversation(secret, user_id, c.into()),
+            |c| cursors.conversation(c.into()),
             Conversation,
         ))
     }

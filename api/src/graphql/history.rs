@@ -8,12 +8,12 @@ use entity::prompt_logs;
 use sea_orm::EntityTrait;
 
 use super::account::User;
-use super::cursor;
+use super::cursor::{self, Cursor, Cursors};
 use super::loaders::{CostLoader, LogConversationLoader, UserLoader};
 use super::scalars::Int64;
 use crate::auth::{SignedIn, Viewer};
 use crate::error::AppError;
-use crate::service::history::{self, Filter, Page, Window};
+use crate::service::history::{self, Filter, Page, Texts, Window};
 use crate::state::AppState;
 
 /// Largest page `first`/`last` may ask for.
@@ -148,9 +148,9 @@ fn page_size(name: &str, n: i32) -> Result<u64, AppError> {
 /// A page as a Relay connection: each item with its cursor.
 pub fn connection<T, N: async_graphql::OutputType>(
     page: Page<T>,
-    cursor: impl Fn(&T) -> String,
+    cursor: impl Fn(&T) -> Cursor,
     node: impl Fn(T) -> N,
-) -> Connection<String, N> {
+) -> Connection<Cursor, N> {
     let mut connection = Connection::new(page.has_previous_page, page.has_next_page);
     connection.edges.extend(
         page.items
@@ -196,6 +196,23 @@ pub fn window<P>(
     }
 }
 
+/// The texts a page of logs shows, from the query under the connection (its `nodes` and its
+/// `edges { node }`, through fragments, whatever their aliases). A field under `@skip` or
+/// `@include` counts as shown: the look-ahead may only ever read more than is shown.
+fn texts_shown(ctx: &Context<'_>) -> Texts {
+    let connection = ctx.look_ahead();
+    let nodes = [
+        connection.field("nodes"),
+        connection.field("edges").field("node"),
+    ];
+    let shown = |name: &str| nodes.iter().any(|n| n.field(name).exists());
+    Texts {
+        prompt: shown("prompt"),
+        completion: shown("completion"),
+        metadata: shown("metadata"),
+    }
+}
+
 #[derive(Default)]
 pub struct HistoryQuery;
 
@@ -216,7 +233,7 @@ impl HistoryQuery {
         last: Option<i32>,
         before: Option<String>,
         filter: Option<HistoryFilter>,
-    ) -> async_graphql::Result<Connection<String, PromptLog>> {
+    ) -> async_graphql::Result<Connection<Cursor, PromptLog>> {
         let state = ctx.data::<AppState>()?;
         let viewer = ctx.data::<Viewer>()?;
         let secret = state.config.auth.secret.expose().as_bytes();
@@ -229,12 +246,9 @@ impl HistoryQuery {
             model: filter.model,
             status: filter.status.map(Into::into),
         };
-        let page = history::page(&state.db, user_id, &filter, window).await?;
-        Ok(connection(
-            page,
-            |log| cursor::encode(secret, user_id, log.into()),
-            PromptLog,
-        ))
+        let page = history::page(&state.db, user_id, &filter, window, texts_shown(ctx)).await?;
+        let cursors = Cursors::history(secret, user_id);
+        Ok(connection(page, |log| cursors.log(log.into()), PromptLog))
     }
 
     /// One of the caller's logs; null when it does not exist or is someone else's.

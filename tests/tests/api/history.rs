@@ -353,6 +353,7 @@ async fn a_deep_page_reads_one_row_to_know_what_lies_beyond() {
             first: 3000,
             after: None,
         },
+        history::Texts::ALL,
     )
     .await
     .unwrap()
@@ -453,4 +454,132 @@ async fn a_deep_page_reads_one_row_to_know_what_lies_beyond() {
             }
         }
     }
+}
+
+/// A page reads a log's prompt, completion and metadata only when the query shows them: left
+/// out, they come back as stand-ins (which keep a log in flight or final as it is), and the
+/// feed shows every text it is asked for, through aliases, fragments and either of `nodes` and
+/// `edges { node }`.
+#[tokio::test]
+async fn a_page_reads_the_texts_the_query_shows_and_only_those() {
+    use api::service::history::{self, Filter, Texts, Window};
+
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let base = Utc.with_ymd_and_hms(2026, 11, 2, 12, 0, 0).unwrap();
+    let log =
+        |prompt: &str, completion: Option<&str>, metadata: Value, at| prompt_logs::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user.id.clone()),
+            model: Set("gpt-4o".into()),
+            prompt: Set(prompt.into()),
+            completion: Set(completion.map(Into::into)),
+            prompt_tokens: Set(3),
+            completion_tokens: Set(if completion.is_some() { 2 } else { 0 }),
+            latency_ms: Set(completion.map(|_| 1)),
+            status: Set(CallStatus::Ok),
+            metadata: Set(Some(metadata)),
+            created_at: Set(at),
+        };
+    let done = log(
+        "the prompt",
+        Some("the completion"),
+        json!({ "finish_reason": "stop" }),
+        base,
+    )
+    .insert(&app.db)
+    .await
+    .unwrap();
+    let running = log(
+        "still running",
+        None,
+        json!({ "stream": true }),
+        base + Duration::seconds(1),
+    )
+    .insert(&app.db)
+    .await
+    .unwrap();
+
+    // The service, without the texts: stand-ins, with the in-flight log still in flight.
+    let window = Window::Forward {
+        first: 10,
+        after: None,
+    };
+    let none = Texts {
+        prompt: false,
+        completion: false,
+        metadata: false,
+    };
+    let bare = history::page(&app.db, &user.id, &Filter::default(), window, none)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(bare.len(), 2);
+    assert_eq!((bare[0].id, bare[1].id), (running.id, done.id));
+    assert!(bare[0].in_flight() && !bare[1].in_flight());
+    assert_eq!((bare[0].prompt.as_str(), bare[1].prompt.as_str()), ("", ""));
+    assert_eq!(bare[1].completion.as_deref(), Some(""));
+    assert!(bare[0].metadata.is_none() && bare[1].metadata.is_none());
+    assert_eq!(
+        (bare[1].model.as_str(), bare[1].prompt_tokens),
+        ("gpt-4o", 3)
+    );
+    // With them all: the rows as stored.
+    let full = history::page(&app.db, &user.id, &Filter::default(), window, Texts::ALL)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(full, [running.clone(), done.clone()]);
+
+    // Over GraphQL, a page that shows no text still tells in flight from final.
+    let q = "{ history { nodes { id inFlight status latencyMs } } }";
+    let body = app.gql(Some(&user.token), q, json!({})).await;
+    assert_eq!(
+        body["data"]["history"]["nodes"],
+        json!([
+            { "id": running.id.to_string(), "inFlight": true, "status": "OK", "latencyMs": null },
+            { "id": done.id.to_string(), "inFlight": false, "status": "OK", "latencyMs": 1 },
+        ]),
+        "{body}"
+    );
+    // Each text shown, however it is asked for.
+    let expected = json!([
+        { "p": "still running", "completion": null, "metadata": { "stream": true } },
+        { "p": "the prompt", "completion": "the completion", "metadata": { "finish_reason": "stop" } },
+    ]);
+    for q in [
+        "{ history { edges { node { ...Texts } } } } fragment Texts on PromptLog { p: prompt completion metadata }",
+        "{ history { nodes { ... on PromptLog { p: prompt } completion metadata } } }",
+    ] {
+        let body = app.gql(Some(&user.token), q, json!({})).await;
+        let h = &body["data"]["history"];
+        let nodes = if h["nodes"].is_array() {
+            h["nodes"].clone()
+        } else {
+            Value::Array(
+                h["edges"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{body}"))
+                    .iter()
+                    .map(|e| e["node"].clone())
+                    .collect(),
+            )
+        };
+        assert_eq!(nodes, expected, "{q}: {body}");
+    }
+    // One text under `nodes` and the others under `edges { node }`: all three are read.
+    let q = "{ history { nodes { prompt } edges { node { completion metadata } } } }";
+    let body = app.gql(Some(&user.token), q, json!({})).await;
+    let h = &body["data"]["history"];
+    assert_eq!(h["nodes"][1]["prompt"], "the prompt", "{body}");
+    assert_eq!(
+        h["edges"][1]["node"]["completion"], "the completion",
+        "{body}"
+    );
+    assert_eq!(
+        h["edges"][0]["node"]["metadata"],
+        json!({ "stream": true }),
+        "{body}"
+    );
+    app.shutdown().await;
 }
