@@ -4,7 +4,7 @@
 //! which pick the access path for `DATABASE_POOL_MODE`:
 //!
 //! * `direct` (SQLite, or PostgreSQL without a transaction-mode pooler): SeaORM over sqlx,
-//!   prepared statements cached per connection.
+//!   prepared statements cached per connection (with their LIMIT in the text: [`limit`]).
 //! * `transaction` (PgBouncer in transaction mode, Neon's `-pooler`): the simple query protocol
 //!   with typed literals ([`inline`]), no statement cache, nothing that outlives a transaction.
 //!   Transactions are ordinary `BEGIN`/`COMMIT`, which a transaction-mode pooler keeps on one
@@ -14,6 +14,7 @@
 
 mod connect;
 pub mod inline;
+pub mod limit;
 
 pub use connect::{
     DIRECT_APPLICATION_NAME, POOL_APPLICATION_NAME, connect, connect_direct, migrate,
@@ -317,7 +318,7 @@ impl ConnectionTrait for Db {
         self.count();
         traced("query_one_raw", async move {
             match &self.path {
-                Path::Orm(c) => c.query_one_raw(stmt).await,
+                Path::Orm(c) => c.query_one_raw(limit::written(stmt)).await,
                 Path::Simple(pool) => simple_one(pool, inline::render(&stmt)?).await,
             }
         })
@@ -328,7 +329,7 @@ impl ConnectionTrait for Db {
         self.count();
         traced("query_all_raw", async move {
             match &self.path {
-                Path::Orm(c) => c.query_all_raw(stmt).await,
+                Path::Orm(c) => c.query_all_raw(limit::written(stmt)).await,
                 Path::Simple(pool) => simple_all(pool, inline::render(&stmt)?).await,
             }
         })
@@ -374,7 +375,7 @@ impl ConnectionTrait for Tx {
         self.count();
         traced("query_one_raw", async move {
             match &self.path {
-                TxPath::Orm(t) => t.query_one_raw(stmt).await,
+                TxPath::Orm(t) => t.query_one_raw(limit::written(stmt)).await,
                 TxPath::Simple(t) => {
                     let sql = inline::render(&stmt)?;
                     simple_one(&mut **t.lock().await, sql).await
@@ -388,7 +389,7 @@ impl ConnectionTrait for Tx {
         self.count();
         traced("query_all_raw", async move {
             match &self.path {
-                TxPath::Orm(t) => t.query_all_raw(stmt).await,
+                TxPath::Orm(t) => t.query_all_raw(limit::written(stmt)).await,
                 TxPath::Simple(t) => {
                     let sql = inline::render(&stmt)?;
                     simple_all(&mut **t.lock().await, sql).await

@@ -583,3 +583,69 @@ async fn a_page_reads_the_texts_the_query_shows_and_only_those() {
     );
     app.shutdown().await;
 }
+
+/// On PostgreSQL the history page is planned five times per connection and then reused: its
+/// LIMIT is in the statement's text (`api::db::limit`). Bound as a parameter, whether PostgreSQL
+/// kept a plan hung on its estimates, and on the bench's data it never did: page 1 was planned
+/// on every request, a third of PostgreSQL's CPU.
+#[tokio::test]
+async fn a_page_s_statement_keeps_its_plan() {
+    use api::service::history::{self, Filter, Texts, Window};
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+
+    let app = spawn_app().await;
+    let user = app.sign_up("ada@example.com").await;
+    let base = Utc.with_ymd_and_hms(2026, 11, 2, 12, 0, 0).unwrap();
+    for i in 0..30 {
+        log_at(
+            &app,
+            &user.id,
+            base + Duration::seconds(i),
+            "gpt-4o",
+            CallStatus::Ok,
+        )
+        .await;
+    }
+    // One connection, so that the statements it prepared can be read back on it.
+    let mut options = ConnectOptions::new(app.database.direct_url().to_owned());
+    options.max_connections(1).min_connections(1);
+    let db = api::db::Db::orm(Database::connect(options).await.unwrap());
+    let window = Window::Forward {
+        first: 20,
+        after: None,
+    };
+    for _ in 0..8 {
+        let page = history::page(&db, &user.id, &Filter::default(), window, Texts::ALL)
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 20);
+        assert!(page.has_next_page);
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let plans: Vec<(String, i64, i64)> = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE statement LIKE 'SELECT %FROM \"prompt_logs\"%ORDER BY%' \
+                 AND statement NOT LIKE '%pg_prepared_statements%'",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("", "statement").unwrap(),
+                    r.try_get("", "generic_plans").unwrap(),
+                    r.try_get("", "custom_plans").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        let (statement, generic, custom) = &plans[0];
+        // Five plans for the values, then the one kept: three runs of it.
+        assert_eq!((*generic, *custom), (3, 5), "{statement}");
+        assert!(statement.ends_with("LIMIT 21"), "{statement}");
+    }
+    db.close().await;
+    app.shutdown().await;
+}
