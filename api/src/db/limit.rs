@@ -10,7 +10,8 @@
 //!
 //! Only an integer SeaORM was given is written, never user text, and only where it is the
 //! statement's last parameter and its last clause (`… LIMIT $n`); anything else is left as it
-//! is. The pooled path (`inline`) writes every value into the text already; SQLite plans each
+//! is. A feed's page sizes are capped (`MAX_PAGE`), so one feed's statement has at most a
+//! hundred texts, each prepared once per connection. The pooled path (`inline`) writes every value into the text already; SQLite plans each
 //! statement once when it is prepared.
 
 use std::fmt::Write;

@@ -25,8 +25,8 @@ const CONVERSATIONS: &str = "conversation-cursor:v1:";
 const TURNS: &str = "turn-cursor:v1:";
 
 /// The HMAC of one feed of one user's, keyed with the secret and fed the feed's name and the
-/// user: made once per page and cloned per cursor (`Signer::new`'s key schedule is most of a
-/// short message's MAC).
+/// user: made once per page and cloned per cursor, so a page pays the key's setup (two of the
+/// five SHA-256 blocks of a cursor's MAC) once.
 #[derive(Clone)]
 struct Signer(Hmac<Sha256>);
 
