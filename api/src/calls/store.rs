@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::auth::session::LimitOverrides;
 use crate::db::Db;
 use crate::error::{AppError, AppResult, CallLimitKind};
+use crate::grouped::padded;
 use crate::metering::{budget, rollup};
 use crate::metrics::{FinishedCall, Metrics};
 use crate::time::{month_key, now_micros};
@@ -336,7 +337,7 @@ pub async fn limits_for(
     defaults: CallLimits,
 ) -> AppResult<HashMap<String, CallLimits>> {
     let rows = user_limits::Entity::find()
-        .filter(user_limits::Column::UserId.is_in(user_ids.iter().cloned()))
+        .filter(user_limits::Column::UserId.is_in(padded(user_ids.iter().cloned())))
         .all(db)
         .await?;
     let mut limits: HashMap<String, CallLimits> =
@@ -370,7 +371,7 @@ async fn in_flight(
         .column_as(R::LogId.count(), "calls")
         // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
         .column_as(R::Tokens.sum().cast_as("BIGINT"), "total")
-        .filter(R::UserId.is_in(user_ids.iter().copied()))
+        .filter(R::UserId.is_in(padded(user_ids.iter().copied())))
         .group_by(R::UserId)
         .into_model::<InFlightSum>()
         .all(db)
@@ -396,7 +397,7 @@ async fn recent_calls(
         .select_only()
         .column(prompt_logs::Column::UserId)
         .column(prompt_logs::Column::CreatedAt)
-        .filter(prompt_logs::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(prompt_logs::Column::UserId.is_in(padded(user_ids.iter().copied())))
         .filter(prompt_logs::Column::CreatedAt.gt(now - RATE_WINDOW))
         .order_by_desc(prompt_logs::Column::CreatedAt)
         .into_tuple()
@@ -630,11 +631,11 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
     .exec_without_returning(&txn)
     .await?;
     call_reservations::Entity::delete_many()
-        .filter(call_reservations::Column::LogId.is_in(ids.iter().copied()))
+        .filter(call_reservations::Column::LogId.is_in(padded(ids.iter().copied())))
         .exec(&txn)
         .await?;
     let mut stored: HashMap<Uuid, prompt_logs::Model> = prompt_logs::Entity::find()
-        .filter(C::Id.is_in(ids.iter().copied()))
+        .filter(C::Id.is_in(padded(ids.iter().copied())))
         .all(&txn)
         .await?
         .into_iter()
@@ -707,7 +708,7 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
             call_reservations::Column::HeartbeatAt,
             Expr::value(now_micros()),
         )
-        .filter(call_reservations::Column::LogId.is_in(log_ids.iter().copied()))
+        .filter(call_reservations::Column::LogId.is_in(padded(log_ids.iter().copied())))
         .exec(db)
         .await?;
     Ok(())

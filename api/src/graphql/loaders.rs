@@ -28,7 +28,7 @@ impl Loader<String> for UserLoader {
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let users = user::Entity::find()
-            .filter(user::Column::Id.is_in(keys.iter().cloned()))
+            .filter(user::Column::Id.is_in(crate::grouped::padded(keys.iter().cloned())))
             .all(&self.0)
             .await
             .map_err(internal)?;
@@ -61,7 +61,9 @@ impl Loader<Uuid> for CostLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let rows = prompt_log_usage::Entity::find()
-            .filter(prompt_log_usage::Column::LogId.is_in(keys.iter().copied()))
+            .filter(
+                prompt_log_usage::Column::LogId.is_in(crate::grouped::padded(keys.iter().copied())),
+            )
             .find_also_related(token_usage::Entity)
             .all(&self.0)
             .await
@@ -102,7 +104,7 @@ impl Loader<Uuid> for LastTurnLoader {
                 JoinType::InnerJoin,
                 conversation_turns::Relation::Conversations.def(),
             )
-            .filter(T::ConversationId.is_in(keys.iter().copied()))
+            .filter(T::ConversationId.is_in(crate::grouped::padded(keys.iter().copied())))
             .filter(
                 Expr::col((conversation_turns::Entity, T::Seq)).eq(Expr::col((
                     conversations::Entity,
@@ -128,7 +130,10 @@ impl Loader<Uuid> for LogConversationLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let rows = conversation_turns::Entity::find()
-            .filter(conversation_turns::Column::LogId.is_in(keys.iter().copied()))
+            .filter(
+                conversation_turns::Column::LogId
+                    .is_in(crate::grouped::padded(keys.iter().copied())),
+            )
             .find_also_related(conversations::Entity)
             .all(&self.0)
             .await

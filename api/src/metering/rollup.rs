@@ -39,7 +39,9 @@ pub async fn lock_months(
     .exec_without_returning(db)
     .await?;
     let rows = usage_monthly::Entity::find()
-        .filter(usage_monthly::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(
+            usage_monthly::Column::UserId.is_in(crate::grouped::padded(user_ids.iter().copied())),
+        )
         .filter(usage_monthly::Column::Month.eq(month))
         .all(db)
         .await?;
@@ -60,7 +62,9 @@ pub async fn tokens_this_month(
     user_ids: &[String],
 ) -> AppResult<HashMap<String, i64>> {
     let rows = usage_monthly::Entity::find()
-        .filter(usage_monthly::Column::UserId.is_in(user_ids.iter().cloned()))
+        .filter(
+            usage_monthly::Column::UserId.is_in(crate::grouped::padded(user_ids.iter().cloned())),
+        )
         .filter(usage_monthly::Column::Month.eq(month_key(now_micros())))
         .all(db)
         .await?;

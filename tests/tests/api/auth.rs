@@ -551,3 +551,45 @@ async fn sessions_resolved_together_answer_each_token_in_order() {
         );
     }
 }
+
+/// Sessions resolved in groups of 1 to 9 tokens make five statement texts, not nine: the IN
+/// list is padded to a power of two (`api::grouped::padded`), and every repeated token still gets
+/// its own answer. On PostgreSQL the texts are counted where the connection prepared them.
+#[tokio::test]
+async fn grouped_lookups_of_any_size_share_a_few_statements() {
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+    let app = spawn_app().await;
+    let ada = app.sign_up("ada@example.com").await;
+    let mut options = ConnectOptions::new(app.database.direct_url().to_owned());
+    options.max_connections(1).min_connections(1);
+    let db = api::db::Db::orm(Database::connect(options).await.unwrap());
+    for n in 1..=9 {
+        let mut tokens = vec![ada.token.clone(); n];
+        tokens[n - 1] = format!("not-a-session-{n}");
+        let resolved = api::auth::session::resolve_many(&db, &tokens, false)
+            .await
+            .expect("resolve");
+        assert_eq!(resolved.len(), n);
+        assert!(
+            resolved[..n - 1]
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|a| a.user.id == ada.id))
+        );
+        assert!(resolved[n - 1].is_none());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let texts = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT statement FROM pg_prepared_statements \
+                 WHERE statement LIKE 'SELECT %FROM \"session\"%' \
+                 AND statement NOT LIKE '%pg_prepared_statements%'",
+            ))
+            .await
+            .unwrap();
+        // Lists of 1, 2, 4, 8 and 16 tokens.
+        assert_eq!(texts.len(), 5);
+    }
+    db.close().await;
+    app.shutdown().await;
+}
