@@ -134,11 +134,19 @@ impl<I: Send + 'static, T: Send + 'static> Grouped<I, AppResult<T>> {
 /// its own: prepared once per connection, planned for its values on its first five runs there,
 /// and one of the hundred that sqlx keeps per connection. Padded, the lists of groups of up to
 /// 64 have seven texts instead of 64. A repeated value changes nothing an `IN` selects, updates
-/// or deletes.
+/// or deletes. Past 1,024 values (a lease renewal of that many running calls) a list grows to a
+/// multiple of 1,024 instead, so padding never adds more than 1,023 bound values.
 pub fn padded<T: Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
+    const STEP: usize = 1024;
     let mut values: Vec<T> = values.into_iter().collect();
     if let Some(last) = values.last().cloned() {
-        values.resize(values.len().next_power_of_two(), last);
+        let n = values.len();
+        let to = if n <= STEP {
+            n.next_power_of_two()
+        } else {
+            n.next_multiple_of(STEP)
+        };
+        values.resize(to, last);
     }
     values
 }
@@ -264,5 +272,8 @@ mod tests {
         assert_eq!(super::padded(1..=5), [1, 2, 3, 4, 5, 5, 5, 5]);
         assert_eq!(super::padded(1..=64).len(), 64);
         assert_eq!(super::padded(1..=65).len(), 128);
+        assert_eq!(super::padded(1..=1024).len(), 1024);
+        assert_eq!(super::padded(1..=1025).len(), 2048);
+        assert_eq!(super::padded(1..=2049).len(), 3072);
     }
 }
