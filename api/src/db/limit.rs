@@ -26,10 +26,13 @@ pub fn written(mut stmt: Statement) -> Statement {
     let Some(values) = stmt.values.as_mut() else {
         return stmt;
     };
-    let placeholder = format!(" LIMIT ${}", values.0.len());
-    if !stmt.sql.ends_with(&placeholder) {
+    // Every statement on the direct path passes here: checked without allocating.
+    let head = stmt.sql.trim_end_matches(|c: char| c.is_ascii_digit());
+    let digits = &stmt.sql[head.len()..];
+    if !head.ends_with(" LIMIT $") || digits.parse::<usize>() != Ok(values.0.len()) {
         return stmt;
     }
+    let cut = head.len() - " LIMIT $".len();
     let limit = match values.0.last() {
         Some(Value::BigUnsigned(Some(n))) => *n,
         Some(Value::Unsigned(Some(n))) => u64::from(*n),
@@ -38,7 +41,7 @@ pub fn written(mut stmt: Statement) -> Statement {
         _ => return stmt,
     };
     values.0.pop();
-    stmt.sql.truncate(stmt.sql.len() - placeholder.len());
+    stmt.sql.truncate(cut);
     let _ = write!(stmt.sql, " LIMIT {limit}");
     stmt
 }
@@ -91,5 +94,12 @@ mod tests {
             [Value::from("x"), Value::from("y")],
         );
         assert_eq!(written(odd.clone()), odd);
+        // A trailing LIMIT whose placeholder is not the last parameter.
+        let other = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT $2 LIMIT $1",
+            [Value::BigUnsigned(Some(3)), Value::BigUnsigned(Some(4))],
+        );
+        assert_eq!(written(other.clone()), other);
     }
 }
