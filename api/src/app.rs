@@ -69,6 +69,7 @@ pub async fn serve_from_env(on_listening: impl FnOnce(SocketAddr)) -> std::proce
         );
     }
     let backend = config.database.backend();
+    let pool = config.database.max_connections;
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -76,7 +77,7 @@ pub async fn serve_from_env(on_listening: impl FnOnce(SocketAddr)) -> std::proce
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %app.local_addr(), ?backend, "listening");
+    tracing::info!(addr = %app.local_addr(), ?backend, pool, "listening");
     on_listening(app.local_addr());
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,

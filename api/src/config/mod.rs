@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use auth::AuthConfig;
 pub use calls::{CallsConfig, ProfileDefaults};
-pub use database::{Backend, DatabaseConfig, PoolMode};
+pub use database::{Backend, DatabaseConfig, PoolMode, default_pool};
 use env::Env;
 pub use env::Secret;
 pub use graphql::GraphqlConfig;
