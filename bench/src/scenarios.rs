@@ -173,6 +173,8 @@ struct Stack {
     db: DatabaseConnection,
     /// `bench floor`, with `--floor plain` or `--floor grouped`.
     floor: Option<Child>,
+    /// The server's request pool: its size, and whether `DATABASE_MAX_CONNECTIONS` gave it.
+    pool: (u32, bool),
 }
 
 /// A child process serving on `addr`.
@@ -294,6 +296,7 @@ async fn start(options: &Options) -> Result<Stack, String> {
         upstream,
         db,
         floor,
+        pool: request_pool(&database.url, database.pooled),
     })
 }
 
@@ -359,21 +362,42 @@ struct Row {
     figures: Vec<(String, Value)>,
 }
 
-/// `DATABASE_MAX_CONNECTIONS` as the server under test inherits it, if set.
-fn request_pool() -> Option<String> {
-    std::env::var("DATABASE_MAX_CONNECTIONS").ok()
+/// The request pool of the server under test: `DATABASE_MAX_CONNECTIONS` as it inherits it, if
+/// set, else the server's default for its database (`api::config::default_pool`); and whether
+/// it was set.
+fn request_pool(url: &str, pooled: bool) -> (u32, bool) {
+    match std::env::var("DATABASE_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+    {
+        Some(n) => (n, true),
+        None => {
+            let mode = if pooled {
+                api::config::PoolMode::Transaction
+            } else {
+                api::config::PoolMode::Direct
+            };
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (api::config::default_pool(url, mode, cores), false)
+        }
+    }
 }
 
 pub async fn run(options: Options) -> Result<(), String> {
     let started = Instant::now();
     let stack = start(&options).await?;
     println!(
-        "server pid {} on {}, PostgreSQL {}, {} CPUs, request pool of {}",
+        "server pid {} on {}, PostgreSQL {}, {} CPUs, request pool of {} {}",
         stack.pid,
         stack.addr,
         tests::postgres_admin_url(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        request_pool().as_deref().unwrap_or("the default size")
+        stack.pool.0,
+        if stack.pool.1 {
+            "(DATABASE_MAX_CONNECTIONS)"
+        } else {
+            "(the server's default for this database)"
+        }
     );
     let mut rows = Vec::new();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -467,9 +491,10 @@ pub async fn run(options: Options) -> Result<(), String> {
     let report = json!({
         "machine": machine(),
         "metrics": options.metrics,
-        // The server inherits the environment: DATABASE_MAX_CONNECTIONS sizes its request pool
-        // (null: the server's default).
-        "database_max_connections": request_pool(),
+        // The server's request pool: DATABASE_MAX_CONNECTIONS as it inherits it, else its
+        // default for this database (twice the cores for PostgreSQL on this machine).
+        "database_max_connections": stack.pool.0,
+        "database_max_connections_given": stack.pool.1,
         "started_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
         "repeat": options.repeat,
@@ -1437,19 +1462,60 @@ async fn seed(stack: &Stack, options: &Options) -> Result<Seeded, String> {
 
 const HISTORY: &str = "query($after: String) { history(first: 20, after: $after) { nodes { id model status createdAt user { id email profile { defaultModel tokensUsedThisMonth } } } pageInfo { hasNextPage endCursor } } }";
 
+/// What the history scenario checks of a page: 20 nodes, each with its user's profile's default
+/// model, and a next page. Read into these types, the rest of the response is skipped without being built.
+#[derive(serde::Deserialize)]
+struct HistoryData {
+    history: HistoryPage,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryPage {
+    nodes: Vec<HistoryNode>,
+    #[serde(rename = "pageInfo")]
+    page_info: PageInfo,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryNode {
+    user: NodeUser,
+}
+
+#[derive(serde::Deserialize)]
+struct NodeUser {
+    profile: NodeProfile,
+}
+
+#[derive(serde::Deserialize)]
+struct NodeProfile {
+    #[serde(rename = "defaultModel")]
+    default_model: String,
+}
+
+#[derive(serde::Deserialize)]
+struct PageInfo {
+    #[serde(rename = "hasNextPage")]
+    has_next_page: bool,
+}
+
 /// Scenario 2: 64 clients paging `history(first: 20)` with nested `user { profile }`: page 1
 /// of their own feed, then the heavy user's page 5,000 rows deep.
 async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<Row>, String> {
-    let check = |body: &Value| -> Result<(), String> {
-        let h = &body["data"]["history"];
-        let nodes = h["nodes"].as_array().map_or(0, Vec::len);
-        if nodes == 20
-            && h["pageInfo"]["hasNextPage"] == true
-            && h["nodes"][0]["user"]["profile"]["defaultModel"].is_string()
+    let check = |page: HistoryData| -> Result<(), String> {
+        let h = page.history;
+        if h.nodes.len() == 20
+            && h.page_info.has_next_page
+            && h.nodes
+                .iter()
+                .all(|n| !n.user.profile.default_model.is_empty())
         {
             Ok(())
         } else {
-            Err(format!("a history page with {nodes} nodes: {body}"))
+            Err(format!(
+                "a history page with {} nodes (next page: {}), or a node without its user's default model",
+                h.nodes.len(),
+                h.page_info.has_next_page
+            ))
         }
     };
     let clients = data.client_tokens.len();
@@ -1457,7 +1523,7 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
     let (http, tokens) = (stack.http.clone(), Arc::new(data.client_tokens.clone()));
     let (mut first, n1) = closed_loop(clients, options.duration, move |c| {
         let (http, token) = (http.clone(), tokens[c].clone());
-        async move { check(&http.gql(Some(&token), HISTORY, json!({})).await?) }
+        async move { check(http.gql_data(Some(&token), HISTORY, &json!({})).await?) }
     })
     .await?;
     let cpu1 = cpu.finish();
@@ -1486,7 +1552,7 @@ async fn history(stack: &Stack, options: &Options, data: &Seeded) -> Result<Vec<
     let variables = json!({ "after": after });
     let (mut deep, n2) = closed_loop(clients, options.duration, move |_| {
         let (http, heavy, variables) = (http.clone(), heavy.clone(), variables.clone());
-        async move { check(&http.gql(Some(&heavy), HISTORY, variables).await?) }
+        async move { check(http.gql_data(Some(&heavy), HISTORY, &variables).await?) }
     })
     .await?;
     let cpu2 = cpu.finish();
