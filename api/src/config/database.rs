@@ -1,6 +1,9 @@
 //! `DATABASE_*` and `RUN_MIGRATIONS`: where the data lives and how the pool behaves.
 
+use std::str::FromStr;
 use std::time::Duration;
+
+use sea_orm::sqlx::postgres::PgConnectOptions;
 
 use url::Url;
 
@@ -112,27 +115,17 @@ pub fn default_pool(url: &str, pool_mode: PoolMode, cores: usize) -> u32 {
     }
 }
 
-/// Whether a PostgreSQL URL names a server on this machine: a Unix socket (no host, or a host
-/// that is a path, in the authority or in a `host` parameter as libpq and sqlx take it),
-/// `localhost`, or a loopback address.
+/// Whether a PostgreSQL URL names a server on this machine: a Unix socket, `localhost` or a
+/// loopback address. The URL is read by sqlx, as the pool will read it: a host that is a path,
+/// `host`/`hostaddr` parameters, and for a URL without a host, `PGHOST` or sqlx's default (a
+/// local socket if one exists, else `localhost`).
 fn on_this_machine(url: &str) -> bool {
-    let Ok(u) = Url::parse(url) else {
+    let Ok(options) = PgConnectOptions::from_str(url) else {
         return false;
     };
-    let host = u
-        .query_pairs()
-        .find(|(k, _)| k == "host")
-        .map(|(_, v)| v.into_owned())
-        .or_else(|| {
-            u.host_str().map(|h| {
-                percent_encoding::percent_decode_str(h)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        })
-        .unwrap_or_default();
+    let host = options.get_host();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.is_empty()
+    options.get_socket().is_some()
         || host.starts_with('/')
         || host.eq_ignore_ascii_case("localhost")
         || host
@@ -238,10 +231,17 @@ mod tests {
             "postgres://u@127.0.0.1/db",
             "postgresql://u@127.0.2.1:6000/db",
             "postgres://u@[::1]:5432/db",
-            "postgres:///db",
             "postgres://u@%2Fvar%2Frun%2Fpostgresql/db",
             "postgres://u@db.example.com/db?host=/var/run/postgresql",
-        ] {
+            "postgres://u@db.example.com/db?hostaddr=127.0.0.1",
+        ]
+        .into_iter()
+        // Without a host, sqlx takes PGHOST, else a local socket or localhost.
+        .chain(
+            std::env::var_os("PGHOST")
+                .is_none()
+                .then_some("postgres:///db"),
+        ) {
             assert_eq!(default_pool(url, direct, 2), 4, "{url}");
             assert_eq!(default_pool(url, direct, 1), 2, "{url}");
             assert_eq!(default_pool(url, direct, 64), REMOTE_POOL, "{url}");
@@ -252,6 +252,7 @@ mod tests {
             "postgres://u@10.0.0.5/db",
             "postgres://u@localhost.example.com/db",
             "postgres://u@localhost/db?host=db.example.com",
+            "postgres://u@localhost/db?hostaddr=10.0.0.5",
             "not a url",
         ] {
             assert_eq!(default_pool(url, direct, 2), REMOTE_POOL, "{url}");
