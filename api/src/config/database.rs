@@ -25,6 +25,10 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     /// `DATABASE_IDLE_TIMEOUT_SECS` (default 20 s: a scaled-down replica does not hold pooler slots).
     pub idle_timeout: Duration,
+    /// `DATABASE_PING_AFTER_IDLE_MS` (default 500 ms): on the `direct` path, a pooled
+    /// connection idle at least this long is pinged before it is handed out; one used more
+    /// recently is not (0 pings before every statement).
+    pub ping_after_idle: Duration,
     /// `DATABASE_POOL_MODE`: what sits behind `DATABASE_URL` (see [`PoolMode`]).
     pub pool_mode: PoolMode,
     /// Apply pending migrations at start (`RUN_MIGRATIONS`, default true).
@@ -168,6 +172,12 @@ impl DatabaseConfig {
         );
         let connect_timeout = env.seconds("DATABASE_CONNECT_TIMEOUT_SECS", 10);
         let idle_timeout = env.seconds("DATABASE_IDLE_TIMEOUT_SECS", 20);
+        let ping_after_idle = Duration::from_millis(env.parse_where(
+            "DATABASE_PING_AFTER_IDLE_MS",
+            500,
+            |ms: &u64| *ms <= 3_600_000,
+            "a whole number of milliseconds from 0 to 3600000",
+        ));
         let pool_mode = match env.get("DATABASE_POOL_MODE").as_deref() {
             None | Some("auto") => PoolMode::detect(&url),
             Some("direct") => PoolMode::Direct,
@@ -202,6 +212,7 @@ impl DatabaseConfig {
             max_connections,
             connect_timeout,
             idle_timeout,
+            ping_after_idle,
             pool_mode,
             run_migrations,
         }
@@ -360,5 +371,22 @@ mod tests {
         let err =
             Config::from_vars(vars(&[("DATABASE_URL_DIRECT", "postgres://x/y")])).unwrap_err();
         assert!(err.0[0].starts_with("DATABASE_URL_DIRECT applies to PostgreSQL only"));
+    }
+
+    #[test]
+    fn the_ping_after_idle_may_be_zero_and_is_at_most_an_hour() {
+        let ping = |ms: &str| {
+            Config::from_vars(vars(&[("DATABASE_PING_AFTER_IDLE_MS", ms)]))
+                .map(|c| c.database.ping_after_idle)
+        };
+        assert_eq!(ping("0").unwrap(), Duration::ZERO);
+        assert_eq!(ping("3600000").unwrap(), Duration::from_secs(3600));
+        for bad in ["3600001", "-1", "0.5", "soon"] {
+            let err = ping(bad).unwrap_err();
+            assert!(
+                err.0[0].starts_with("DATABASE_PING_AFTER_IDLE_MS must be"),
+                "{bad}: {err:?}"
+            );
+        }
     }
 }

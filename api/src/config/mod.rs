@@ -149,6 +149,7 @@ mod tests {
         assert_eq!(c.database.direct_url(), &c.database.url);
         assert_eq!(c.database.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.database.idle_timeout, Duration::from_secs(20));
+        assert_eq!(c.database.ping_after_idle, Duration::from_millis(500));
         assert!(c.database.run_migrations);
         assert!(c.auth.secret_is_dev_default);
         assert_eq!(c.auth.base_url.as_str(), "http://localhost:4000/");

@@ -96,15 +96,30 @@ async fn pg_pool(
         // prompts): sqlx must not log them (it logs slow statements at WARN by default).
         options = options.disable_statement_logging();
     }
+    // sqlx's health check on acquire is a lone Sync: a round trip to the database before
+    // every statement (SeaORM takes a connection per statement), on top of the one sqlx
+    // makes when it takes the connection back. Behind a transaction-mode pooler it is skipped
+    // (the pooler checks its own server connections). On a direct connection it is made only
+    // for a connection idle for `DATABASE_PING_AFTER_IDLE_MS` (500 ms), long enough to have
+    // been cut meanwhile. One used more recently is trusted: were it cut in that half second,
+    // its statement fails as it would had the cut come just after a ping. HikariCP skips its
+    // own check for connections used in the last 500 ms (`aliveBypassWindowMs`).
     let mut pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
         .acquire_timeout(cfg.connect_timeout)
-        .idle_timeout(cfg.idle_timeout);
-    if cfg.pool_mode == PoolMode::Transaction {
-        // The health check on acquire is a lone Sync, one more exchange through the pooler
-        // for nothing: the pooler checks its own server connections.
-        pool = pool.test_before_acquire(false);
+        .idle_timeout(cfg.idle_timeout)
+        .test_before_acquire(false);
+    if cfg.pool_mode == PoolMode::Direct {
+        let ping_after_idle = cfg.ping_after_idle;
+        pool = pool.before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ping_after_idle {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        });
     }
     pool.connect_with(options)
         .await

@@ -560,3 +560,72 @@ async fn pooled_literals_cannot_be_misread_in_a_client_only_encoding() {
         "the value is stored exactly: {stored:?}"
     );
 }
+
+/// On the direct path a pooled connection is pinged before use only once it has been idle for
+/// `DATABASE_PING_AFTER_IDLE_MS`. With 0, a connection cut while idle is replaced before a
+/// request uses it. With an hour, a connection used a moment ago is trusted (one round trip
+/// less per statement): its cut fails the one request that finds it, and the next request
+/// gets a new connection.
+#[tokio::test]
+async fn a_pooled_connection_is_pinged_only_once_it_has_idled() {
+    if backend() != TestBackend::Postgres {
+        return;
+    }
+    for (ping_after_idle_ms, pinged) in [("0", true), ("3600000", false)] {
+        let app = tests::spawn_app_with(|vars| {
+            // The direct path, with or without the suite's PgBouncer.
+            if let Some(direct) = vars.remove("DATABASE_URL_DIRECT") {
+                vars.insert("DATABASE_URL".into(), direct);
+            }
+            vars.remove("DATABASE_POOL_MODE");
+            vars.insert("DATABASE_MAX_CONNECTIONS".into(), "1".into());
+            vars.insert(
+                "DATABASE_PING_AFTER_IDLE_MS".into(),
+                ping_after_idle_ms.into(),
+            );
+            // No lease sweep on the pool's one connection while the test cuts it.
+            vars.insert("CALL_LEASE_SECS".into(), "86400".into());
+        })
+        .await;
+        let user = app
+            .sign_up(&format!("ping-{ping_after_idle_ms}@example.com"))
+            .await;
+        let me = "{ me { id } }";
+        let body = app.gql(Some(&user.token), me, json!({})).await;
+        assert_eq!(body["data"]["me"]["id"], user.id.as_str(), "{body}");
+
+        // Cut the pool's one connection from the database's side, as a restart would.
+        let admin = app.direct().await;
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid))::int8 AS cut FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = '{}'",
+            api::db::POOL_APPLICATION_NAME
+        );
+        let cut: i64 = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                sql,
+            ))
+            .await
+            .expect("terminate the pool's connection")
+            .expect("a row")
+            .try_get("", "cut")
+            .expect("a count");
+        assert_eq!(cut, 1, "the pool of one holds one connection");
+
+        let body = app.gql(Some(&user.token), me, json!({})).await;
+        if pinged {
+            assert_eq!(body["data"]["me"]["id"], user.id.as_str(), "{body}");
+        } else {
+            assert_eq!(
+                tests::error_code(&body),
+                Some("INTERNAL_SERVER_ERROR"),
+                "{body}"
+            );
+            let body = app.gql(Some(&user.token), me, json!({})).await;
+            assert_eq!(body["data"]["me"]["id"], user.id.as_str(), "{body}");
+        }
+        admin.close().await.ok();
+        app.shutdown().await;
+    }
+}
