@@ -255,11 +255,19 @@ pub fn base_vars(database: &TestDatabase) -> HashMap<String, String> {
 /// A server whose request pool logs in as the role that owns the schema (on PostgreSQL,
 /// directly, not through PgBouncer): for tests of what the database refuses even its owner.
 pub async fn spawn_app_as_owner() -> TestApp {
+    spawn_app_as_owner_with(|_| {}).await
+}
+
+/// [`spawn_app_as_owner`], with `customize` applied to its environment afterwards.
+pub async fn spawn_app_as_owner_with(
+    customize: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
     spawn_app_with(|vars| {
         if let Some(direct) = vars.remove("DATABASE_URL_DIRECT") {
             vars.insert("DATABASE_URL".into(), direct);
             vars.remove("DATABASE_POOL_MODE");
         }
+        customize(vars);
     })
     .await
 }

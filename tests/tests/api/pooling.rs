@@ -572,12 +572,8 @@ async fn a_pooled_connection_is_pinged_only_once_it_has_idled() {
         return;
     }
     for (ping_after_idle_ms, pinged) in [("0", true), ("3600000", false)] {
-        let app = tests::spawn_app_with(|vars| {
-            // The direct path, with or without the suite's PgBouncer.
-            if let Some(direct) = vars.remove("DATABASE_URL_DIRECT") {
-                vars.insert("DATABASE_URL".into(), direct);
-            }
-            vars.remove("DATABASE_POOL_MODE");
+        // The direct path, with or without the suite's PgBouncer.
+        let app = tests::spawn_app_as_owner_with(|vars| {
             vars.insert("DATABASE_MAX_CONNECTIONS".into(), "1".into());
             vars.insert(
                 "DATABASE_PING_AFTER_IDLE_MS".into(),
