@@ -24,6 +24,7 @@ mod driver;
 mod leases;
 pub mod store;
 pub mod tracker;
+mod unnest;
 pub mod validate;
 
 use std::sync::Arc;

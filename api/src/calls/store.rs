@@ -9,8 +9,8 @@ use entity::{
 };
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QuerySelect, Set,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,12 +18,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::auth::session::LimitOverrides;
-use crate::db::Db;
+use crate::db::{Db, Tx};
 use crate::error::{AppError, AppResult, CallLimitKind};
 use crate::grouped::padded;
 use crate::metering::{budget, rollup};
 use crate::metrics::{FinishedCall, Metrics};
 use crate::time::{month_key, now_micros};
+
+use super::unnest;
 
 /// A call to admit.
 #[derive(Clone, Debug)]
@@ -197,12 +199,17 @@ async fn admit_together(
             .iter()
             .map(|&i| in_flight_log(&calls[i], created_at))
             .collect();
-        prompt_logs::Entity::insert_many(
-            logs.iter()
-                .map(|l| prompt_logs::ActiveModel::from(l.clone())),
-        )
-        .exec_without_returning(&txn)
-        .await?;
+        let postgres = txn.get_database_backend() == DbBackend::Postgres;
+        if postgres {
+            unnest::insert_logs(&txn, &logs).await?;
+        } else {
+            prompt_logs::Entity::insert_many(
+                logs.iter()
+                    .map(|l| prompt_logs::ActiveModel::from(l.clone())),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
         let turns: Vec<conversation_turns::ActiveModel> = admitted
             .iter()
             .filter_map(|&i| {
@@ -222,20 +229,33 @@ async fn admit_together(
                 .exec_without_returning(&txn)
                 .await?;
         }
-        call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
-            let call = &calls[i];
-            call_reservations::ActiveModel {
-                log_id: Set(call.id),
-                user_id: Set(call.user_id.clone()),
-                tokens: Set(std::cmp::max(call.reservation, 0)),
-                owner: Set(call.owner.clone()),
-                heartbeat_at: Set(created_at),
-                created_at: Set(created_at),
-                ..Default::default()
-            }
-        }))
-        .exec_without_returning(&txn)
-        .await?;
+        if postgres {
+            let rows: Vec<unnest::Reservation<'_>> = admitted
+                .iter()
+                .map(|&i| unnest::Reservation {
+                    log_id: calls[i].id,
+                    user_id: &calls[i].user_id,
+                    tokens: std::cmp::max(calls[i].reservation, 0),
+                    owner: &calls[i].owner,
+                })
+                .collect();
+            unnest::insert_reservations(&txn, &rows, created_at).await?;
+        } else {
+            call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
+                let call = &calls[i];
+                call_reservations::ActiveModel {
+                    log_id: Set(call.id),
+                    user_id: Set(call.user_id.clone()),
+                    tokens: Set(std::cmp::max(call.reservation, 0)),
+                    owner: Set(call.owner.clone()),
+                    heartbeat_at: Set(created_at),
+                    created_at: Set(created_at),
+                    ..Default::default()
+                }
+            }))
+            .exec_without_returning(&txn)
+            .await?;
+        }
         txn.commit().await?;
         for (&i, log) in admitted.iter().zip(logs) {
             results[i] = Some(Ok(log));
@@ -458,7 +478,7 @@ pub struct Outcome {
     pub cost_microcents: i64,
 }
 
-fn clamp_i32(n: i64) -> i32 {
+pub(super) fn clamp_i32(n: i64) -> i32 {
     i32::try_from(std::cmp::max(n, 0)).unwrap_or(i32::MAX)
 }
 
@@ -564,6 +584,36 @@ pub async fn finalise_many(
 /// The group's transaction: every log must still be in flight, or nothing is written (an
 /// error). The logs as stored, in the calls' order, once committed.
 async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_logs::Model>> {
+    let txn = db.begin().await?;
+    let done = if txn.get_database_backend() == DbBackend::Postgres {
+        let mut stored: HashMap<Uuid, prompt_logs::Model> = unnest::complete_logs(&txn, calls)
+            .await?
+            .into_iter()
+            .map(|log| (log.id, log))
+            .collect();
+        if stored.len() != calls.len() {
+            // One was final already: dropping the transaction writes nothing.
+            return Err(AppError::internal(
+                "a log of the group was finalised meanwhile",
+            ));
+        }
+        let usage_ids: Vec<Uuid> = calls.iter().map(|_| Uuid::now_v7()).collect();
+        unnest::meter(&txn, calls, &usage_ids, now_micros()).await?;
+        calls
+            .iter()
+            .map(|(log, _)| stored.remove(&log.id))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| AppError::internal("finalised log vanished"))?
+    } else {
+        finalise_with_cases(&txn, calls).await?
+    };
+    txn.commit().await?;
+    Ok(done)
+}
+
+/// [`finalise_together`]'s statements on SQLite: each column set by a `CASE` over the logs'
+/// ids, multi-row inserts, and the logs read back.
+async fn finalise_with_cases(txn: &Tx, calls: &[Finish]) -> AppResult<Vec<prompt_logs::Model>> {
     use prompt_logs::Column as C;
     use sea_orm::sea_query::{CaseStatement, SimpleExpr};
     let ids: Vec<Uuid> = calls.iter().map(|(log, _)| log.id).collect();
@@ -575,7 +625,6 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
         }
         case.finally(Expr::col(column)).into()
     };
-    let txn = db.begin().await?;
     let updated = prompt_logs::Entity::update_many()
         .col_expr(
             C::Completion,
@@ -604,7 +653,7 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
         )
         .filter(C::Id.is_in(ids.iter().copied()))
         .filter(C::Completion.is_null())
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if updated.rows_affected != calls.len() as u64 {
         // One was final already: dropping the transaction writes nothing.
@@ -620,7 +669,7 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
             .zip(&usage_ids)
             .map(|((log, outcome), id)| usage_row(log, outcome, *id, created_at)),
     )
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await?;
     prompt_log_usage::Entity::insert_many(calls.iter().zip(&usage_ids).map(|((log, _), id)| {
         prompt_log_usage::ActiveModel {
@@ -628,15 +677,15 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
             usage_id: Set(*id),
         }
     }))
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await?;
     call_reservations::Entity::delete_many()
         .filter(call_reservations::Column::LogId.is_in(padded(ids.iter().copied())))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     let mut stored: HashMap<Uuid, prompt_logs::Model> = prompt_logs::Entity::find()
         .filter(C::Id.is_in(padded(ids.iter().copied())))
-        .all(&txn)
+        .all(txn)
         .await?
         .into_iter()
         .map(|log| (log.id, log))
@@ -646,7 +695,6 @@ async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_lo
         .map(|id| stored.remove(id))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| AppError::internal("finalised log vanished"))?;
-    txn.commit().await?;
     Ok(done)
 }
 
@@ -690,7 +738,7 @@ fn finished_call<'a>(log: &'a prompt_logs::Model, outcome: &Outcome) -> Finished
 }
 
 /// A status as stored (and as the metrics label it).
-fn status_name(status: CallStatus) -> &'static str {
+pub(super) fn status_name(status: CallStatus) -> &'static str {
     match status {
         CallStatus::Ok => "ok",
         CallStatus::Error => "error",
@@ -726,7 +774,12 @@ pub async fn checkpoint(db: &Db, unsaved: &[(Uuid, usize, &str)]) -> AppResult<(
     if unsaved.is_empty() {
         return Ok(());
     }
-    db.execute(&checkpoint_update(unsaved)).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_raw(unnest::checkpoint_update(unsaved, now_micros()))
+            .await?;
+    } else {
+        db.execute(&checkpoint_update(unsaved)).await?;
+    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@
 
 use std::fmt::Write as _;
 
-use sea_orm::sea_query::{OptionEnum, Value};
+use sea_orm::sea_query::{ArrayType, OptionEnum, Value};
 use sea_orm::{DbErr, RuntimeErr, Statement};
 
 /// The SQL of `stmt` with every `$n` placeholder replaced by its value.
@@ -249,6 +249,24 @@ fn literal(value: &Value) -> Result<String, String> {
             cast(v.map(|d| utc_text(d.naive_utc())), "timestamptz")
         }
         Value::Uuid(v) => cast(v.map(|u| u.hyphenated().to_string()), "uuid"),
+        // `CAST(ARRAY[<literal>, ...] AS <type>[])`: each element as it would be alone.
+        Value::Array(ty, items) => {
+            let ty = element_type(ty)?;
+            match items {
+                None => format!("CAST(NULL AS {ty}[])"),
+                Some(items) => {
+                    let mut t = String::from("CAST(ARRAY[");
+                    for (n, item) in items.iter().enumerate() {
+                        if n > 0 {
+                            t.push(',');
+                        }
+                        t.push_str(&literal(item)?);
+                    }
+                    let _ = write!(t, "] AS {ty}[])");
+                    t
+                }
+            }
+        }
         // i8 is PostgreSQL's one-byte "char" in sqlx; nothing here binds one, and the other
         // kinds (decimal, time crate, arrays, ...) are not used by this server either. Refusing
         // is better than guessing a type the prepared path would not have used.
@@ -262,6 +280,31 @@ fn literal(value: &Value) -> Result<String, String> {
         );
     }
     Ok(rendered)
+}
+
+/// The element type sqlx binds an array of `ty` with (the types [`literal`] renders).
+fn element_type(ty: &ArrayType) -> Result<&'static str, String> {
+    Ok(match ty {
+        ArrayType::Bool => "bool",
+        ArrayType::SmallInt => "int2",
+        ArrayType::Int => "int4",
+        ArrayType::BigInt => "int8",
+        ArrayType::Float => "float4",
+        ArrayType::Double => "float8",
+        ArrayType::String | ArrayType::Enum(_) => "text",
+        ArrayType::Bytes => "bytea",
+        ArrayType::Json => "jsonb",
+        ArrayType::ChronoDate => "date",
+        ArrayType::ChronoTime => "time",
+        ArrayType::ChronoDateTime => "timestamp",
+        ArrayType::ChronoDateTimeUtc => "timestamptz",
+        ArrayType::Uuid => "uuid",
+        other => {
+            return Err(format!(
+                "no simple-protocol rendering for arrays of {other:?}"
+            ));
+        }
+    })
 }
 
 /// A UTC instant as `YYYY-MM-DD HH:MM:SS.ffffff+00:00` (exact for any offset, even one with
@@ -355,6 +398,26 @@ mod tests {
         );
         assert!(literal(&Value::BigUnsigned(Some(u64::MAX))).is_err());
         assert!(literal(&Value::TinyInt(Some(1))).is_err());
+    }
+
+    #[test]
+    fn arrays_become_typed_arrays_of_typed_literals() {
+        assert_eq!(
+            lit(vec![1i32, -2]),
+            "CAST(ARRAY[CAST(E'1' AS int4),CAST(E'-2' AS int4)] AS int4[])"
+        );
+        assert_eq!(
+            lit(vec!["it's".to_owned()]),
+            "CAST(ARRAY[CAST(E'it''s' AS text)] AS text[])"
+        );
+        assert_eq!(lit(Vec::<uuid::Uuid>::new()), "CAST(ARRAY[] AS uuid[])");
+        assert_eq!(
+            literal(&Value::Array(ArrayType::Json, None)).unwrap(),
+            "CAST(NULL AS jsonb[])"
+        );
+        // An element that cannot be rendered fails the whole array.
+        assert!(literal(&Value::from(vec!["nul\0".to_owned()])).is_err());
+        assert!(literal(&Value::from(vec![u64::MAX])).is_err());
     }
 
     fn sub(sql: &str, n: usize) -> String {
