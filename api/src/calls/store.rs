@@ -131,6 +131,18 @@ async fn admit_together(
     calls: &[NewCall],
     results: &mut [Option<AppResult<prompt_logs::Model>>],
 ) -> AppResult<()> {
+    if db.get_database_backend() == DbBackend::Postgres
+        && calls.iter().all(|c| !c.checked() && c.turn.is_none())
+    {
+        // Nothing to decide and nothing to lock: every call is admitted, and on PostgreSQL
+        // its writes are one statement (`unnest::admit`), atomic without a transaction.
+        let admitted: Vec<usize> = (0..calls.len()).collect();
+        let logs = write_admitted(db, calls, &admitted, now_micros()).await?;
+        for (result, log) in results.iter_mut().zip(logs) {
+            *result = Some(Ok(log));
+        }
+        return Ok(());
+    }
     let txn = db.begin().await?;
     let created_at = now_micros();
     // The users whose calls are checked, locked in one order (their rollup rows, by user id),
@@ -195,67 +207,7 @@ async fn admit_together(
         admitted.push(i);
     }
     if !admitted.is_empty() {
-        let logs: Vec<prompt_logs::Model> = admitted
-            .iter()
-            .map(|&i| in_flight_log(&calls[i], created_at))
-            .collect();
-        let postgres = txn.get_database_backend() == DbBackend::Postgres;
-        if postgres {
-            unnest::insert_logs(&txn, &logs).await?;
-        } else {
-            prompt_logs::Entity::insert_many(
-                logs.iter()
-                    .map(|l| prompt_logs::ActiveModel::from(l.clone())),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        let turns: Vec<conversation_turns::ActiveModel> = admitted
-            .iter()
-            .filter_map(|&i| {
-                let call = &calls[i];
-                call.turn
-                    .as_ref()
-                    .map(|turn| conversation_turns::ActiveModel {
-                        conversation_id: Set(turn.conversation_id),
-                        seq: Set(turn.seq),
-                        log_id: Set(call.id),
-                        user_id: Set(call.user_id.clone()),
-                    })
-            })
-            .collect();
-        if !turns.is_empty() {
-            conversation_turns::Entity::insert_many(turns)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        if postgres {
-            let rows: Vec<unnest::Reservation<'_>> = admitted
-                .iter()
-                .map(|&i| unnest::Reservation {
-                    log_id: calls[i].id,
-                    user_id: &calls[i].user_id,
-                    tokens: std::cmp::max(calls[i].reservation, 0),
-                    owner: &calls[i].owner,
-                })
-                .collect();
-            unnest::insert_reservations(&txn, &rows, created_at).await?;
-        } else {
-            call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
-                let call = &calls[i];
-                call_reservations::ActiveModel {
-                    log_id: Set(call.id),
-                    user_id: Set(call.user_id.clone()),
-                    tokens: Set(std::cmp::max(call.reservation, 0)),
-                    owner: Set(call.owner.clone()),
-                    heartbeat_at: Set(created_at),
-                    created_at: Set(created_at),
-                    ..Default::default()
-                }
-            }))
-            .exec_without_returning(&txn)
-            .await?;
-        }
+        let logs = write_admitted(&txn, calls, &admitted, created_at).await?;
         txn.commit().await?;
         for (&i, log) in admitted.iter().zip(logs) {
             results[i] = Some(Ok(log));
@@ -264,6 +216,72 @@ async fn admit_together(
     // With every call refused, the transaction rolls back (dropped): nothing at all is
     // written, not even the rollup rows' upsert.
     Ok(())
+}
+
+/// Write the admitted calls' in-flight logs, reservations and turns; their logs, in order.
+async fn write_admitted(
+    db: &impl ConnectionTrait,
+    calls: &[NewCall],
+    admitted: &[usize],
+    created_at: DateTime<Utc>,
+) -> AppResult<Vec<prompt_logs::Model>> {
+    let logs: Vec<prompt_logs::Model> = admitted
+        .iter()
+        .map(|&i| in_flight_log(&calls[i], created_at))
+        .collect();
+    if db.get_database_backend() == DbBackend::Postgres {
+        let reservations: Vec<(i64, &str)> = admitted
+            .iter()
+            .map(|&i| {
+                (
+                    std::cmp::max(calls[i].reservation, 0),
+                    calls[i].owner.as_str(),
+                )
+            })
+            .collect();
+        unnest::admit(db, &logs, &reservations).await?;
+    } else {
+        prompt_logs::Entity::insert_many(
+            logs.iter()
+                .map(|l| prompt_logs::ActiveModel::from(l.clone())),
+        )
+        .exec_without_returning(db)
+        .await?;
+        call_reservations::Entity::insert_many(admitted.iter().map(|&i| {
+            let call = &calls[i];
+            call_reservations::ActiveModel {
+                log_id: Set(call.id),
+                user_id: Set(call.user_id.clone()),
+                tokens: Set(std::cmp::max(call.reservation, 0)),
+                owner: Set(call.owner.clone()),
+                heartbeat_at: Set(created_at),
+                created_at: Set(created_at),
+                ..Default::default()
+            }
+        }))
+        .exec_without_returning(db)
+        .await?;
+    }
+    let turns: Vec<conversation_turns::ActiveModel> = admitted
+        .iter()
+        .filter_map(|&i| {
+            let call = &calls[i];
+            call.turn
+                .as_ref()
+                .map(|turn| conversation_turns::ActiveModel {
+                    conversation_id: Set(turn.conversation_id),
+                    seq: Set(turn.seq),
+                    log_id: Set(call.id),
+                    user_id: Set(call.user_id.clone()),
+                })
+        })
+        .collect();
+    if !turns.is_empty() {
+        conversation_turns::Entity::insert_many(turns)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(logs)
 }
 
 /// The users of the calls that `pick` picks, sorted and distinct.
@@ -546,14 +564,17 @@ pub async fn finalise(
 /// A call's end to record: its in-flight log and how it ended.
 pub type Finish = (prompt_logs::Model, Outcome);
 
-/// Finalise calls together (group commit), each as [`finalise`] would alone: one transaction,
-/// one statement per table rather than per call, and one commit. A burst of streams ends as it
-/// started, together, and one call at a time each finalisation was a transaction of six
-/// statements queued on the pool. Results are in the calls' order.
+/// Finalise calls together (group commit), each as [`finalise`] would alone: one statement
+/// per table rather than per call (on PostgreSQL one statement in all), and one commit. A
+/// burst of streams ends as it started, together, and one call at a time each finalisation
+/// was a transaction of six statements queued on the pool. Results are in the calls' order.
 ///
-/// A group of one is [`finalise`] itself. If the group fails as a whole (a log finalised
-/// meanwhile by a lease sweep, a value the database refuses, a lost connection), nothing of it
-/// was written and every call is finalised on its own, so one call cannot fail the others.
+/// A group of one is [`finalise`] itself. A log finalised meanwhile (by a lease sweep) is left
+/// as it was: on PostgreSQL the others are finalised together and that one is returned as
+/// [`finalise`] returns it; on SQLite the group writes nothing and every call is finalised on
+/// its own. If the group fails as a whole (a value the database refuses, a lost connection),
+/// nothing of it was written and every call is finalised on its own, so one call cannot fail
+/// the others.
 pub async fn finalise_many(
     db: &Db,
     metrics: &Metrics,
@@ -566,10 +587,20 @@ pub async fn finalise_many(
     }
     match finalise_together(db, &calls).await {
         Ok(done) => {
-            for (log, outcome) in &calls {
-                metrics.call_finished(finished_call(log, outcome));
-            }
-            done.into_iter().map(Ok).collect()
+            let each = calls
+                .into_iter()
+                .zip(done)
+                .map(|((log, outcome), done)| async move {
+                    match done {
+                        Some(stored) => {
+                            metrics.call_finished(finished_call(&log, &outcome));
+                            Ok(stored)
+                        }
+                        // Final already: as stored, nothing written (nor metered).
+                        None => finalise(db, metrics, &log, outcome).await,
+                    }
+                });
+            futures_util::future::join_all(each).await
         }
         Err(e) => {
             tracing::warn!(error = ?e, calls = calls.len(), "a group finalisation failed: finalising its calls one at a time");
@@ -581,34 +612,30 @@ pub async fn finalise_many(
     }
 }
 
-/// The group's transaction: every log must still be in flight, or nothing is written (an
-/// error). The logs as stored, in the calls' order, once committed.
-async fn finalise_together(db: &Db, calls: &[Finish]) -> AppResult<Vec<prompt_logs::Model>> {
-    let txn = db.begin().await?;
-    let done = if txn.get_database_backend() == DbBackend::Postgres {
-        let mut stored: HashMap<Uuid, prompt_logs::Model> = unnest::complete_logs(&txn, calls)
-            .await?
-            .into_iter()
-            .map(|log| (log.id, log))
-            .collect();
-        if stored.len() != calls.len() {
-            // One was final already: dropping the transaction writes nothing.
-            return Err(AppError::internal(
-                "a log of the group was finalised meanwhile",
-            ));
-        }
+/// The group's writes, all or nothing. The logs this finalised, as stored, in the calls'
+/// order; `None` for a log that was final already (PostgreSQL; on SQLite, such a log makes
+/// the whole group an error and nothing is written).
+async fn finalise_together(
+    db: &Db,
+    calls: &[Finish],
+) -> AppResult<Vec<Option<prompt_logs::Model>>> {
+    if db.get_database_backend() == DbBackend::Postgres {
         let usage_ids: Vec<Uuid> = calls.iter().map(|_| Uuid::now_v7()).collect();
-        unnest::meter(&txn, calls, &usage_ids, now_micros()).await?;
-        calls
+        let mut stored: HashMap<Uuid, prompt_logs::Model> =
+            unnest::finalise(db, calls, &usage_ids, now_micros())
+                .await?
+                .into_iter()
+                .map(|log| (log.id, log))
+                .collect();
+        return Ok(calls
             .iter()
             .map(|(log, _)| stored.remove(&log.id))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| AppError::internal("finalised log vanished"))?
-    } else {
-        finalise_with_cases(&txn, calls).await?
-    };
+            .collect());
+    }
+    let txn = db.begin().await?;
+    let done = finalise_with_cases(&txn, calls).await?;
     txn.commit().await?;
-    Ok(done)
+    Ok(done.into_iter().map(Some).collect())
 }
 
 /// [`finalise_together`]'s statements on SQLite: each column set by a `CASE` over the logs'

@@ -35,14 +35,26 @@ where
     Value::from(rows.iter().map(value).collect::<Vec<V>>())
 }
 
-/// Admitted calls' in-flight logs.
-pub async fn insert_logs(db: &impl ConnectionTrait, logs: &[prompt_logs::Model]) -> AppResult<()> {
+/// Admitted calls' in-flight logs and, for each, its reservation and lease (`reservations`:
+/// tokens and owner, in the logs' order; the checkpoint starts empty, the column's default):
+/// one statement, so atomic on its own. The foreign key from each reservation to its log is
+/// checked at the statement's end, when the logs are in.
+pub async fn admit(
+    db: &impl ConnectionTrait,
+    logs: &[prompt_logs::Model],
+    reservations: &[(i64, &str)],
+) -> AppResult<()> {
     // An in-flight log has no completion and no latency yet (NULL). An array cannot carry a
     // NULL here, so a log without metadata travels as JSON `null` and is stored as NULL.
-    let sql = r#"INSERT INTO "prompt_logs" ("id", "user_id", "model", "prompt", "prompt_tokens", "completion_tokens", "status", "metadata", "created_at")
-SELECT u.id, u.user_id, u.model, u.prompt, u.prompt_tokens, u.completion_tokens, u.status, NULLIF(u.metadata, 'null'::jsonb), u.created_at
-FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[], $7::text[], $8::jsonb[], $9::timestamptz[])
-  AS u(id, user_id, model, prompt, prompt_tokens, completion_tokens, status, metadata, created_at)"#;
+    let sql = r#"WITH logs AS (
+  INSERT INTO "prompt_logs" ("id", "user_id", "model", "prompt", "prompt_tokens", "completion_tokens", "status", "metadata", "created_at")
+  SELECT u.id, u.user_id, u.model, u.prompt, u.prompt_tokens, u.completion_tokens, u.status, NULLIF(u.metadata, 'null'::jsonb), u.created_at
+  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[], $7::text[], $8::jsonb[], $9::timestamptz[])
+    AS u(id, user_id, model, prompt, prompt_tokens, completion_tokens, status, metadata, created_at)
+)
+INSERT INTO "call_reservations" ("log_id", "user_id", "tokens", "owner", "heartbeat_at", "created_at")
+SELECT u.log_id, u.user_id, u.tokens, u.owner, u.created_at, u.created_at
+FROM UNNEST($1::uuid[], $2::text[], $10::int8[], $11::text[], $9::timestamptz[]) AS u(log_id, user_id, tokens, owner, created_at)"#;
     let values = vec![
         column(logs, |l| l.id),
         column(logs, |l| l.user_id.clone()),
@@ -55,93 +67,57 @@ FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4
             l.metadata.clone().unwrap_or(serde_json::Value::Null)
         }),
         column(logs, |l| l.created_at),
+        column(reservations, |(tokens, _)| *tokens),
+        column(reservations, |(_, owner)| (*owner).to_owned()),
     ];
     db.execute_raw(statement(sql, values)).await?;
     Ok(())
 }
 
-/// A call's reservation and lease, as admission writes it.
-pub struct Reservation<'a> {
-    pub log_id: Uuid,
-    pub user_id: &'a str,
-    pub tokens: i64,
-    pub owner: &'a str,
-}
-
-/// Admitted calls' reservations and leases (their checkpoint starts empty: the column's default).
-pub async fn insert_reservations(
-    db: &impl ConnectionTrait,
-    rows: &[Reservation<'_>],
-    now: DateTime<Utc>,
-) -> AppResult<()> {
-    let sql = r#"INSERT INTO "call_reservations" ("log_id", "user_id", "tokens", "owner", "heartbeat_at", "created_at")
-SELECT u.*, $5, $5 FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[]) AS u"#;
-    let values = vec![
-        column(rows, |r| r.log_id),
-        column(rows, |r| r.user_id.to_owned()),
-        column(rows, |r| r.tokens),
-        column(rows, |r| r.owner.to_owned()),
-        Value::from(now),
-    ];
-    db.execute_raw(statement(sql, values)).await?;
-    Ok(())
-}
-
-/// Complete the group's logs that are still in flight, each with its outcome, and return them
-/// as stored (in no particular order). A log that was final already is not among them.
-pub async fn complete_logs(
+/// Finalise the group's logs that are still in flight, each with its outcome, in one
+/// statement (atomic on its own): complete the log, append its usage row (`usage_ids`, in the
+/// calls' order) and the link to it, release its reservation. A log that was final already
+/// is left as it is and gets nothing. The logs it finalised, as stored, in no particular order.
+pub async fn finalise(
     db: &impl ConnectionTrait,
     calls: &[Finish],
+    usage_ids: &[Uuid],
+    now: DateTime<Utc>,
 ) -> AppResult<Vec<prompt_logs::Model>> {
-    let sql = r#"UPDATE "prompt_logs" AS p SET "completion" = u.completion, "prompt_tokens" = u.prompt_tokens, "completion_tokens" = u.completion_tokens, "latency_ms" = u.latency_ms, "status" = u.status, "metadata" = u.metadata
-FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::int4[], $6::text[], $7::jsonb[]) AS u(id, completion, prompt_tokens, completion_tokens, latency_ms, status, metadata)
-WHERE p."id" = u.id AND p."completion" IS NULL
-RETURNING p.*"#;
+    let sql = r#"WITH u AS (
+  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::int4[], $6::int4[], $7::text[], $8::jsonb[], $9::int8[])
+    AS u(id, usage_id, completion, prompt_tokens, completion_tokens, latency_ms, status, metadata, cost_microcents)
+), done AS (
+  UPDATE "prompt_logs" AS p SET "completion" = u.completion, "prompt_tokens" = u.prompt_tokens, "completion_tokens" = u.completion_tokens, "latency_ms" = u.latency_ms, "status" = u.status, "metadata" = u.metadata
+  FROM u WHERE p."id" = u.id AND p."completion" IS NULL
+  RETURNING p.*
+), usage AS (
+  INSERT INTO "token_usage" ("id", "user_id", "model", "prompt_tokens", "completion_tokens", "cost_microcents", "created_at")
+  SELECT u.usage_id, done."user_id", done."model", u.prompt_tokens, u.completion_tokens, u.cost_microcents, $10
+  FROM done JOIN u ON u.id = done."id"
+), link AS (
+  INSERT INTO "prompt_log_usage" ("log_id", "usage_id")
+  SELECT u.id, u.usage_id FROM done JOIN u ON u.id = done."id"
+), released AS (
+  DELETE FROM "call_reservations" AS r USING done WHERE r."log_id" = done."id"
+)
+SELECT * FROM done"#;
     let values = vec![
         column(calls, |(log, _)| log.id),
+        Value::from(usage_ids.to_vec()),
         column(calls, |(_, o)| o.completion.clone()),
         column(calls, |(_, o)| clamp_i32(o.prompt_tokens)),
         column(calls, |(_, o)| clamp_i32(o.completion_tokens)),
         column(calls, |(_, o)| clamp_i32(o.latency_ms)),
         column(calls, |(_, o)| status_name(o.status).to_owned()),
         column(calls, |(_, o)| o.metadata.clone()),
+        column(calls, |(_, o)| o.cost_microcents),
+        Value::from(now),
     ];
     Ok(prompt_logs::Entity::find()
         .from_raw_sql(statement(sql, values))
         .all(db)
         .await?)
-}
-
-/// The group's usage rows (`id`s chosen by the caller, in the calls' order), the links from
-/// each log to its usage row, and the release of the calls' reservations.
-pub async fn meter(
-    db: &impl ConnectionTrait,
-    calls: &[Finish],
-    usage_ids: &[Uuid],
-    now: DateTime<Utc>,
-) -> AppResult<()> {
-    let usage = r#"INSERT INTO "token_usage" ("id", "user_id", "model", "prompt_tokens", "completion_tokens", "cost_microcents", "created_at")
-SELECT u.*, $7 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::int8[]) AS u"#;
-    let values = vec![
-        Value::from(usage_ids.to_vec()),
-        column(calls, |(log, _)| log.user_id.clone()),
-        column(calls, |(log, _)| log.model.clone()),
-        column(calls, |(_, o)| clamp_i32(o.prompt_tokens)),
-        column(calls, |(_, o)| clamp_i32(o.completion_tokens)),
-        column(calls, |(_, o)| o.cost_microcents),
-        Value::from(now),
-    ];
-    db.execute_raw(statement(usage, values)).await?;
-    let links = r#"INSERT INTO "prompt_log_usage" ("log_id", "usage_id") SELECT * FROM UNNEST($1::uuid[], $2::uuid[])"#;
-    let log_ids = column(calls, |(log, _)| log.id);
-    db.execute_raw(statement(
-        links,
-        vec![log_ids.clone(), Value::from(usage_ids.to_vec())],
-    ))
-    .await?;
-    let release = r#"DELETE FROM "call_reservations" WHERE "log_id" = ANY($1::uuid[])"#;
-    db.execute_raw(statement(release, vec![log_ids])).await?;
-    Ok(())
 }
 
 /// The checkpoint update of [`super::store::checkpoint`]: per call, `checkpoint =
