@@ -506,12 +506,27 @@ pub(super) fn clamp_i32(n: i64) -> i32 {
 ///
 /// What it commits is added to `metrics` (so the token and cost counters agree with
 /// `token_usage` exactly).
+///
+/// On PostgreSQL this is one statement (`unnest::finalise`), and a read of the log only if it
+/// was final already; elsewhere a transaction of five statements.
 pub async fn finalise(
     db: &Db,
     metrics: &Metrics,
     log: &prompt_logs::Model,
     outcome: Outcome,
 ) -> AppResult<prompt_logs::Model> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let done =
+            unnest::finalise(db, &[(log, &outcome)], &[Uuid::now_v7()], now_micros()).await?;
+        if let Some(stored) = done.into_iter().next() {
+            metrics.call_finished(finished_call(log, &outcome));
+            return Ok(stored);
+        }
+        return prompt_logs::Entity::find_by_id(log.id)
+            .one(db)
+            .await?
+            .ok_or_else(|| AppError::internal("finalised log vanished"));
+    }
     let finished = finished_call(log, &outcome);
     let usage = usage_row(log, &outcome, Uuid::now_v7(), now_micros());
     let txn = db.begin().await?;
@@ -621,8 +636,10 @@ async fn finalise_together(
 ) -> AppResult<Vec<Option<prompt_logs::Model>>> {
     if db.get_database_backend() == DbBackend::Postgres {
         let usage_ids: Vec<Uuid> = calls.iter().map(|_| Uuid::now_v7()).collect();
+        let each: Vec<(&prompt_logs::Model, &Outcome)> =
+            calls.iter().map(|(log, outcome)| (log, outcome)).collect();
         let mut stored: HashMap<Uuid, prompt_logs::Model> =
-            unnest::finalise(db, calls, &usage_ids, now_micros())
+            unnest::finalise(db, &each, &usage_ids, now_micros())
                 .await?
                 .into_iter()
                 .map(|log| (log.id, log))

@@ -9,6 +9,12 @@
 //! …)`), so each statement is prepared once per connection. Behind a transaction-mode pooler
 //! the same statements are sent with the arrays as literals (`db::inline`).
 //!
+//! With every column an array, a group's writes also fit in one statement, with data-modifying
+//! CTEs: admission's two inserts ([`admit`]), and finalisation's update, two inserts and delete
+//! ([`finalise`], also for one call alone). A statement is atomic on its own, so neither needs
+//! a transaction around it: one round trip where there were four (admission) and seven
+//! (finalisation).
+//!
 //! (Arrays are SeaORM's `postgres-array`, which its `sqlx-postgres` feature already brings.)
 //!
 //! SQLite keeps SeaORM's multi-row statements (`store`); each function here is only called on
@@ -20,7 +26,7 @@ use sea_orm::sea_query::Value;
 use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement};
 use uuid::Uuid;
 
-use super::store::{Finish, clamp_i32, status_name};
+use super::store::{Outcome, clamp_i32, status_name};
 use crate::error::AppResult;
 
 fn statement(sql: &str, values: Vec<Value>) -> Statement {
@@ -80,7 +86,7 @@ FROM UNNEST($1::uuid[], $2::text[], $10::int8[], $11::text[], $9::timestamptz[])
 /// is left as it is and gets nothing. The logs it finalised, as stored, in no particular order.
 pub async fn finalise(
     db: &impl ConnectionTrait,
-    calls: &[Finish],
+    calls: &[(&prompt_logs::Model, &Outcome)],
     usage_ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> AppResult<Vec<prompt_logs::Model>> {

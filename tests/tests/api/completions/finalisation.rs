@@ -188,9 +188,24 @@ async fn a_log_finalised_meanwhile_leaves_it_as_it_was_and_the_others_finalised_
     // A lease sweep got to call 2 first.
     let mut swept = outcome(2);
     swept.completion = "recorded by the sweep".into();
-    finalise(&app.db, &metrics, &logs[2], swept)
+    let db = app.db.counted_apart();
+    let statements = db.statement_counter();
+    finalise(&db, &metrics, &logs[2], swept)
         .await
         .expect("finalised by the sweep");
+    let postgres = app.db.get_database_backend() == DbBackend::Postgres;
+    if postgres {
+        // One call alone is one statement too.
+        assert_eq!(statements.swap(0, Ordering::SeqCst), 1);
+    }
+    // Again: nothing written, the log as stored (on PostgreSQL the statement, then a read).
+    let again = finalise(&db, &metrics, &logs[2], outcome(2))
+        .await
+        .expect("final already");
+    assert_eq!(again.completion.as_deref(), Some("recorded by the sweep"));
+    if postgres {
+        assert_eq!(statements.load(Ordering::SeqCst), 2);
+    }
     let group: Vec<_> = logs
         .iter()
         .enumerate()
