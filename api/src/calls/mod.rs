@@ -17,7 +17,9 @@
 //!
 //! A call's reads (its caller's profile and limits) and its admission go through
 //! [`Grouped`] queues: calls that arrive together (a burst of streams) are read in one query
-//! and admitted in one transaction (group commit), each decided as it would be alone.
+//! and admitted in one transaction (group commit), each decided as it would be alone. On
+//! PostgreSQL a group's writes carry their rows as arrays ([`unnest`]): one statement text
+//! whatever the group's size.
 
 pub mod context;
 mod driver;

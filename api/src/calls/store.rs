@@ -1,5 +1,6 @@
 //! The database side of a call: admission against the budget, finalisation, lease renewal and
-//! the search for stranded calls. Admission and finalisation are one transaction each.
+//! the search for stranded calls. Admission and finalisation are all or nothing each: a
+//! transaction, or on PostgreSQL where one suffices a single statement (`super::unnest`).
 
 use chrono::{DateTime, Utc};
 use entity::prompt_logs::{self, CallStatus};
@@ -73,7 +74,9 @@ pub async fn admit(db: &Db, call: NewCall) -> AppResult<prompt_logs::Model> {
 }
 
 /// Admit calls together (group commit): one transaction for all of them, with one statement
-/// per table rather than per call, and one commit. Each call is decided as [`admit`] would
+/// per table rather than per call, and one commit. On PostgreSQL the logs and reservations are
+/// one statement, and a group with no budget, limits or conversation turn to check is that
+/// statement alone, without a transaction around it. Each call is decided as [`admit`] would
 /// decide it alone, in the given order: a call counts the ones admitted before it in the
 /// group. Outcomes are in the calls' order.
 ///
