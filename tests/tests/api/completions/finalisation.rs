@@ -15,6 +15,26 @@ use serde_json::json;
 use tests::{TestApp, spawn_app};
 use uuid::Uuid;
 
+/// An unchecked call of `user_id` (10 prompt tokens, 60 reserved), run by `owner`.
+fn new_call(user_id: &str, prompt: String, owner: &str, metadata: serde_json::Value) -> NewCall {
+    NewCall {
+        id: Uuid::now_v7(),
+        user_id: user_id.to_owned(),
+        model: "gpt-4o-mini".into(),
+        prompt,
+        prompt_tokens: 10,
+        reservation: 60,
+        budget: 0,
+        limits: CallLimits {
+            max_concurrent: 0,
+            per_minute: 0,
+        },
+        owner: owner.to_owned(),
+        metadata,
+        turn: None,
+    }
+}
+
 /// `n` calls admitted for three users, in flight.
 async fn in_flight(app: &TestApp, tag: &str, n: usize) -> (Vec<prompt_logs::Model>, Vec<String>) {
     let mut users = Vec::new();
@@ -22,21 +42,13 @@ async fn in_flight(app: &TestApp, tag: &str, n: usize) -> (Vec<prompt_logs::Mode
         users.push(app.sign_up(&format!("{who}-{tag}@example.com")).await.id);
     }
     let calls: Vec<NewCall> = (0..n)
-        .map(|i| NewCall {
-            id: Uuid::now_v7(),
-            user_id: users[i % users.len()].clone(),
-            model: "gpt-4o-mini".into(),
-            prompt: format!("call {i}"),
-            prompt_tokens: 10,
-            reservation: 60,
-            budget: 0,
-            limits: CallLimits {
-                max_concurrent: 0,
-                per_minute: 0,
-            },
-            owner: "finalisation-test".into(),
-            metadata: json!({ "stream": true }),
-            turn: None,
+        .map(|i| {
+            new_call(
+                &users[i % users.len()],
+                format!("call {i}"),
+                "finalisation-test",
+                json!({ "stream": true }),
+            )
         })
         .collect();
     let logs = admit_many(&app.db, calls)
@@ -262,21 +274,13 @@ async fn grouped_writes_of_any_size_are_one_statement_text_each() {
     let metrics = Metrics::new(true);
     for n in 2..=6usize {
         let calls: Vec<NewCall> = (0..n)
-            .map(|i| NewCall {
-                id: Uuid::now_v7(),
-                user_id: ada.clone(),
-                model: "gpt-4o-mini".into(),
-                prompt: format!("group {n}, call {i}"),
-                prompt_tokens: 10,
-                reservation: 60,
-                budget: 0,
-                limits: CallLimits {
-                    max_concurrent: 0,
-                    per_minute: 0,
-                },
-                owner: "sizes-test".into(),
-                metadata: json!({ "n": n, "i": i }),
-                turn: None,
+            .map(|i| {
+                new_call(
+                    &ada,
+                    format!("group {n}, call {i}"),
+                    "sizes-test",
+                    json!({ "n": n, "i": i }),
+                )
             })
             .collect();
         let logs: Vec<prompt_logs::Model> = admit_many(&db, calls.clone())
