@@ -525,10 +525,7 @@ pub async fn finalise(
             metrics.call_finished(finished_call(log, &outcome));
             return Ok(stored);
         }
-        return prompt_logs::Entity::find_by_id(log.id)
-            .one(db)
-            .await?
-            .ok_or_else(|| AppError::internal("finalised log vanished"));
+        return stored_log(db, log.id).await;
     }
     let finished = finished_call(log, &outcome);
     let usage = usage_row(log, &outcome, Uuid::now_v7(), now_micros());
@@ -579,6 +576,14 @@ pub async fn finalise(
     Ok(done)
 }
 
+/// A log as stored (one that was final already when a finalisation found it).
+async fn stored_log(db: &Db, id: Uuid) -> AppResult<prompt_logs::Model> {
+    prompt_logs::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::internal("finalised log vanished"))
+}
+
 /// A call's end to record: its in-flight log and how it ended.
 pub type Finish = (prompt_logs::Model, Outcome);
 
@@ -615,7 +620,7 @@ pub async fn finalise_many(
                             Ok(stored)
                         }
                         // Final already: as stored, nothing written (nor metered).
-                        None => finalise(db, metrics, &log, outcome).await,
+                        None => stored_log(db, log.id).await,
                     }
                 });
             futures_util::future::join_all(each).await

@@ -255,20 +255,13 @@ fn literal(value: &Value) -> Result<String, String> {
             match items {
                 None => format!("CAST(NULL AS {ty}[])"),
                 Some(items) => {
-                    let mut t = String::from("CAST(ARRAY[");
-                    for (n, item) in items.iter().enumerate() {
-                        if n > 0 {
-                            t.push(',');
-                        }
-                        t.push_str(&literal(item)?);
-                    }
-                    let _ = write!(t, "] AS {ty}[])");
-                    t
+                    let items = items.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
+                    format!("CAST(ARRAY[{}] AS {ty}[])", items.join(","))
                 }
             }
         }
         // i8 is PostgreSQL's one-byte "char" in sqlx; nothing here binds one, and the other
-        // kinds (decimal, time crate, arrays, ...) are not used by this server either. Refusing
+        // kinds (decimal, time crate, ...) are not used by this server either. Refusing
         // is better than guessing a type the prepared path would not have used.
         other => return Err(format!("no simple-protocol rendering for {other:?}")),
     };
