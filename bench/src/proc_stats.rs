@@ -19,15 +19,68 @@ pub fn raise_fd_limit() {
 
 /// User plus system CPU time the process has used so far.
 pub fn cpu_time(pid: u32) -> Duration {
+    from_ticks(stat_sum(&stat_fields(pid), &[UTIME, STIME]))
+}
+
+// Indexes in `stat_fields`: after the command name's ')', state is index 0 (field 3), so the
+// parent's pid (field 4) is 1, utime (field 14) 11, stime 12, and the times of the children it
+// reaped, cutime and cstime, 13 and 14.
+const PPID: usize = 1;
+const UTIME: usize = 11;
+const STIME: usize = 12;
+const CUTIME: usize = 13;
+const CSTIME: usize = 14;
+
+/// `/proc/PID/stat`'s fields after the command name (which may contain spaces), if it exists.
+fn stat_fields(pid: u32) -> Vec<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may contain spaces: fields are counted after its ')'.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After ')': state is index 0, so utime (field 14) is index 11 and stime index 12.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
+    // The state (index 0) is a letter: kept as 0 so the indexes stay those of the fields.
+    after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect()
+}
+
+fn stat_sum(fields: &[u64], at: &[usize]) -> u64 {
+    at.iter().filter_map(|&i| fields.get(i)).sum()
+}
+
+/// PostgreSQL's postmaster, once `watch_postgres` found it.
+static POSTMASTER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Count PostgreSQL's CPU exactly from now on, given one of its backends' pids (from
+/// `pg_backend_pid()`): every backend is a child of the postmaster. False if that process is
+/// not on this machine (then the CPU of everything but the server and the harness stands in).
+pub fn watch_postgres(backend: u32) -> bool {
+    let parent = stat_fields(backend).get(PPID).copied().unwrap_or(0);
+    let is_postgres = |pid: u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+    };
+    if parent == 0 || !is_postgres(u64::from(backend)) || !is_postgres(parent) {
+        return false;
+    }
+    u32::try_from(parent).is_ok_and(|p| POSTMASTER.set(p).is_ok() || POSTMASTER.get() == Some(&p))
+}
+
+/// CPU time PostgreSQL has used so far: the postmaster, the backends it has reaped, and those
+/// still running (its children). A backend that exits in between moves from the last term to
+/// the second when the postmaster reaps it, at once.
+fn postgres_cpu(postmaster: u32) -> Duration {
+    let mut ticks = stat_sum(&stat_fields(postmaster), &[UTIME, STIME, CUTIME, CSTIME]);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let fields = stat_fields(pid);
+        if fields.get(PPID) == Some(&u64::from(postmaster)) {
+            ticks += stat_sum(&fields, &[UTIME, STIME]);
+        }
+    }
     from_ticks(ticks)
 }
 
@@ -99,13 +152,15 @@ impl Drop for RssSampler {
     }
 }
 
-/// CPU time used by the whole machine so far (all CPUs, busy time only), from `/proc/stat`.
-pub fn machine_busy() -> Duration {
+/// CPU time of the whole machine so far (all CPUs), from `/proc/stat`: (busy, steal). Busy is
+/// all but idle and iowait; steal, time the hypervisor gave this VM's CPUs to others, is counted
+/// apart (a run that met much of it ran on a slower machine).
+fn machine_cpu() -> (Duration, Duration) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     };
-    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    // user nice system idle iowait irq softirq steal
     let v: Vec<u64> = cpu
         .split_whitespace()
         .skip(1)
@@ -114,42 +169,61 @@ pub fn machine_busy() -> Duration {
     let busy: u64 = v
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .take(8)
+        .filter(|(i, _)| ![3, 4, 7].contains(i))
+        .take(6)
         .map(|(_, x)| *x)
         .sum();
-    from_ticks(busy)
+    (from_ticks(busy), from_ticks(v.get(7).copied().unwrap_or(0)))
+}
+
+/// CPU seconds used during a measurement.
+#[derive(Clone, Copy)]
+pub struct CpuUse {
+    pub server: f64,
+    pub harness: f64,
+    /// Exact once `watch_postgres` found PostgreSQL; else the machine's busy time not used by
+    /// the server or the harness.
+    pub postgres: f64,
+    /// Time the hypervisor took from this machine's CPUs (`/proc/stat`'s steal).
+    pub steal: f64,
 }
 
 /// Where CPU time went during a measurement: the server, this harness (load generator and
-/// upstream), and everything else (PostgreSQL, mostly).
+/// upstream), PostgreSQL, and the machine's steal time.
 pub struct CpuSplit {
     server_pid: u32,
-    start: (Duration, Duration, Duration),
+    server: Duration,
+    harness: Duration,
+    postgres: Option<Duration>,
+    machine: (Duration, Duration),
 }
 
 impl CpuSplit {
     pub fn start(server_pid: u32) -> CpuSplit {
         CpuSplit {
             server_pid,
-            start: (
-                cpu_time(server_pid),
-                cpu_time(std::process::id()),
-                machine_busy(),
-            ),
+            server: cpu_time(server_pid),
+            harness: cpu_time(std::process::id()),
+            postgres: POSTMASTER.get().map(|&p| postgres_cpu(p)),
+            machine: machine_cpu(),
         }
     }
 
-    /// (server, harness, other) CPU seconds since `start`.
-    pub fn finish(&self) -> (f64, f64, f64) {
-        let server = cpu_time(self.server_pid).saturating_sub(self.start.0);
-        let harness = cpu_time(std::process::id()).saturating_sub(self.start.1);
-        let total = machine_busy().saturating_sub(self.start.2);
-        let other = total.saturating_sub(server + harness);
-        (
-            server.as_secs_f64(),
-            harness.as_secs_f64(),
-            other.as_secs_f64(),
-        )
+    pub fn finish(&self) -> CpuUse {
+        let server = cpu_time(self.server_pid).saturating_sub(self.server);
+        let harness = cpu_time(std::process::id()).saturating_sub(self.harness);
+        let (busy, steal) = machine_cpu();
+        let postgres = match (POSTMASTER.get(), self.postgres) {
+            (Some(&p), Some(start)) => postgres_cpu(p).saturating_sub(start),
+            _ => busy
+                .saturating_sub(self.machine.0)
+                .saturating_sub(server + harness),
+        };
+        CpuUse {
+            server: server.as_secs_f64(),
+            harness: harness.as_secs_f64(),
+            postgres: postgres.as_secs_f64(),
+            steal: steal.saturating_sub(self.machine.1).as_secs_f64(),
+        }
     }
 }

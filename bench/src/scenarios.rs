@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 use crate::client::{Http, Ws};
-use crate::proc_stats::{CpuSplit, RssSampler, cpu_time, lazy_free, rss};
+use crate::proc_stats::{CpuSplit, CpuUse, RssSampler, lazy_free, rss};
 use crate::stats::Samples;
 use tests::ws::GqlWs;
 
@@ -51,6 +51,9 @@ pub struct Options {
     /// Whether each streaming run is followed by the same run against `bench floor` (the
     /// least a server can do per stream; see `floor.rs`), and whether it groups its inserts.
     floor: Option<FloorKind>,
+    /// Whether the server enforces budgets and per-user call limits (set far above what the
+    /// bench uses, so nothing is refused): each admission then takes its checked path.
+    limits: bool,
 }
 
 impl Options {
@@ -59,7 +62,7 @@ impl Options {
              [--tokens 200] [--pace-ms 20] [--ramp-ms 1000] [--users 1000] [--rows-per-user 2000]
              [--heavy-rows 200000] [--text-bytes 0] [--idle 10000] [--seconds 10] [--checkpoint-ms 1000]
              [--metrics on|off] [--repeat 3] [--out bench-results/latest.json]
-             [--relay-trace FILE] [--floor off|plain|grouped]
+             [--relay-trace FILE] [--floor off|plain|grouped] [--limits off|on]
        --ramp-ms 0 subscribes all streams at once (a burst); --repeat runs each scenario that
        many times and reports every figure as its median [min..max]; --relay-trace writes,
        per relayed token, microseconds from the streams' start to its send, its relay delay
@@ -67,7 +70,9 @@ impl Options {
        `bench floor` (one insert and the upstream hop per stream: the machine's floor; its
        inserts one statement each, or grouped as the server groups its admissions);
        --text-bytes makes the history's prompts and completions that much longer (random hex:
-       chat logs run to kilobytes, and a feed that does not show them should not pay for them)";
+       chat logs run to kilobytes, and a feed that does not show them should not pay for them);
+       --limits on enforces a monthly budget and the per-user call limits, set too high to
+       refuse anything, so admissions pay for their checks as in a deployment (off: none set)";
 
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options {
@@ -88,6 +93,7 @@ impl Options {
             out: "bench-results/latest.json".into(),
             relay_trace: None,
             floor: None,
+            limits: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -115,6 +121,7 @@ impl Options {
                 "--idle" => o.idle = n()?,
                 "--checkpoint-ms" => o.checkpoint_ms = n()? as u64,
                 "--metrics" => o.metrics = on_off(flag, value)?,
+                "--limits" => o.limits = on_off(flag, value)?,
                 "--floor" => {
                     o.floor = match value.as_str() {
                         "off" => None,
@@ -175,6 +182,9 @@ struct Stack {
     floor: Option<Child>,
     /// The server's request pool: its size, and whether `DATABASE_MAX_CONNECTIONS` gave it.
     pool: (u32, bool),
+    /// Whether PostgreSQL's CPU figures are its processes' (else the machine's busy time not
+    /// used by the server or the harness).
+    postgres_cpu_exact: bool,
 }
 
 /// A child process serving on `addr`.
@@ -235,9 +245,19 @@ async fn start(options: &Options) -> Result<Stack, String> {
         .env("AUTH_RATE_LIMIT_MAX", "1000000000")
         // A handful of users drive hundreds of streams: the per-user limits and the default
         // budget in front of a real upstream would refuse them (they are measured by the tests).
-        .env("DEFAULT_MONTHLY_TOKEN_BUDGET", "0")
-        .env("USER_MAX_CONCURRENT_CALLS", "0")
-        .env("USER_CALLS_PER_MINUTE", "0")
+        // With `--limits on` all three are enforced, at values no run reaches.
+        .env(
+            "DEFAULT_MONTHLY_TOKEN_BUDGET",
+            if options.limits { "1000000000000" } else { "0" },
+        )
+        .env(
+            "USER_MAX_CONCURRENT_CALLS",
+            if options.limits { "1000000" } else { "0" },
+        )
+        .env(
+            "USER_CALLS_PER_MINUTE",
+            if options.limits { "1000000" } else { "0" },
+        )
         // Thousands of sockets from one address and a few users, and no cap in all: the idle
         // scenario holds 10,000 (the server's default maximum), and the un-initialised one opens
         // its 10,000 while those are closing, all before the first is closed by the timeout.
@@ -288,6 +308,9 @@ async fn start(options: &Options) -> Result<Stack, String> {
     let db = Database::connect(database.direct_url())
         .await
         .map_err(|e| e.to_string())?;
+    // PostgreSQL's CPU counted from its processes when it runs on this machine.
+    let backend = scalar(&db, "SELECT pg_backend_pid()::bigint").await?;
+    let postgres_cpu_exact = u32::try_from(backend).is_ok_and(crate::proc_stats::watch_postgres);
     Ok(Stack {
         server,
         pid,
@@ -297,6 +320,7 @@ async fn start(options: &Options) -> Result<Stack, String> {
         db,
         floor,
         pool: request_pool(&database.url, database.pooled),
+        postgres_cpu_exact,
     })
 }
 
@@ -495,6 +519,8 @@ pub async fn run(options: Options) -> Result<(), String> {
         // default for this database (twice the cores for PostgreSQL on this machine).
         "database_max_connections": stack.pool.0,
         "database_max_connections_given": stack.pool.1,
+        "postgres_cpu_exact": stack.postgres_cpu_exact,
+        "limits": options.limits,
         "started_at": chrono::Utc::now().to_rfc3339(),
         "seconds": started.elapsed().as_secs_f64(),
         "repeat": options.repeat,
@@ -674,8 +700,6 @@ async fn streaming(
     println!("measuring streaming {n}");
     let db0 = db_activity(&stack.db).await?;
     let split = CpuSplit::start(pid);
-    let cpu0 = cpu_time(pid);
-    let harness_cpu0 = cpu_time(std::process::id());
     let sampler = RssSampler::start(pid);
     let t0 = Instant::now();
     // Each stream is a task of its own, as each client is its own browser: the harness's
@@ -705,9 +729,7 @@ async fn streaming(
         results.push(task.await.map_err(|e| format!("a stream's task: {e}"))?);
     }
     let wall = t0.elapsed();
-    let cpu = cpu_time(pid).saturating_sub(cpu0);
-    let harness_cpu = cpu_time(std::process::id()).saturating_sub(harness_cpu0);
-    let (_, _, other_cpu) = split.finish();
+    let cpu = split.finish();
     let db1 = db_activity(&stack.db).await?;
     let peak_rss = sampler.peak();
     drop(sampler);
@@ -875,16 +897,16 @@ async fn streaming(
             ),
             (
                 "cpu_s_per_1000_tokens".into(),
-                f(cpu.as_secs_f64() / relayed * 1000.0),
+                f(cpu.server / relayed * 1000.0),
             ),
             ("server_rss_peak_mib".into(), f(peak_rss as f64 / 1048576.0)),
             // What the load generator and the upstream (this process) used meanwhile, on the
             // same two cores.
-            ("server_cpu_s".into(), f(cpu.as_secs_f64())),
-            ("harness_cpu_s".into(), f(harness_cpu.as_secs_f64())),
+            ("server_cpu_s".into(), f(cpu.server)),
+            ("harness_cpu_s".into(), f(cpu.harness)),
             // The database's load meanwhile (checkpoints, leases, admissions, finalisations):
-            // its transactions and row updates per second, and the CPU of everything that is
-            // neither the server nor the harness (PostgreSQL, mostly).
+            // its transactions and row updates per second, and PostgreSQL's CPU (see
+            // `CpuSplit`: exact when it runs on this machine).
             (
                 "db_commits_per_s".into(),
                 f((db1.0 - db0.0) as f64 / wall.as_secs_f64()),
@@ -893,7 +915,9 @@ async fn streaming(
                 "db_rows_updated_per_s".into(),
                 f((db1.1 - db0.1) as f64 / wall.as_secs_f64()),
             ),
-            ("postgres_cpu_s".into(), f(other_cpu)),
+            ("postgres_cpu_s".into(), f(cpu.postgres)),
+            // CPU time the hypervisor took meanwhile: a run with much of it ran slower.
+            ("steal_s".into(), f(cpu.steal)),
             ("checkpoint_ms".into(), json!(options.checkpoint_ms)),
             ("wall_s".into(), f(wall.as_secs_f64())),
         ],
@@ -1022,7 +1046,7 @@ async fn conversation(stack: &Stack, run_id: &str) -> Result<Vec<Row>, String> {
                     }
                 }
             }
-            let (server_cpu, harness_cpu, other_cpu) = split.finish();
+            let cpu = split.finish();
             failed_if(&problems, "conversation streams failed")?;
             let calls = added_ttft.len().max(1);
             // The context the measured turns carried, as their logs record it.
@@ -1053,20 +1077,21 @@ async fn conversation(stack: &Stack, run_id: &str) -> Result<Vec<Row>, String> {
                         f(added_ttft.percentile_ms(99.0)),
                     ),
                     // CPU per call on the two shared cores: the server; the harness (whose
-                    // local upstream parses and tokenizes every context it is sent); the rest
-                    // (PostgreSQL, mostly).
+                    // local upstream parses and tokenizes every context it is sent);
+                    // PostgreSQL.
                     (
                         "server_cpu_ms_per_call".into(),
-                        f(server_cpu * 1000.0 / calls as f64),
+                        f(cpu.server * 1000.0 / calls as f64),
                     ),
                     (
                         "harness_cpu_ms_per_call".into(),
-                        f(harness_cpu * 1000.0 / calls as f64),
+                        f(cpu.harness * 1000.0 / calls as f64),
                     ),
                     (
                         "postgres_cpu_ms_per_call".into(),
-                        f(other_cpu * 1000.0 / calls as f64),
+                        f(cpu.postgres * 1000.0 / calls as f64),
                     ),
+                    ("steal_s".into(), f(cpu.steal)),
                 ],
             });
         }
@@ -1094,14 +1119,14 @@ async fn db_activity(db: &DatabaseConnection) -> Result<(i64, i64), String> {
     ))
 }
 
-/// A closed-loop measurement's figures: rate, latency percentiles and the CPU per request of
-/// the server, of the harness and of the rest of the machine (PostgreSQL).
+/// A closed-loop measurement's figures: rate, latency percentiles, the CPU per request of the
+/// server, of PostgreSQL and of the harness, and the machine's steal time.
 fn loop_figures(
     clients: usize,
     duration: Duration,
     samples: &mut Samples,
     count: u64,
-    cpu: (f64, f64, f64),
+    cpu: CpuUse,
 ) -> Vec<(String, Value)> {
     let per_req = |s: f64| f(s * 1000.0 / count.max(1) as f64);
     vec![
@@ -1113,9 +1138,10 @@ fn loop_figures(
         ),
         ("p50_ms".into(), f(samples.percentile_ms(50.0))),
         ("p99_ms".into(), f(samples.percentile_ms(99.0))),
-        ("server_cpu_ms_per_req".into(), per_req(cpu.0)),
-        ("postgres_cpu_ms_per_req".into(), per_req(cpu.2)),
-        ("harness_cpu_ms_per_req".into(), per_req(cpu.1)),
+        ("server_cpu_ms_per_req".into(), per_req(cpu.server)),
+        ("postgres_cpu_ms_per_req".into(), per_req(cpu.postgres)),
+        ("harness_cpu_ms_per_req".into(), per_req(cpu.harness)),
+        ("steal_s".into(), f(cpu.steal)),
     ]
 }
 
