@@ -152,25 +152,12 @@ async fn admit_together(
     // so that concurrent groups cannot deadlock on them. With no budget and no limits there is
     // nothing to check and no lock: one user's calls are admitted in parallel.
     let checked = users_of(calls, NewCall::checked);
-    let mut accounts: HashMap<&str, Account> = HashMap::new();
-    if !checked.is_empty() {
-        let used = rollup::lock_months(&txn, &checked, &month_key(created_at)).await?;
-        let mut flight = in_flight(&txn, &checked).await?;
+    let mut accounts = if checked.is_empty() {
+        HashMap::new()
+    } else {
         let rated = users_of(calls, |c| c.checked() && c.limits.per_minute > 0);
-        let mut recent = recent_calls(&txn, &rated, created_at).await?;
-        for user in checked {
-            let (running, reserved) = flight.remove(user).unwrap_or((0, 0));
-            accounts.insert(
-                user,
-                Account {
-                    used: used.get(user).copied().unwrap_or(0),
-                    running,
-                    reserved,
-                    recent: recent.remove(user).unwrap_or_default(),
-                },
-            );
-        }
-    }
+        lock_accounts(&txn, checked, &rated, created_at).await?
+    };
     let mut admitted = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
         let account = accounts.get_mut(call.user_id.as_str());
@@ -219,6 +206,66 @@ async fn admit_together(
     // With every call refused, the transaction rolls back (dropped): nothing at all is
     // written, not even the rollup rows' upsert.
     Ok(())
+}
+
+/// Lock the `checked` users' months (sorted and distinct) and read what their calls are
+/// decided against; `rated` (a subset) have a per-minute limit, whose window is read too. On
+/// PostgreSQL two statements (`unnest::lock_months`, `unnest::accounts`), on SQLite four.
+async fn lock_accounts<'a>(
+    txn: &Tx,
+    checked: Vec<&'a str>,
+    rated: &[&str],
+    now: DateTime<Utc>,
+) -> AppResult<HashMap<&'a str, Account>> {
+    let month = month_key(now);
+    let mut accounts = HashMap::with_capacity(checked.len());
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let used: HashMap<String, i64> = unnest::lock_months(txn, &checked, &month)
+            .await?
+            .into_iter()
+            .collect();
+        if used.len() != checked.len() {
+            return Err(AppError::internal(
+                "usage rollup rows missing right after their upsert",
+            ));
+        }
+        let is_rated: Vec<bool> = checked.iter().map(|u| rated.contains(u)).collect();
+        let mut read: HashMap<String, (i64, i64, Vec<DateTime<Utc>>)> =
+            unnest::accounts(txn, &checked, &is_rated, now - RATE_WINDOW)
+                .await?
+                .into_iter()
+                .map(|(user, running, reserved, recent)| (user, (running, reserved, recent)))
+                .collect();
+        for user in checked {
+            let (running, reserved, recent) = read.remove(user).unwrap_or_default();
+            accounts.insert(
+                user,
+                Account {
+                    used: used.get(user).copied().unwrap_or(0),
+                    running,
+                    reserved,
+                    recent,
+                },
+            );
+        }
+        return Ok(accounts);
+    }
+    let used = rollup::lock_months(txn, &checked, &month).await?;
+    let mut flight = in_flight(txn, &checked).await?;
+    let mut recent = recent_calls(txn, rated, now).await?;
+    for user in checked {
+        let (running, reserved) = flight.remove(user).unwrap_or((0, 0));
+        accounts.insert(
+            user,
+            Account {
+                used: used.get(user).copied().unwrap_or(0),
+                running,
+                reserved,
+                recent: recent.remove(user).unwrap_or_default(),
+            },
+        );
+    }
+    Ok(accounts)
 }
 
 /// Write the admitted calls' in-flight logs, reservations and turns; their logs, in order.

@@ -126,6 +126,71 @@ SELECT * FROM done"#;
         .await?)
 }
 
+/// Lock the users' rollup rows for `month` (creating them) and return the tokens metered in
+/// each: `store`'s checked admission, as `rollup::lock_months` does it in two statements. The
+/// rows are written in the given order (sorted and distinct), so concurrent groups take the
+/// locks in one order. What the upsert returns is each row's newest version, the one it
+/// locked, even if it waited for another transaction to commit it.
+pub async fn lock_months(
+    db: &impl ConnectionTrait,
+    user_ids: &[&str],
+    month: &str,
+) -> AppResult<Vec<(String, i64)>> {
+    let sql = r#"INSERT INTO "usage_monthly" ("user_id", "month")
+SELECT u.user_id, $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS u(user_id, n) ORDER BY u.n
+ON CONFLICT ("user_id", "month") DO UPDATE SET "calls" = "usage_monthly"."calls"
+RETURNING "user_id", "prompt_tokens" + "completion_tokens" AS "used""#;
+    let values = vec![
+        column(user_ids, |u| (*u).to_owned()),
+        Value::from(month.to_owned()),
+    ];
+    let rows = db.query_all_raw(statement(sql, values)).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?)
+}
+
+/// Per user: calls in flight and the tokens they reserve, and, for the users `rated` marks,
+/// the start times of their calls since `since`, newest first (for the other users, none).
+/// One statement for what `store` reads in two on SQLite. It must come after
+/// [`lock_months`], in a statement of its own: a statement sees what was committed when it
+/// began, and only a later one sees the calls that the group it waited for admitted.
+pub async fn accounts(
+    db: &impl ConnectionTrait,
+    user_ids: &[&str],
+    rated: &[bool],
+    since: DateTime<Utc>,
+) -> AppResult<Vec<(String, i64, i64, Vec<DateTime<Utc>>)>> {
+    let sql = r#"SELECT u.user_id, f.running, f.reserved,
+  CASE WHEN u.rated THEN ARRAY(
+    SELECT p."created_at" FROM "prompt_logs" AS p
+    WHERE p."user_id" = u.user_id AND p."created_at" > $3 ORDER BY p."created_at" DESC
+  ) ELSE '{}'::timestamptz[] END AS recent
+FROM UNNEST($1::text[], $2::bool[]) AS u(user_id, rated)
+CROSS JOIN LATERAL (
+  SELECT count(*) AS running, coalesce(sum(r."tokens"), 0)::int8 AS reserved
+  FROM "call_reservations" AS r WHERE r."user_id" = u.user_id
+) AS f"#;
+    let values = vec![
+        column(user_ids, |u| (*u).to_owned()),
+        Value::from(rated.to_vec()),
+        Value::from(since),
+    ];
+    let rows = db.query_all_raw(statement(sql, values)).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index(0)?,
+                r.try_get_by_index(1)?,
+                r.try_get_by_index(2)?,
+                r.try_get_by_index(3)?,
+            ))
+        })
+        .collect::<Result<_, sea_orm::DbErr>>()?)
+}
+
 /// The checkpoint update of [`super::store::checkpoint`]: per call, `checkpoint =
 /// substr(checkpoint, 1, saved) || text`, and the lease renewed.
 pub fn checkpoint_update(unsaved: &[(Uuid, usize, &str)], now: DateTime<Utc>) -> Statement {

@@ -1,6 +1,7 @@
 //! Group commit of admissions (`calls::store::admit_many`): a group decides each call as it
-//! would be decided alone, in order, in a constant number of statements; and a call that fails
-//! in the database fails alone.
+//! would be decided alone, in order, in a constant number of statements; a call that fails in
+//! the database fails alone; and an admission that waited for a user's lock decides on what
+//! the transaction it waited for committed.
 
 use std::sync::atomic::Ordering;
 
@@ -8,7 +9,10 @@ use api::calls::store::{CallLimits, NewCall, NewTurn, admit_many};
 use api::error::AppError;
 use entity::prelude::*;
 use entity::{call_reservations, prompt_logs};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, Set, Statement,
+};
 use serde_json::json;
 use tests::{TestApp, spawn_app};
 use uuid::Uuid;
@@ -136,7 +140,13 @@ async fn a_group_decides_each_call_as_alone_in_a_constant_number_of_statements()
     // begin, the rollup upsert and read, in-flight sums, the last minute's calls, one turn
     // update per turn, the three inserts, commit: not one transaction per call.
     let n = statements.load(Ordering::SeqCst);
-    assert!(n <= 11, "{n} statements for a group of 10");
+    if app.db.get_database_backend() == DbBackend::Postgres {
+        // There the rollup upsert returns the months, the in-flight sums and the last minute
+        // come in one statement, and the logs and reservations go in one.
+        assert_eq!(n, 8, "statements for a group of 10");
+    } else {
+        assert!(n <= 11, "{n} statements for a group of 10");
+    }
     for (call, result) in calls.iter().zip(&results) {
         if let Ok(log) = result {
             assert_eq!(log.id, call.id);
@@ -167,4 +177,91 @@ async fn a_call_that_fails_in_the_database_fails_alone() {
     expected.insert(3, got[3].clone());
     assert_eq!(got, expected);
     assert_eq!(rows_of(&app, &calls).await, (6, 6));
+}
+
+/// A checked admission locks the user's month, then reads the calls in flight. If it had to
+/// wait for the lock, the transaction holding it may have admitted a call meanwhile: the read
+/// must see that call (on PostgreSQL, a statement sees what was committed when it began, so
+/// the read has to be a statement after the lock's). Here a transaction holds a user's lock
+/// with a call in flight while that user's next call, one at a time allowed, is admitted: it
+/// waits, and once the first commits, it is refused and writes nothing.
+#[tokio::test]
+async fn an_admission_that_waited_for_a_users_lock_sees_what_that_transaction_admitted() {
+    let app = spawn_app().await;
+    let user = app.sign_up("waiter@example.com").await;
+    let one_at_a_time = CallLimits {
+        max_concurrent: 1,
+        per_minute: 0,
+    };
+    let txn = app.db.begin().await.unwrap();
+    let month = api::time::month_key(api::time::now_micros());
+    api::metering::rollup::lock_months(&txn, &[user.id.as_str()], &month)
+        .await
+        .unwrap();
+    let first = call(&user.id, 0, one_at_a_time, None);
+    let now = api::time::now_micros();
+    prompt_logs::ActiveModel {
+        id: Set(first.id),
+        user_id: Set(user.id.clone()),
+        model: Set(first.model.clone()),
+        prompt: Set(first.prompt.clone()),
+        prompt_tokens: Set(10),
+        completion_tokens: Set(0),
+        // In flight: no completion yet.
+        status: Set(prompt_logs::CallStatus::Ok),
+        metadata: Set(None),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .unwrap();
+    call_reservations::ActiveModel {
+        log_id: Set(first.id),
+        user_id: Set(user.id.clone()),
+        tokens: Set(60),
+        owner: Set("admission-test".into()),
+        heartbeat_at: Set(now),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .unwrap();
+
+    let second = call(&user.id, 0, one_at_a_time, None);
+    let db = app.db.clone();
+    let waiting = tokio::spawn({
+        let second = second.clone();
+        async move { admit_many(&db, vec![second]).await }
+    });
+    if app.db.get_database_backend() == DbBackend::Postgres {
+        // Until the second admission waits for the lock (SQLite cannot show this: there the
+        // order is likely but not certain, and the outcome must be the same either way).
+        let blocked = Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*)::int8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        loop {
+            let row = app
+                .db
+                .query_one_raw(blocked.clone())
+                .await
+                .unwrap()
+                .unwrap();
+            if row.try_get_by_index::<i64>(0).unwrap() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    txn.commit().await.unwrap();
+    let results = waiting.await.unwrap();
+    assert_eq!(outcomes(&results), ["concurrency"]);
+    assert_eq!(
+        rows_of(&app, &[second]).await,
+        (0, 0),
+        "refused: nothing written"
+    );
 }
