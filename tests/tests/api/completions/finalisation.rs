@@ -379,3 +379,73 @@ async fn grouped_writes_of_any_size_are_one_statement_text_each() {
     db.close().await;
     app.shutdown().await;
 }
+
+/// The largest group the server forms (256 calls, `calls::MAX_WRITE_GROUP`), admitted with a
+/// budget and limits to check and then finalised, each as one group: within SQLite's limit on
+/// bound values, and on PostgreSQL still five statements to admit (begin, the months locked,
+/// the accounts read, the writes, commit) and one to finalise.
+#[tokio::test]
+async fn the_largest_group_is_admitted_with_its_checks_and_finalised_whole() {
+    const N: usize = 256;
+    let app = spawn_app().await;
+    let mut users = Vec::new();
+    for who in ["ada", "bo", "cy"] {
+        users.push(app.sign_up(&format!("{who}-largest@example.com")).await.id);
+    }
+    let calls: Vec<NewCall> = (0..N)
+        .map(|i| NewCall {
+            budget: 1_000_000,
+            limits: CallLimits {
+                max_concurrent: 1000,
+                per_minute: 1000,
+            },
+            ..new_call(
+                &users[i % users.len()],
+                format!("call {i}"),
+                "finalisation-test",
+                json!({ "stream": true }),
+            )
+        })
+        .collect();
+    let db = app.db.counted_apart();
+    let statements = db.statement_counter();
+    let logs: Vec<prompt_logs::Model> = admit_many(&db, calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("admitted"))
+        .collect();
+    let postgres = app.db.get_database_backend() == DbBackend::Postgres;
+    if postgres {
+        assert_eq!(statements.swap(0, Ordering::SeqCst), 5, "to admit");
+    }
+    let metrics = Metrics::new(true);
+    let group: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| (log.clone(), outcome(i)))
+        .collect();
+    let done = finalise_many(&db, &metrics, group).await;
+    if postgres {
+        assert_eq!(statements.load(Ordering::SeqCst), 1, "to finalise");
+    }
+    for (i, result) in done.iter().enumerate() {
+        let log = result.as_ref().expect("finalised");
+        assert_eq!(
+            log.completion.as_deref(),
+            Some(outcome(i).completion.as_str())
+        );
+    }
+    let ids: Vec<Uuid> = logs.iter().map(|l| l.id).collect();
+    let linked = PromptLogUsage::find()
+        .filter(prompt_log_usage::Column::LogId.is_in(ids.clone()))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(linked, N as u64, "one usage row per call");
+    let held = CallReservations::find()
+        .filter(call_reservations::Column::LogId.is_in(ids))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "every reservation released");
+}
