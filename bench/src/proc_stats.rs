@@ -153,7 +153,7 @@ impl Drop for RssSampler {
 }
 
 /// CPU time of the whole machine so far (all CPUs), from `/proc/stat`: (busy, steal). Busy is
-/// all but idle and iowait; steal, time the hypervisor gave this VM's CPUs to others, is counted
+/// user, nice, system, irq and softirq; steal, time the hypervisor gave this VM's CPUs to others, is counted
 /// apart (a run that met much of it ran on a slower machine).
 fn machine_cpu() -> (Duration, Duration) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -166,13 +166,8 @@ fn machine_cpu() -> (Duration, Duration) {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    let busy: u64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| ![3, 4, 7].contains(i))
-        .take(6)
-        .map(|(_, x)| *x)
-        .sum();
+    // (guest and guest_nice, which follow, are counted in user and nice already)
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
     (from_ticks(busy), from_ticks(v.get(7).copied().unwrap_or(0)))
 }
 
@@ -186,6 +181,9 @@ pub struct CpuUse {
     pub postgres: f64,
     /// Time the hypervisor took from this machine's CPUs (`/proc/stat`'s steal).
     pub steal: f64,
+    /// The machine's busy time used by none of the three (interrupts, other processes); with
+    /// PostgreSQL not found, 0 (it is in `postgres`).
+    pub other: f64,
 }
 
 /// Where CPU time went during a measurement: the server, this harness (load generator and
@@ -213,17 +211,19 @@ impl CpuSplit {
         let server = cpu_time(self.server_pid).saturating_sub(self.server);
         let harness = cpu_time(std::process::id()).saturating_sub(self.harness);
         let (busy, steal) = machine_cpu();
+        let rest = busy
+            .saturating_sub(self.machine.0)
+            .saturating_sub(server + harness);
         let postgres = match (POSTMASTER.get(), self.postgres) {
             (Some(&p), Some(start)) => postgres_cpu(p).saturating_sub(start),
-            _ => busy
-                .saturating_sub(self.machine.0)
-                .saturating_sub(server + harness),
+            _ => rest,
         };
         CpuUse {
             server: server.as_secs_f64(),
             harness: harness.as_secs_f64(),
             postgres: postgres.as_secs_f64(),
             steal: steal.saturating_sub(self.machine.1).as_secs_f64(),
+            other: rest.saturating_sub(postgres).as_secs_f64(),
         }
     }
 }
