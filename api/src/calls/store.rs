@@ -218,8 +218,7 @@ async fn lock_accounts<'a>(
     now: DateTime<Utc>,
 ) -> AppResult<HashMap<&'a str, Account>> {
     let month = month_key(now);
-    let mut accounts = HashMap::with_capacity(checked.len());
-    if txn.get_database_backend() == DbBackend::Postgres {
+    let (used, mut flight, mut recent) = if txn.get_database_backend() == DbBackend::Postgres {
         let used: HashMap<String, i64> = unnest::lock_months(txn, &checked, &month)
             .await?
             .into_iter()
@@ -230,29 +229,22 @@ async fn lock_accounts<'a>(
             ));
         }
         let is_rated: Vec<bool> = checked.iter().map(|u| rated.contains(u)).collect();
-        let mut read: HashMap<String, (i64, i64, Vec<DateTime<Utc>>)> =
-            unnest::accounts(txn, &checked, &is_rated, now - RATE_WINDOW)
-                .await?
-                .into_iter()
-                .map(|(user, running, reserved, recent)| (user, (running, reserved, recent)))
-                .collect();
-        for user in checked {
-            let (running, reserved, recent) = read.remove(user).unwrap_or_default();
-            accounts.insert(
-                user,
-                Account {
-                    used: used.get(user).copied().unwrap_or(0),
-                    running,
-                    reserved,
-                    recent,
-                },
-            );
+        let (mut flight, mut recent) = (HashMap::new(), HashMap::new());
+        for (user, running, reserved, times) in
+            unnest::accounts(txn, &checked, &is_rated, now - RATE_WINDOW).await?
+        {
+            flight.insert(user.clone(), (running, reserved));
+            recent.insert(user, times);
         }
-        return Ok(accounts);
-    }
-    let used = rollup::lock_months(txn, &checked, &month).await?;
-    let mut flight = in_flight(txn, &checked).await?;
-    let mut recent = recent_calls(txn, rated, now).await?;
+        (used, flight, recent)
+    } else {
+        (
+            rollup::lock_months(txn, &checked, &month).await?,
+            in_flight(txn, &checked).await?,
+            recent_calls(txn, rated, now).await?,
+        )
+    };
+    let mut accounts = HashMap::with_capacity(checked.len());
     for user in checked {
         let (running, reserved) = flight.remove(user).unwrap_or((0, 0));
         accounts.insert(

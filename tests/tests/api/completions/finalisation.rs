@@ -76,6 +76,14 @@ fn outcome(i: usize) -> Outcome {
     }
 }
 
+/// Each log with its call's outcome (`outcome(i)` for the i-th), ready to finalise.
+fn finished(logs: &[prompt_logs::Model]) -> Vec<(prompt_logs::Model, Outcome)> {
+    logs.iter()
+        .enumerate()
+        .map(|(i, log)| (log.clone(), outcome(i)))
+        .collect()
+}
+
 /// The usage rows linked to each log, in the logs' order.
 async fn usage_of(app: &TestApp, logs: &[prompt_logs::Model]) -> Vec<Vec<token_usage::Model>> {
     let mut all = Vec::new();
@@ -107,11 +115,7 @@ async fn a_group_records_each_call_as_alone_in_a_constant_number_of_statements()
     let db = app.db.counted_apart();
     let statements = db.statement_counter();
     let metrics = Metrics::new(true);
-    let group: Vec<_> = logs
-        .iter()
-        .enumerate()
-        .map(|(i, log)| (log.clone(), outcome(i)))
-        .collect();
+    let group = finished(&logs);
     let results = finalise_many(&db, &metrics, group).await;
     // begin, the logs' update, the usage rows, their links, the reservations' delete, the
     // logs read back, commit: not a transaction per call.
@@ -218,11 +222,7 @@ async fn a_log_finalised_meanwhile_leaves_it_as_it_was_and_the_others_finalised_
     if postgres {
         assert_eq!(statements.load(Ordering::SeqCst), 2);
     }
-    let group: Vec<_> = logs
-        .iter()
-        .enumerate()
-        .map(|(i, log)| (log.clone(), outcome(i)))
-        .collect();
+    let group = finished(&logs);
     let results = finalise_many(&app.db, &metrics, group).await;
     let texts: Vec<String> = results
         .iter()
@@ -328,11 +328,7 @@ async fn grouped_writes_of_any_size_are_one_statement_text_each() {
                 .expect("the reservation");
             assert_eq!(lease.checkpoint, format!("{text}'x"));
         }
-        let group: Vec<_> = logs
-            .iter()
-            .enumerate()
-            .map(|(i, log)| (log.clone(), outcome(i)))
-            .collect();
+        let group = finished(&logs);
         let done = finalise_many(&db, &metrics, group).await;
         if postgres {
             assert_eq!(ran(), 1, "one statement finalises a group of {n}");
@@ -419,11 +415,7 @@ async fn the_largest_group_is_admitted_with_its_checks_and_finalised_whole() {
         assert_eq!(statements.swap(0, Ordering::SeqCst), 5, "to admit");
     }
     let metrics = Metrics::new(true);
-    let group: Vec<_> = logs
-        .iter()
-        .enumerate()
-        .map(|(i, log)| (log.clone(), outcome(i)))
-        .collect();
+    let group = finished(&logs);
     let done = finalise_many(&db, &metrics, group).await;
     if postgres {
         assert_eq!(statements.load(Ordering::SeqCst), 1, "to finalise");
