@@ -153,8 +153,8 @@ impl Drop for RssSampler {
 }
 
 /// CPU time of the whole machine so far (all CPUs), from `/proc/stat`: (busy, steal). Busy is
-/// user, nice, system, irq and softirq; steal, time the hypervisor gave this VM's CPUs to others, is counted
-/// apart (a run that met much of it ran on a slower machine).
+/// user, nice, system, irq and softirq. Steal, time the hypervisor gave this VM's CPUs to
+/// others, is counted apart (a run that met much of it ran on a slower machine).
 fn machine_cpu() -> (Duration, Duration) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
@@ -187,7 +187,7 @@ pub struct CpuUse {
 }
 
 /// Where CPU time went during a measurement: the server, this harness (load generator and
-/// upstream), PostgreSQL, and the machine's steal time.
+/// upstream), PostgreSQL, the rest of the machine, and the hypervisor's steal.
 pub struct CpuSplit {
     server_pid: u32,
     server: Duration,

@@ -120,9 +120,10 @@ pub struct KnownCaller {
 const MAX_READ_GROUP: usize = 64;
 /// The most calls one group admits or finalises. Under a burst, fewer and larger groups mean
 /// fewer round trips, and fewer hand-overs of the users' month locks between groups (checked
-/// admissions of the same users run one group at a time): with budgets and limits on, a burst
-/// of 500 streams had its added first-token p99 fall by 10–30 ms with 256 rather than 64, its
-/// median rising by up to 10 (docs/performance.md, thirteenth round). On PostgreSQL the rows
+/// admissions of the same users run one group at a time). In bursts of 500 streams, 256
+/// rather than 64 gave a lower added first-token p99 in 15 of 20 alternating pairs (by 10–30
+/// ms with budgets and limits on, in the sets it won), and often a higher median
+/// (docs/performance.md, thirteenth round). On PostgreSQL the rows
 /// travel as arrays (`unnest`); SQLite's largest statement, the finalisation's, binds 13
 /// values per call: 3,328 for 256, far under its limit of 32,766.
 const MAX_WRITE_GROUP: usize = 256;
