@@ -842,6 +842,10 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
     if log_ids.is_empty() {
         return Ok(());
     }
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_raw(unnest::renew(log_ids, now_micros())).await?;
+        return Ok(());
+    }
     call_reservations::Entity::update_many()
         .col_expr(
             call_reservations::Column::HeartbeatAt,

@@ -17,6 +17,14 @@
 //!
 //! (Arrays are SeaORM's `postgres-array`, which its `sqlx-postgres` feature already brings.)
 //!
+//! The statements that write many rows of `call_reservations` (a finalisation's delete, the
+//! checkpoints, lease renewals) lock those rows in `log_id` order before writing them. They run
+//! at once on different connections over overlapping sets of calls (the checkpoint and the
+//! renewal cover every running call; a finalisation, the calls that ended). Locking in
+//! whatever order its plan visited the rows, each of two could hold a row the other waited for:
+//! PostgreSQL found that deadlock after `deadlock_timeout` (1 s) and failed one of them, which
+//! held a burst's finalisation group up for a second (docs/performance.md, thirteenth round).
+//!
 //! SQLite keeps SeaORM's multi-row statements (`store`); each function here is only called on
 //! PostgreSQL.
 
@@ -84,6 +92,7 @@ FROM UNNEST($1::uuid[], $2::text[], $10::int8[], $11::text[], $9::timestamptz[])
 /// statement (atomic on its own): complete the log, append its usage row (`usage_ids`, in the
 /// calls' order) and the link to it, release its reservation. A log that was final already
 /// is left as it is and gets nothing. The logs it finalised, as stored, in no particular order.
+/// The reservations are locked in `log_id` order before their delete (module documentation).
 pub async fn finalise(
     db: &impl ConnectionTrait,
     calls: &[(&prompt_logs::Model, &Outcome)],
@@ -104,8 +113,11 @@ pub async fn finalise(
 ), link AS (
   INSERT INTO "prompt_log_usage" ("log_id", "usage_id")
   SELECT u.id, u.usage_id FROM done JOIN u ON u.id = done."id"
+), held AS MATERIALIZED (
+  SELECT r."log_id" FROM "call_reservations" AS r WHERE r."log_id" IN (SELECT "id" FROM done)
+  ORDER BY r."log_id" FOR UPDATE
 ), released AS (
-  DELETE FROM "call_reservations" AS r USING done WHERE r."log_id" = done."id"
+  DELETE FROM "call_reservations" AS r USING held WHERE r."log_id" = held."log_id"
 )
 SELECT * FROM done"#;
     let values = vec![
@@ -124,6 +136,17 @@ SELECT * FROM done"#;
         .from_raw_sql(statement(sql, values))
         .all(db)
         .await?)
+}
+
+/// Renew the leases of running calls (`store::renew`), their rows locked in `log_id` order
+/// first (see the module documentation).
+pub fn renew(log_ids: &[Uuid], now: DateTime<Utc>) -> Statement {
+    let sql = r#"WITH held AS MATERIALIZED (
+  SELECT r."log_id" FROM "call_reservations" AS r WHERE r."log_id" = ANY($1::uuid[])
+  ORDER BY r."log_id" FOR UPDATE
+)
+UPDATE "call_reservations" AS r SET "heartbeat_at" = $2 FROM held WHERE r."log_id" = held."log_id""#;
+    statement(sql, vec![Value::from(log_ids.to_vec()), Value::from(now)])
 }
 
 /// Lock the users' rollup rows for `month` (creating them) and return the tokens metered in
@@ -192,11 +215,16 @@ CROSS JOIN LATERAL (
 }
 
 /// The checkpoint update of [`super::store::checkpoint`]: per call, `checkpoint =
-/// substr(checkpoint, 1, saved) || text`, and the lease renewed.
+/// substr(checkpoint, 1, saved) || text`, and the lease renewed. Its rows are locked in
+/// `log_id` order first (see the module documentation).
 pub fn checkpoint_update(unsaved: &[(Uuid, usize, &str)], now: DateTime<Utc>) -> Statement {
-    let sql = r#"UPDATE "call_reservations" AS r SET "checkpoint" = substr(r."checkpoint", 1, u.saved) || u.delta, "heartbeat_at" = $4
-FROM UNNEST($1::uuid[], $2::int4[], $3::text[]) AS u(log_id, saved, delta)
-WHERE r."log_id" = u.log_id"#;
+    let sql = r#"WITH held AS MATERIALIZED (
+  SELECT r."log_id" FROM "call_reservations" AS r WHERE r."log_id" = ANY($1::uuid[])
+  ORDER BY r."log_id" FOR UPDATE
+)
+UPDATE "call_reservations" AS r SET "checkpoint" = substr(r."checkpoint", 1, u.saved) || u.delta, "heartbeat_at" = $4
+FROM UNNEST($1::uuid[], $2::int4[], $3::text[]) AS u(log_id, saved, delta), held
+WHERE r."log_id" = u.log_id AND held."log_id" = r."log_id""#;
     statement(
         sql,
         vec![

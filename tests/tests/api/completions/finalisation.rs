@@ -441,3 +441,112 @@ async fn the_largest_group_is_admitted_with_its_checks_and_finalised_whole() {
         .unwrap();
     assert_eq!(held, 0, "every reservation released");
 }
+
+/// Two calls in flight, `a` before `b` in `log_id` order but stored the other way round (`b`
+/// admitted first), so that a plan visiting rows in the array's or the table's order meets `b`
+/// first.
+async fn stored_out_of_order(app: &TestApp) -> (prompt_logs::Model, prompt_logs::Model) {
+    let user = app.sign_up("order@example.com").await.id;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut logs = Vec::new();
+    for id in [b, a] {
+        let call = NewCall {
+            id,
+            ..new_call(&user, format!("call {id}"), "finalisation-test", json!({}))
+        };
+        logs.extend(
+            admit_many(&app.db, vec![call])
+                .await
+                .into_iter()
+                .map(|r| r.expect("admitted")),
+        );
+    }
+    let b_log = logs.remove(0);
+    (logs.remove(0), b_log)
+}
+
+/// Whether `log_id`'s reservation row is locked by another transaction: a `NOWAIT` lock on it
+/// from `txn` fails (and with it `txn`).
+async fn locked_elsewhere(txn: &api::db::Tx, log_id: Uuid) -> bool {
+    use sea_orm::{Statement, Value};
+    txn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        r#"SELECT 1 FROM "call_reservations" WHERE "log_id" = $1 FOR UPDATE NOWAIT"#,
+        [Value::from(log_id)],
+    ))
+    .await
+    .is_err()
+}
+
+/// Until some session of this database waits for a lock.
+async fn until_one_waits(app: &TestApp) {
+    use sea_orm::Statement;
+    let waiting = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT count(*)::int8 FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    loop {
+        let row = app
+            .db
+            .query_one_raw(waiting.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get_by_index::<i64>(0).unwrap() > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The statements that write many reservation rows (checkpoints, lease renewals, a group's
+/// finalisation) run at once over overlapping calls, so they take the rows' locks in `log_id`
+/// order: two of them can then never each hold a row the other waits for (PostgreSQL found
+/// such deadlocks in a burst, and failed a finalisation group after a second). Here another
+/// transaction holds the later row, `b`; each statement, given `b` first, must already hold
+/// `a` while it waits.
+#[tokio::test]
+async fn writes_of_many_reservations_lock_them_in_log_id_order() {
+    use api::calls::store::{checkpoint, renew};
+    let app = spawn_app().await;
+    if app.db.get_database_backend() != DbBackend::Postgres {
+        eprintln!("PostgreSQL only (SQLite has no row locks: one writer at a time)");
+        return;
+    }
+    let (a, b) = stored_out_of_order(&app).await;
+    assert!(a.id < b.id);
+    for write in ["checkpoint", "renew", "finalise"] {
+        let txn = app.db.begin().await.unwrap();
+        assert!(
+            !locked_elsewhere(&txn, b.id).await,
+            "{write}: b free, now held"
+        );
+        let db = app.db.clone();
+        let (a_log, b_log) = (a.clone(), b.clone());
+        let running = tokio::spawn(async move {
+            match write {
+                "checkpoint" => checkpoint(&db, &[(b_log.id, 0, "b"), (a_log.id, 0, "a")])
+                    .await
+                    .map(|_| ()),
+                "renew" => renew(&db, &[b_log.id, a_log.id]).await.map(|_| ()),
+                _ => {
+                    let group = vec![(b_log, outcome(1)), (a_log, outcome(0))];
+                    for done in finalise_many(&db, &Metrics::new(true), group).await {
+                        done?;
+                    }
+                    Ok(())
+                }
+            }
+        });
+        until_one_waits(&app).await;
+        assert!(
+            locked_elsewhere(&txn, a.id).await,
+            "{write}: waiting for b, it must hold a already"
+        );
+        drop(txn);
+        running.await.unwrap().expect("done once b was released");
+    }
+    let held = CallReservations::find().count(&app.db).await.unwrap();
+    assert_eq!(held, 0, "both finalised at the end");
+}
