@@ -73,6 +73,27 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Return once some session of this test's database waits for a lock (PostgreSQL's
+    /// `pg_stat_activity`): the moment a statement under test is blocked, without a sleep.
+    pub async fn until_a_session_waits_for_a_lock(&self) {
+        let waiting = Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*)::int8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        loop {
+            let row = self.db.query_one_raw(waiting.clone()).await;
+            let n = row
+                .expect("pg_stat_activity")
+                .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                .unwrap_or(0);
+            if n > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Stop accepting, let in-flight requests finish, and wait for the server to exit.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

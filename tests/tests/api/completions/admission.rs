@@ -11,7 +11,7 @@ use entity::prelude::*;
 use entity::{call_reservations, prompt_logs};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, Set, Statement,
+    QueryFilter, Set,
 };
 use serde_json::json;
 use tests::{TestApp, spawn_app};
@@ -238,23 +238,7 @@ async fn an_admission_that_waited_for_a_users_lock_sees_what_that_transaction_ad
     if app.db.get_database_backend() == DbBackend::Postgres {
         // Until the second admission waits for the lock (SQLite cannot show this: there the
         // order is likely but not certain, and the outcome must be the same either way).
-        let blocked = Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*)::int8 FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
-        loop {
-            let row = app
-                .db
-                .query_one_raw(blocked.clone())
-                .await
-                .unwrap()
-                .unwrap();
-            if row.try_get_by_index::<i64>(0).unwrap() > 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        app.until_a_session_waits_for_a_lock().await;
     }
     txn.commit().await.unwrap();
     let results = waiting.await.unwrap();

@@ -478,28 +478,6 @@ async fn locked_elsewhere(txn: &api::db::Tx, log_id: Uuid) -> bool {
     .is_err()
 }
 
-/// Until some session of this database waits for a lock.
-async fn until_one_waits(app: &TestApp) {
-    use sea_orm::Statement;
-    let waiting = Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT count(*)::int8 FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    );
-    loop {
-        let row = app
-            .db
-            .query_one_raw(waiting.clone())
-            .await
-            .unwrap()
-            .unwrap();
-        if row.try_get_by_index::<i64>(0).unwrap() > 0 {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
 /// The statements that write many reservation rows (checkpoints, lease renewals, a group's
 /// finalisation) run at once over overlapping calls, so they take the rows' locks in `log_id`
 /// order: two of them can then never each hold a row the other waits for (PostgreSQL found
@@ -539,7 +517,7 @@ async fn writes_of_many_reservations_lock_them_in_log_id_order() {
                 }
             }
         });
-        until_one_waits(&app).await;
+        app.until_a_session_waits_for_a_lock().await;
         assert!(
             locked_elsewhere(&txn, a.id).await,
             "{write}: waiting for b, it must hold a already"
