@@ -123,9 +123,9 @@ const MAX_READ_GROUP: usize = 64;
 /// admissions of the same users run one group at a time). In bursts of 500 streams, 256
 /// rather than 64 gave a lower added first-token p99 in 15 of 20 alternating pairs (by 10–30
 /// ms with budgets and limits on, in the sets it won), and often a higher median
-/// (docs/performance.md, thirteenth round). On PostgreSQL the rows
-/// travel as arrays (`unnest`); SQLite's largest statement, the finalisation's, binds 13
-/// values per call: 3,328 for 256, far under its limit of 32,766.
+/// (docs/performance.md, thirteenth round). On PostgreSQL the rows travel as arrays
+/// (`unnest`); SQLite's largest statement, the finalisation's, binds 13 values per call:
+/// 3,328 for 256, far under its limit of 32,766.
 const MAX_WRITE_GROUP: usize = 256;
 /// Groups read or admitted at once: a burst's first call goes alone while the next gather.
 const GROUP_SLOTS: usize = 2;

@@ -210,7 +210,7 @@ async fn admit_together(
 
 /// Lock the `checked` users' months (sorted and distinct) and read what their calls are
 /// decided against; `rated` (a subset) have a per-minute limit, whose window is read too. On
-/// PostgreSQL two statements (`unnest::lock_months`, `unnest::accounts`), on SQLite four.
+/// PostgreSQL two statements (`rollup::lock_months`, `unnest::accounts`), on SQLite four.
 async fn lock_accounts<'a>(
     txn: &Tx,
     checked: Vec<&'a str>,
@@ -218,16 +218,8 @@ async fn lock_accounts<'a>(
     now: DateTime<Utc>,
 ) -> AppResult<HashMap<&'a str, Account>> {
     let month = month_key(now);
-    let (used, mut flight, mut recent) = if txn.get_database_backend() == DbBackend::Postgres {
-        let used: HashMap<String, i64> = unnest::lock_months(txn, &checked, &month)
-            .await?
-            .into_iter()
-            .collect();
-        if used.len() != checked.len() {
-            return Err(AppError::internal(
-                "usage rollup rows missing right after their upsert",
-            ));
-        }
+    let used = rollup::lock_months(txn, &checked, &month).await?;
+    let (mut flight, mut recent) = if txn.get_database_backend() == DbBackend::Postgres {
         let is_rated: Vec<bool> = checked.iter().map(|u| rated.contains(u)).collect();
         let (mut flight, mut recent) = (HashMap::new(), HashMap::new());
         for (user, running, reserved, times) in
@@ -236,10 +228,9 @@ async fn lock_accounts<'a>(
             flight.insert(user.clone(), (running, reserved));
             recent.insert(user, times);
         }
-        (used, flight, recent)
+        (flight, recent)
     } else {
         (
-            rollup::lock_months(txn, &checked, &month).await?,
             in_flight(txn, &checked).await?,
             recent_calls(txn, rated, now).await?,
         )

@@ -149,35 +149,10 @@ UPDATE "call_reservations" AS r SET "heartbeat_at" = $2 FROM held WHERE r."log_i
     statement(sql, vec![Value::from(log_ids.to_vec()), Value::from(now)])
 }
 
-/// Lock the users' rollup rows for `month` (creating them) and return the tokens metered in
-/// each: `store`'s checked admission, as `rollup::lock_months` does it in two statements. The
-/// rows are written in the given order (sorted and distinct), so concurrent groups take the
-/// locks in one order. What the upsert returns is each row's newest version, the one it
-/// locked, even if it waited for another transaction to commit it.
-pub async fn lock_months(
-    db: &impl ConnectionTrait,
-    user_ids: &[&str],
-    month: &str,
-) -> AppResult<Vec<(String, i64)>> {
-    let sql = r#"INSERT INTO "usage_monthly" ("user_id", "month")
-SELECT u.user_id, $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS u(user_id, n) ORDER BY u.n
-ON CONFLICT ("user_id", "month") DO UPDATE SET "calls" = "usage_monthly"."calls"
-RETURNING "user_id", "prompt_tokens" + "completion_tokens" AS "used""#;
-    let values = vec![
-        column(user_ids, |u| (*u).to_owned()),
-        Value::from(month.to_owned()),
-    ];
-    let rows = db.query_all_raw(statement(sql, values)).await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
-        .collect::<Result<_, sea_orm::DbErr>>()?)
-}
-
 /// Per user: calls in flight and the tokens they reserve, and, for the users `rated` marks,
 /// the start times of their calls since `since`, newest first (for the other users, none).
 /// One statement for what `store` reads in two on SQLite. It must come after
-/// [`lock_months`], in a statement of its own: a statement sees what was committed when it
+/// `rollup::lock_months`, in a statement of its own: a statement sees what was committed when it
 /// began, and only a later one sees the calls that the group it waited for admitted.
 pub async fn accounts(
     db: &impl ConnectionTrait,

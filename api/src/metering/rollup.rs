@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use entity::{usage_monthly, user_profiles};
-use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, RelationDef, Set};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition, OnConflict, Value};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, RelationDef, Set, Statement,
+};
 
 use crate::error::{AppError, AppResult};
 use crate::time::{month_key, now_micros};
@@ -15,6 +17,10 @@ use crate::time::{month_key, now_micros};
 /// each, so admissions of one user run one at a time on both databases: the first statement of
 /// the transaction is a write to those rows. `user_ids` must be sorted and distinct: concurrent
 /// transactions then take the locks in one order and cannot deadlock on them.
+///
+/// On PostgreSQL one statement: the upsert returns the rows it locked (their newest version,
+/// even after waiting for another transaction to commit it), with the users as one array (one
+/// statement text for any number). On SQLite the upsert, then a read.
 pub async fn lock_months(
     db: &impl ConnectionTrait,
     user_ids: &[&str],
@@ -23,6 +29,39 @@ pub async fn lock_months(
     debug_assert!(user_ids.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
     // Only the key: the counters start at their defaults, and the request role may write
     // nothing else of this table (migration 0009).
+    let rows: Vec<(String, i64)> = if db.get_database_backend() == DbBackend::Postgres {
+        let sql = r#"INSERT INTO "usage_monthly" ("user_id", "month")
+SELECT u.user_id, $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS u(user_id, n) ORDER BY u.n
+ON CONFLICT ("user_id", "month") DO UPDATE SET "calls" = "usage_monthly"."calls"
+RETURNING "user_id", "prompt_tokens" + "completion_tokens" AS "used""#;
+        let users: Vec<String> = user_ids.iter().map(|u| (*u).to_owned()).collect();
+        let locked = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [Value::from(users), Value::from(month.to_owned())],
+        );
+        db.query_all_raw(locked)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
+            .collect::<Result<_, sea_orm::DbErr>>()?
+    } else {
+        upsert_then_read(db, user_ids, month).await?
+    };
+    if rows.len() != user_ids.len() {
+        return Err(AppError::internal(
+            "usage rollup rows missing right after their upsert",
+        ));
+    }
+    Ok(rows.into_iter().collect())
+}
+
+/// SQLite's `lock_months`: the upsert, then the rows it wrote.
+async fn upsert_then_read(
+    db: &impl ConnectionTrait,
+    user_ids: &[&str],
+    month: &str,
+) -> AppResult<Vec<(String, i64)>> {
     usage_monthly::Entity::insert_many(user_ids.iter().map(|user| usage_monthly::ActiveModel {
         user_id: Set((*user).to_owned()),
         month: Set(month.to_owned()),
@@ -45,11 +84,6 @@ pub async fn lock_months(
         .filter(usage_monthly::Column::Month.eq(month))
         .all(db)
         .await?;
-    if rows.len() != user_ids.len() {
-        return Err(AppError::internal(
-            "usage rollup rows missing right after their upsert",
-        ));
-    }
     Ok(rows
         .into_iter()
         .map(|m| (m.user_id, m.prompt_tokens + m.completion_tokens))
