@@ -198,6 +198,7 @@ pub struct CpuSplit {
 
 impl CpuSplit {
     pub fn start(server_pid: u32) -> CpuSplit {
+        profiler("enable");
         CpuSplit {
             server_pid,
             server: cpu_time(server_pid),
@@ -208,6 +209,7 @@ impl CpuSplit {
     }
 
     pub fn finish(&self) -> CpuUse {
+        profiler("disable");
         let server = cpu_time(self.server_pid).saturating_sub(self.server);
         let harness = cpu_time(std::process::id()).saturating_sub(self.harness);
         let (busy, steal) = machine_cpu();
@@ -225,5 +227,27 @@ impl CpuSplit {
             steal: steal.saturating_sub(self.machine.1).as_secs_f64(),
             other: rest.saturating_sub(postgres).as_secs_f64(),
         }
+    }
+}
+
+/// With `BENCH_PERF_CONTROL` set to `perf record --control fifo:CTL,ACK`'s two fifos
+/// (`CTL,ACK`), measured spans turn perf's recording on and off, so that a profile taken with
+/// `-D -1` holds the measured runs and not the set-up around them (see the README).
+fn profiler(command: &str) {
+    use std::io::{Read, Write};
+    let Ok(fifos) = std::env::var("BENCH_PERF_CONTROL") else {
+        return;
+    };
+    let Some((control, ack)) = fifos.split_once(',') else {
+        panic!("BENCH_PERF_CONTROL is CTL,ACK: the two fifos given to perf record --control");
+    };
+    let sent = std::fs::OpenOptions::new()
+        .write(true)
+        .open(control)
+        .and_then(|mut c| c.write_all(format!("{command}\n").as_bytes()));
+    // perf answers "ack" once it has acted: wait for it, so the span starts recorded.
+    let acked = std::fs::File::open(ack).and_then(|mut a| a.read(&mut [0; 8]));
+    if let Err(e) = sent.and(acked) {
+        panic!("BENCH_PERF_CONTROL ({fifos}): {e}");
     }
 }
