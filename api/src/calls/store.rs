@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::session::LimitOverrides;
 use crate::db::{Db, Tx};
 use crate::error::{AppError, AppResult, CallLimitKind};
-use crate::grouped::padded;
+use crate::grouped::one_of;
 use crate::metering::{budget, rollup};
 use crate::metrics::{FinishedCall, Metrics};
 use crate::time::{month_key, now_micros};
@@ -295,24 +295,35 @@ async fn write_admitted(
         .exec_without_returning(db)
         .await?;
     }
-    let turns: Vec<conversation_turns::ActiveModel> = admitted
+    let turns: Vec<(Uuid, i32, Uuid, &str)> = admitted
         .iter()
         .filter_map(|&i| {
             let call = &calls[i];
-            call.turn
-                .as_ref()
-                .map(|turn| conversation_turns::ActiveModel {
-                    conversation_id: Set(turn.conversation_id),
-                    seq: Set(turn.seq),
-                    log_id: Set(call.id),
-                    user_id: Set(call.user_id.clone()),
-                })
+            let turn = call.turn.as_ref()?;
+            Some((
+                turn.conversation_id,
+                turn.seq,
+                call.id,
+                call.user_id.as_str(),
+            ))
         })
         .collect();
-    if !turns.is_empty() {
-        conversation_turns::Entity::insert_many(turns)
-            .exec_without_returning(db)
-            .await?;
+    if turns.is_empty() {
+        return Ok(logs);
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        unnest::turns(db, &turns).await?;
+    } else {
+        conversation_turns::Entity::insert_many(turns.iter().map(
+            |&(conversation_id, seq, log_id, user_id)| conversation_turns::ActiveModel {
+                conversation_id: Set(conversation_id),
+                seq: Set(seq),
+                log_id: Set(log_id),
+                user_id: Set(user_id.to_owned()),
+            },
+        ))
+        .exec_without_returning(db)
+        .await?;
     }
     Ok(logs)
 }
@@ -408,7 +419,11 @@ pub async fn limits_for(
     defaults: CallLimits,
 ) -> AppResult<HashMap<String, CallLimits>> {
     let rows = user_limits::Entity::find()
-        .filter(user_limits::Column::UserId.is_in(padded(user_ids.iter().cloned())))
+        .filter(one_of(
+            db.get_database_backend(),
+            user_limits::Column::UserId,
+            user_ids.iter().cloned(),
+        ))
         .all(db)
         .await?;
     let mut limits: HashMap<String, CallLimits> =
@@ -442,7 +457,11 @@ async fn in_flight(
         .column_as(R::LogId.count(), "calls")
         // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
         .column_as(R::Tokens.sum().cast_as("BIGINT"), "total")
-        .filter(R::UserId.is_in(padded(user_ids.iter().copied())))
+        .filter(one_of(
+            db.get_database_backend(),
+            R::UserId,
+            user_ids.iter().map(|u| (*u).to_owned()),
+        ))
         .group_by(R::UserId)
         .into_model::<InFlightSum>()
         .all(db)
@@ -468,7 +487,11 @@ async fn recent_calls(
         .select_only()
         .column(prompt_logs::Column::UserId)
         .column(prompt_logs::Column::CreatedAt)
-        .filter(prompt_logs::Column::UserId.is_in(padded(user_ids.iter().copied())))
+        .filter(one_of(
+            db.get_database_backend(),
+            prompt_logs::Column::UserId,
+            user_ids.iter().map(|u| (*u).to_owned()),
+        ))
         .filter(prompt_logs::Column::CreatedAt.gt(now - RATE_WINDOW))
         .order_by_desc(prompt_logs::Column::CreatedAt)
         .into_tuple()
@@ -762,11 +785,19 @@ async fn finalise_with_cases(txn: &Tx, calls: &[Finish]) -> AppResult<Vec<prompt
     .exec_without_returning(txn)
     .await?;
     call_reservations::Entity::delete_many()
-        .filter(call_reservations::Column::LogId.is_in(padded(ids.iter().copied())))
+        .filter(one_of(
+            txn.get_database_backend(),
+            call_reservations::Column::LogId,
+            ids.iter().copied(),
+        ))
         .exec(txn)
         .await?;
     let mut stored: HashMap<Uuid, prompt_logs::Model> = prompt_logs::Entity::find()
-        .filter(C::Id.is_in(padded(ids.iter().copied())))
+        .filter(one_of(
+            txn.get_database_backend(),
+            C::Id,
+            ids.iter().copied(),
+        ))
         .all(txn)
         .await?
         .into_iter()
@@ -842,7 +873,11 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
             call_reservations::Column::HeartbeatAt,
             Expr::value(now_micros()),
         )
-        .filter(call_reservations::Column::LogId.is_in(padded(log_ids.iter().copied())))
+        .filter(one_of(
+            db.get_database_backend(),
+            call_reservations::Column::LogId,
+            log_ids.iter().copied(),
+        ))
         .exec(db)
         .await?;
     Ok(())

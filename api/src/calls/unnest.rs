@@ -88,6 +88,22 @@ FROM UNNEST($1::uuid[], $2::text[], $10::int8[], $11::text[], $9::timestamptz[])
     Ok(())
 }
 
+/// The conversation turns of a group's admitted calls (`conversation_id`, `seq`, `log_id`,
+/// `user_id`), after their logs: one statement text for any number of turns, where SeaORM's
+/// multi-row insert was a text per number (up to a write group's 256).
+pub async fn turns(db: &impl ConnectionTrait, turns: &[(Uuid, i32, Uuid, &str)]) -> AppResult<()> {
+    let sql = r#"INSERT INTO "conversation_turns" ("conversation_id", "seq", "log_id", "user_id")
+SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::uuid[], $4::text[])"#;
+    let values = vec![
+        column(turns, |t| t.0),
+        column(turns, |t| t.1),
+        column(turns, |t| t.2),
+        column(turns, |t| t.3.to_owned()),
+    ];
+    db.execute_raw(statement(sql, values)).await?;
+    Ok(())
+}
+
 /// Finalise the group's logs that are still in flight, each with its outcome, in one
 /// statement (atomic on its own): complete the log, append its usage row (`usage_ids`, in the
 /// calls' order) and the link to it, release its reservation. A log that was final already

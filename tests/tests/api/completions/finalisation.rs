@@ -528,3 +528,65 @@ async fn writes_of_many_reservations_lock_them_in_log_id_order() {
     let held = CallReservations::find().count(&app.db).await.unwrap();
     assert_eq!(held, 0, "both finalised at the end");
 }
+
+/// The turns of a group's calls in several conversations of two users are written together
+/// (on PostgreSQL one statement of arrays, the same text for any number of turns), each with
+/// its conversation, number, log and user, and each conversation's count moves to it.
+#[tokio::test]
+async fn a_groups_turns_in_several_conversations_are_written_together() {
+    use api::calls::store::NewTurn;
+    use entity::conversation_turns;
+    let app = spawn_app().await;
+    let ada = app.sign_up("ada-turns@example.com").await;
+    let bo = app.sign_up("bo-turns@example.com").await;
+    let mut calls = Vec::new();
+    for (i, user) in [&ada, &ada, &bo, &ada, &bo].into_iter().enumerate() {
+        let body = app
+            .gql(
+                Some(&user.token),
+                "mutation { createConversation(input: {}) { id } }",
+                json!({}),
+            )
+            .await;
+        let id = body["data"]["createConversation"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"));
+        calls.push(NewCall {
+            turn: Some(NewTurn {
+                conversation_id: id.parse().expect("a uuid"),
+                seq: 1,
+                title: None,
+            }),
+            ..new_call(&user.id, format!("turn {i}"), "turns-test", json!({}))
+        });
+    }
+    let expected: Vec<(Uuid, i32, Uuid, String)> = calls
+        .iter()
+        .map(|c| {
+            let turn = c.turn.as_ref().expect("a turn");
+            (turn.conversation_id, turn.seq, c.id, c.user_id.clone())
+        })
+        .collect();
+    for result in admit_many(&app.db, calls).await {
+        result.expect("admitted");
+    }
+    let mut stored: Vec<(Uuid, i32, Uuid, String)> = ConversationTurns::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t: conversation_turns::Model| (t.conversation_id, t.seq, t.log_id, t.user_id))
+        .collect();
+    stored.sort();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(stored, expected_sorted);
+    for (conversation, ..) in &expected {
+        let row = Conversations::find_by_id(*conversation)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .expect("the conversation");
+        assert_eq!(row.turn_count, 1);
+    }
+}
