@@ -13,9 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sea_orm::sea_query::postgres_array::NotU8;
-use sea_orm::sea_query::{Expr, Value};
-use sea_orm::{ColumnTrait, DbBackend};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::error::{AppError, AppResult};
@@ -132,28 +129,13 @@ impl<I: Send + 'static, T: Send + 'static> Grouped<I, AppResult<T>> {
     }
 }
 
-/// `column IN (values)` for a grouped statement, with one statement text whatever the number of
-/// values. On PostgreSQL the values travel as one array (`column = ANY($1)`): one text per
-/// query, prepared once per connection and once in a pooler such as PgBouncer
-/// (`max_prepared_statements`), where a list of its own length per group made up to nine texts
-/// per query (docs/performance.md, fourteenth round). SQLite has no arrays: there the list is
-/// [`padded`]. No values select nothing (SeaORM writes `1 = 2`).
-pub fn one_of<C, V>(backend: DbBackend, column: C, values: impl IntoIterator<Item = V>) -> Expr
-where
-    C: ColumnTrait,
-    V: Into<Value> + Clone + NotU8,
-{
-    match backend {
-        DbBackend::Postgres => column.eq_any(values),
-        _ => column.is_in(padded(values)),
-    }
-}
-
 /// The values of an `IN (…)` list, padded with copies of the last to the next power of two.
 /// A grouped statement's list is as long as its group, and each length is a statement text of
 /// its own: prepared once per connection, planned for its values on its first five runs there,
 /// and one of the hundred that sqlx keeps per connection. Padded, the lists of groups of up to
-/// 64 have seven texts instead of 64. A repeated value changes nothing an `IN` selects, updates
+/// 64 have seven texts instead of 64. (`= ANY($1)`, the values as one array, would be one text,
+/// but PostgreSQL plans it afresh on every run: its generic plan assumes ten elements and never
+/// beats the custom plan of a short list. Test `auth::a_lone_session_lookup_is_planned_once_for_all_its_runs`.) A repeated value changes nothing an `IN` selects, updates
 /// or deletes. Past 1,024 values (a lease renewal of that many running calls) a list grows to a
 /// multiple of 1,024 instead, so padding never adds more than 1,023 bound values.
 pub fn padded<T: Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -282,34 +264,6 @@ mod tests {
         assert_eq!(first.await.unwrap(), Some(10));
         assert_eq!(second.await.unwrap(), Some(20));
         assert_eq!(groups.lock().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn one_of_is_one_array_on_postgres_and_a_padded_list_on_sqlite() {
-        use entity::session;
-        use sea_orm::{EntityTrait, QueryFilter, QueryTrait};
-        let sql = |backend: DbBackend, tokens: &[&str]| {
-            let tokens = tokens.iter().map(|t| (*t).to_owned());
-            session::Entity::find()
-                .filter(one_of(backend, session::Column::Token, tokens))
-                .build(backend)
-        };
-        let postgres = sql(DbBackend::Postgres, &["a", "b", "c"]);
-        assert!(
-            postgres
-                .sql
-                .ends_with(r#"WHERE "session"."token" = ANY($1)"#)
-        );
-        assert_eq!(postgres.values.unwrap().0.len(), 1);
-        let sqlite = sql(DbBackend::Sqlite, &["a", "b", "c"]);
-        assert!(
-            sqlite
-                .sql
-                .ends_with(r#"WHERE "session"."token" IN (?, ?, ?, ?)"#)
-        );
-        for backend in [DbBackend::Postgres, DbBackend::Sqlite] {
-            assert!(sql(backend, &[]).to_string().ends_with("WHERE 1 = 2"));
-        }
     }
 
     #[test]

@@ -108,11 +108,7 @@ pub async fn resolve_many(
             usage_monthly::Column::CompletionTokens,
         )));
     let mut query = session::Entity::find()
-        .filter(crate::grouped::one_of(
-            db.get_database_backend(),
-            session::Column::Token,
-            tokens.iter().cloned(),
-        ))
+        .filter(session::Column::Token.is_in(crate::grouped::padded(tokens.iter().cloned())))
         .find_also_related(user::Entity)
         .find_also(user::Entity, user_profiles::Entity)
         .join(JoinType::LeftJoin, rollup::of_month(&month))

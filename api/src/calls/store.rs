@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::session::LimitOverrides;
 use crate::db::{Db, Tx};
 use crate::error::{AppError, AppResult, CallLimitKind};
-use crate::grouped::one_of;
+use crate::grouped::padded;
 use crate::metering::{budget, rollup};
 use crate::metrics::{FinishedCall, Metrics};
 use crate::time::{month_key, now_micros};
@@ -419,11 +419,7 @@ pub async fn limits_for(
     defaults: CallLimits,
 ) -> AppResult<HashMap<String, CallLimits>> {
     let rows = user_limits::Entity::find()
-        .filter(one_of(
-            db.get_database_backend(),
-            user_limits::Column::UserId,
-            user_ids.iter().cloned(),
-        ))
+        .filter(user_limits::Column::UserId.is_in(padded(user_ids.iter().cloned())))
         .all(db)
         .await?;
     let mut limits: HashMap<String, CallLimits> =
@@ -457,11 +453,7 @@ async fn in_flight(
         .column_as(R::LogId.count(), "calls")
         // SUM of a bigint is numeric on PostgreSQL: cast back to bigint.
         .column_as(R::Tokens.sum().cast_as("BIGINT"), "total")
-        .filter(one_of(
-            db.get_database_backend(),
-            R::UserId,
-            user_ids.iter().map(|u| (*u).to_owned()),
-        ))
+        .filter(R::UserId.is_in(padded(user_ids.iter().copied())))
         .group_by(R::UserId)
         .into_model::<InFlightSum>()
         .all(db)
@@ -487,11 +479,7 @@ async fn recent_calls(
         .select_only()
         .column(prompt_logs::Column::UserId)
         .column(prompt_logs::Column::CreatedAt)
-        .filter(one_of(
-            db.get_database_backend(),
-            prompt_logs::Column::UserId,
-            user_ids.iter().map(|u| (*u).to_owned()),
-        ))
+        .filter(prompt_logs::Column::UserId.is_in(padded(user_ids.iter().copied())))
         .filter(prompt_logs::Column::CreatedAt.gt(now - RATE_WINDOW))
         .order_by_desc(prompt_logs::Column::CreatedAt)
         .into_tuple()
@@ -785,19 +773,11 @@ async fn finalise_with_cases(txn: &Tx, calls: &[Finish]) -> AppResult<Vec<prompt
     .exec_without_returning(txn)
     .await?;
     call_reservations::Entity::delete_many()
-        .filter(one_of(
-            txn.get_database_backend(),
-            call_reservations::Column::LogId,
-            ids.iter().copied(),
-        ))
+        .filter(call_reservations::Column::LogId.is_in(padded(ids.iter().copied())))
         .exec(txn)
         .await?;
     let mut stored: HashMap<Uuid, prompt_logs::Model> = prompt_logs::Entity::find()
-        .filter(one_of(
-            txn.get_database_backend(),
-            C::Id,
-            ids.iter().copied(),
-        ))
+        .filter(C::Id.is_in(padded(ids.iter().copied())))
         .all(txn)
         .await?
         .into_iter()
@@ -873,11 +853,7 @@ pub async fn renew(db: &Db, log_ids: &[Uuid]) -> AppResult<()> {
             call_reservations::Column::HeartbeatAt,
             Expr::value(now_micros()),
         )
-        .filter(one_of(
-            db.get_database_backend(),
-            call_reservations::Column::LogId,
-            log_ids.iter().copied(),
-        ))
+        .filter(call_reservations::Column::LogId.is_in(padded(log_ids.iter().copied())))
         .exec(db)
         .await?;
     Ok(())

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use async_graphql::dataloader::Loader;
 use entity::{conversation_turns, conversations, prompt_log_usage, prompt_logs, token_usage, user};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait};
+use sea_orm::{ColumnTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait};
 use uuid::Uuid;
 
 use crate::config::ProfileDefaults;
@@ -28,11 +28,7 @@ impl Loader<String> for UserLoader {
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let users = user::Entity::find()
-            .filter(crate::grouped::one_of(
-                self.0.get_database_backend(),
-                user::Column::Id,
-                keys.iter().cloned(),
-            ))
+            .filter(user::Column::Id.is_in(crate::grouped::padded(keys.iter().cloned())))
             .all(&self.0)
             .await
             .map_err(internal)?;
@@ -65,11 +61,9 @@ impl Loader<Uuid> for CostLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let rows = prompt_log_usage::Entity::find()
-            .filter(crate::grouped::one_of(
-                self.0.get_database_backend(),
-                prompt_log_usage::Column::LogId,
-                keys.iter().copied(),
-            ))
+            .filter(
+                prompt_log_usage::Column::LogId.is_in(crate::grouped::padded(keys.iter().copied())),
+            )
             .find_also_related(token_usage::Entity)
             .all(&self.0)
             .await
@@ -110,11 +104,7 @@ impl Loader<Uuid> for LastTurnLoader {
                 JoinType::InnerJoin,
                 conversation_turns::Relation::Conversations.def(),
             )
-            .filter(crate::grouped::one_of(
-                self.0.get_database_backend(),
-                T::ConversationId,
-                keys.iter().copied(),
-            ))
+            .filter(T::ConversationId.is_in(crate::grouped::padded(keys.iter().copied())))
             .filter(
                 Expr::col((conversation_turns::Entity, T::Seq)).eq(Expr::col((
                     conversations::Entity,
@@ -140,11 +130,10 @@ impl Loader<Uuid> for LogConversationLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let rows = conversation_turns::Entity::find()
-            .filter(crate::grouped::one_of(
-                self.0.get_database_backend(),
-                conversation_turns::Column::LogId,
-                keys.iter().copied(),
-            ))
+            .filter(
+                conversation_turns::Column::LogId
+                    .is_in(crate::grouped::padded(keys.iter().copied())),
+            )
             .find_also_related(conversations::Entity)
             .all(&self.0)
             .await

@@ -78,11 +78,9 @@ async fn upsert_then_read(
     .exec_without_returning(db)
     .await?;
     let rows = usage_monthly::Entity::find()
-        .filter(crate::grouped::one_of(
-            db.get_database_backend(),
-            usage_monthly::Column::UserId,
-            user_ids.iter().map(|u| (*u).to_owned()),
-        ))
+        .filter(
+            usage_monthly::Column::UserId.is_in(crate::grouped::padded(user_ids.iter().copied())),
+        )
         .filter(usage_monthly::Column::Month.eq(month))
         .all(db)
         .await?;
@@ -98,11 +96,9 @@ pub async fn tokens_this_month(
     user_ids: &[String],
 ) -> AppResult<HashMap<String, i64>> {
     let rows = usage_monthly::Entity::find()
-        .filter(crate::grouped::one_of(
-            db.get_database_backend(),
-            usage_monthly::Column::UserId,
-            user_ids.iter().cloned(),
-        ))
+        .filter(
+            usage_monthly::Column::UserId.is_in(crate::grouped::padded(user_ids.iter().cloned())),
+        )
         .filter(usage_monthly::Column::Month.eq(month_key(now_micros())))
         .all(db)
         .await?;

@@ -46,11 +46,9 @@ pub async fn get_or_create_many(
     defaults: &ProfileDefaults,
 ) -> AppResult<HashMap<String, user_profiles::Model>> {
     let found = user_profiles::Entity::find()
-        .filter(crate::grouped::one_of(
-            db.get_database_backend(),
-            user_profiles::Column::UserId,
-            user_ids.iter().cloned(),
-        ))
+        .filter(
+            user_profiles::Column::UserId.is_in(crate::grouped::padded(user_ids.iter().cloned())),
+        )
         .all(db)
         .await?
         .into_iter()
@@ -87,11 +85,9 @@ pub async fn get_or_create_many_metered(
     month: &str,
 ) -> AppResult<HashMap<String, Metered>> {
     let found = user_profiles::Entity::find()
-        .filter(crate::grouped::one_of(
-            db.get_database_backend(),
-            user_profiles::Column::UserId,
-            user_ids.iter().cloned(),
-        ))
+        .filter(
+            user_profiles::Column::UserId.is_in(crate::grouped::padded(user_ids.iter().cloned())),
+        )
         .join(JoinType::LeftJoin, rollup::of_month(month))
         .select_also(usage_monthly::Entity)
         .all(db)

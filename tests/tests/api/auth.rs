@@ -552,10 +552,56 @@ async fn sessions_resolved_together_answer_each_token_in_order() {
     }
 }
 
-/// Sessions resolved in groups of 1 to 9 tokens share statement texts, and every repeated token
-/// still gets its own answer. On PostgreSQL the tokens travel as one array (`= ANY($1)`,
-/// `api::grouped::one_of`): one text for every size, counted where the connection prepared it.
-/// On SQLite the IN list is padded to a power of two (`api::grouped::padded`): five texts.
+/// A session looked up alone, again and again (one client), is planned once, not on every run:
+/// after five custom plans PostgreSQL keeps a generic one for the statement. This is why the
+/// grouped lookups keep IN lists (`api::grouped::padded`) rather than `= ANY($1)` with the
+/// tokens as one array: one text for every size, but PostgreSQL's generic plan for it assumes
+/// ten elements, so it never beats a custom plan for one and the statement is replanned each
+/// time (PostgreSQL's CPU per `tokensUsedThisMonth` request doubled; docs/performance.md,
+/// fourteenth round).
+#[tokio::test]
+async fn a_lone_session_lookup_is_planned_once_for_all_its_runs() {
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+    let app = spawn_app().await;
+    let ada = app.sign_up("ada@example.com").await;
+    let mut options = ConnectOptions::new(app.database.direct_url().to_owned());
+    options.max_connections(1).min_connections(1);
+    let db = api::db::Db::orm(Database::connect(options).await.unwrap());
+    for _ in 0..7 {
+        let one = api::auth::session::resolve_many(&db, std::slice::from_ref(&ada.token), false)
+            .await
+            .expect("resolve");
+        assert!(one[0].as_ref().is_some_and(|a| a.user.id == ada.id));
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let plans = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE statement LIKE 'SELECT %FROM \"session\"%' \
+                 AND statement NOT LIKE '%pg_prepared_statements%'",
+            ))
+            .await
+            .unwrap();
+        let plans: Vec<(i64, i64)> = plans
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index(0).unwrap(),
+                    r.try_get_by_index(1).unwrap(),
+                )
+            })
+            .collect();
+        // One text, run seven times: five custom plans, then the generic one kept.
+        assert_eq!(plans, [(2, 5)], "(generic, custom) plans of the lookup");
+    }
+    db.close().await;
+    app.shutdown().await;
+}
+
+/// Sessions resolved in groups of 1 to 9 tokens make five statement texts, not nine: the IN
+/// list is padded to a power of two (`api::grouped::padded`), and every repeated token still gets
+/// its own answer. On PostgreSQL the texts are counted where the connection prepared them.
 #[tokio::test]
 async fn grouped_lookups_of_any_size_share_a_few_statements() {
     use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
@@ -588,9 +634,8 @@ async fn grouped_lookups_of_any_size_share_a_few_statements() {
             ))
             .await
             .unwrap();
-        // One array of 1 to 9 tokens (a list of its own length per size was nine texts, and
-        // five padded to 1, 2, 4, 8 and 16).
-        assert_eq!(texts.len(), 1);
+        // Lists of 1, 2, 4, 8 and 16 tokens.
+        assert_eq!(texts.len(), 5);
     }
     db.close().await;
     app.shutdown().await;
