@@ -133,11 +133,14 @@ impl<I: Send + 'static, T: Send + 'static> Grouped<I, AppResult<T>> {
 /// A grouped statement's list is as long as its group, and each length is a statement text of
 /// its own: prepared once per connection, planned for its values on its first five runs there,
 /// and one of the hundred that sqlx keeps per connection. Padded, the lists of groups of up to
-/// 64 have seven texts instead of 64. (`= ANY($1)`, the values as one array, would be one text,
-/// but PostgreSQL plans it afresh on every run: its generic plan assumes ten elements and never
-/// beats the custom plan of a short list. Test `auth::a_lone_session_lookup_is_planned_once_for_all_its_runs`.) A repeated value changes nothing an `IN` selects, updates
+/// 64 have seven texts instead of 64. A repeated value changes nothing an `IN` selects, updates
 /// or deletes. Past 1,024 values (a lease renewal of that many running calls) a list grows to a
 /// multiple of 1,024 instead, so padding never adds more than 1,023 bound values.
+///
+/// Not `= ANY($1)` with the values as one array, which would be one text for all sizes:
+/// PostgreSQL plans that afresh on every run, as its generic plan assumes ten elements and
+/// never beats the custom plan of a short list (test
+/// `auth::a_lone_session_lookup_is_planned_once_for_all_its_runs`).
 pub fn padded<T: Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
     const STEP: usize = 1024;
     let mut values: Vec<T> = values.into_iter().collect();

@@ -6,7 +6,8 @@ use entity::prelude::*;
 use entity::user_profiles;
 use reqwest::header;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, Set,
 };
 use serde_json::{Value, json};
 use tests::{TestApp, error_code, spawn_app, spawn_app_with_env};
@@ -552,6 +553,28 @@ async fn sessions_resolved_together_answer_each_token_in_order() {
     }
 }
 
+/// A pool of one connection to the test database, so that what it prepared can be read back.
+async fn one_connection(app: &TestApp) -> api::db::Db {
+    let mut options = sea_orm::ConnectOptions::new(app.database.direct_url().to_owned());
+    options.max_connections(1).min_connections(1);
+    api::db::Db::orm(sea_orm::Database::connect(options).await.unwrap())
+}
+
+/// `columns` of `pg_prepared_statements` for the session lookups that `db`'s one connection
+/// prepared (PostgreSQL).
+async fn prepared_session_lookups(db: &api::db::Db, columns: &str) -> Vec<sea_orm::QueryResult> {
+    db.query_all_raw(sea_orm::Statement::from_string(
+        DbBackend::Postgres,
+        format!(
+            "SELECT {columns} FROM pg_prepared_statements \
+             WHERE statement LIKE 'SELECT %FROM \"session\"%' \
+             AND statement NOT LIKE '%pg_prepared_statements%'"
+        ),
+    ))
+    .await
+    .unwrap()
+}
+
 /// A session looked up alone, again and again (one client), is planned once, not on every run:
 /// after five custom plans PostgreSQL keeps a generic one for the statement. This is why the
 /// grouped lookups keep IN lists (`api::grouped::padded`) rather than `= ANY($1)` with the
@@ -561,12 +584,9 @@ async fn sessions_resolved_together_answer_each_token_in_order() {
 /// fourteenth round).
 #[tokio::test]
 async fn a_lone_session_lookup_is_planned_once_for_all_its_runs() {
-    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.com").await;
-    let mut options = ConnectOptions::new(app.database.direct_url().to_owned());
-    options.max_connections(1).min_connections(1);
-    let db = api::db::Db::orm(Database::connect(options).await.unwrap());
+    let db = one_connection(&app).await;
     for _ in 0..7 {
         let one = api::auth::session::resolve_many(&db, std::slice::from_ref(&ada.token), false)
             .await
@@ -574,16 +594,8 @@ async fn a_lone_session_lookup_is_planned_once_for_all_its_runs() {
         assert!(one[0].as_ref().is_some_and(|a| a.user.id == ada.id));
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        let plans = db
-            .query_all_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-                 WHERE statement LIKE 'SELECT %FROM \"session\"%' \
-                 AND statement NOT LIKE '%pg_prepared_statements%'",
-            ))
+        let plans: Vec<(i64, i64)> = prepared_session_lookups(&db, "generic_plans, custom_plans")
             .await
-            .unwrap();
-        let plans: Vec<(i64, i64)> = plans
             .iter()
             .map(|r| {
                 (
@@ -604,12 +616,9 @@ async fn a_lone_session_lookup_is_planned_once_for_all_its_runs() {
 /// its own answer. On PostgreSQL the texts are counted where the connection prepared them.
 #[tokio::test]
 async fn grouped_lookups_of_any_size_share_a_few_statements() {
-    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.com").await;
-    let mut options = ConnectOptions::new(app.database.direct_url().to_owned());
-    options.max_connections(1).min_connections(1);
-    let db = api::db::Db::orm(Database::connect(options).await.unwrap());
+    let db = one_connection(&app).await;
     for n in 1..=9 {
         let mut tokens = vec![ada.token.clone(); n];
         tokens[n - 1] = format!("not-a-session-{n}");
@@ -625,15 +634,7 @@ async fn grouped_lookups_of_any_size_share_a_few_statements() {
         assert!(resolved[n - 1].is_none());
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        let texts = db
-            .query_all_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT statement FROM pg_prepared_statements \
-                 WHERE statement LIKE 'SELECT %FROM \"session\"%' \
-                 AND statement NOT LIKE '%pg_prepared_statements%'",
-            ))
-            .await
-            .unwrap();
+        let texts = prepared_session_lookups(&db, "statement").await;
         // Lists of 1, 2, 4, 8 and 16 tokens.
         assert_eq!(texts.len(), 5);
     }
