@@ -209,8 +209,9 @@ async fn admit_together(
 }
 
 /// Lock the `checked` users' months (sorted and distinct) and read what their calls are
-/// decided against; `rated` (a subset) have a per-minute limit, whose window is read too. On
-/// PostgreSQL two statements (`rollup::lock_months`, `unnest::accounts`), on SQLite four.
+/// decided against; `rated` (a subset, also sorted) have a per-minute limit, whose window is
+/// read too. On PostgreSQL two statements (`rollup::lock_months`, `unnest::accounts`), on
+/// SQLite four.
 async fn lock_accounts<'a>(
     txn: &Tx,
     checked: Vec<&'a str>,
@@ -220,7 +221,10 @@ async fn lock_accounts<'a>(
     let month = month_key(now);
     let used = rollup::lock_months(txn, &checked, &month).await?;
     let (mut flight, mut recent) = if txn.get_database_backend() == DbBackend::Postgres {
-        let is_rated: Vec<bool> = checked.iter().map(|u| rated.contains(u)).collect();
+        let is_rated: Vec<bool> = checked
+            .iter()
+            .map(|u| rated.binary_search(u).is_ok())
+            .collect();
         let (mut flight, mut recent) = (HashMap::new(), HashMap::new());
         for (user, running, reserved, times) in
             unnest::accounts(txn, &checked, &is_rated, now - RATE_WINDOW).await?

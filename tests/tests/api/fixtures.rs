@@ -2,8 +2,8 @@
 
 use api::db::Db;
 use chrono::Utc;
-use entity::{account, prompt_logs, session, token_usage, user, user_profiles};
-use sea_orm::{ActiveModelTrait, Set};
+use entity::{account, call_reservations, prompt_logs, session, token_usage, user, user_profiles};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 use uuid::Uuid;
 
 pub async fn user(db: &Db, email: &str) -> user::Model {
@@ -90,8 +90,8 @@ pub async fn usage(db: &Db, user_id: &str) -> token_usage::Model {
     .expect("insert token_usage")
 }
 
-/// A log still in flight (completion NULL).
-pub async fn log_in_flight(db: &Db, user_id: &str) -> prompt_logs::Model {
+/// A log still in flight (completion NULL), written by `db` (a connection or a transaction).
+pub async fn log_in_flight(db: &impl ConnectionTrait, user_id: &str) -> prompt_logs::Model {
     prompt_logs::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id.into()),
@@ -108,4 +108,25 @@ pub async fn log_in_flight(db: &Db, user_id: &str) -> prompt_logs::Model {
     .insert(db)
     .await
     .expect("insert prompt_logs")
+}
+
+/// The reservation and lease of `log`, a call in flight run by `owner`, last renewed `age` ago.
+pub async fn lease(
+    db: &impl ConnectionTrait,
+    log: &prompt_logs::Model,
+    owner: &str,
+    age: chrono::Duration,
+) -> call_reservations::Model {
+    call_reservations::ActiveModel {
+        log_id: Set(log.id),
+        user_id: Set(log.user_id.clone()),
+        tokens: Set(100),
+        owner: Set(owner.into()),
+        heartbeat_at: Set(Utc::now() - age),
+        created_at: Set(log.created_at),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .expect("insert call_reservations")
 }

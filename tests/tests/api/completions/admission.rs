@@ -9,10 +9,7 @@ use api::calls::store::{CallLimits, NewCall, NewTurn, admit_many};
 use api::error::AppError;
 use entity::prelude::*;
 use entity::{call_reservations, prompt_logs};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use tests::{TestApp, spawn_app};
 use uuid::Uuid;
@@ -198,36 +195,9 @@ async fn an_admission_that_waited_for_a_users_lock_sees_what_that_transaction_ad
     api::metering::rollup::lock_months(&txn, &[user.id.as_str()], &month)
         .await
         .unwrap();
-    let first = call(&user.id, 0, one_at_a_time, None);
-    let now = api::time::now_micros();
-    prompt_logs::ActiveModel {
-        id: Set(first.id),
-        user_id: Set(user.id.clone()),
-        model: Set(first.model.clone()),
-        prompt: Set(first.prompt.clone()),
-        prompt_tokens: Set(10),
-        completion_tokens: Set(0),
-        // In flight: no completion yet.
-        status: Set(prompt_logs::CallStatus::Ok),
-        metadata: Set(None),
-        created_at: Set(now),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await
-    .unwrap();
-    call_reservations::ActiveModel {
-        log_id: Set(first.id),
-        user_id: Set(user.id.clone()),
-        tokens: Set(60),
-        owner: Set("admission-test".into()),
-        heartbeat_at: Set(now),
-        created_at: Set(now),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await
-    .unwrap();
+    // A call in flight, admitted by that transaction.
+    let first = crate::fixtures::log_in_flight(&txn, &user.id).await;
+    crate::fixtures::lease(&txn, &first, "admission-test", chrono::Duration::zero()).await;
 
     let second = call(&user.id, 0, one_at_a_time, None);
     let db = app.db.clone();

@@ -2,15 +2,13 @@
 //! alone, lapsed leases and calls left by a crash are finalised, and a lease sweep never takes a
 //! live call for stranded.
 
-use entity::call_reservations;
 use entity::prelude::*;
-use entity::prompt_logs::{self, CallStatus};
+use entity::prompt_logs::CallStatus;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
 use tests::ws::GqlWs;
 use tests::{
-    TestApp, assert_books_balance, spawn_app, spawn_app_on, spawn_app_on_with_env,
-    spawn_app_with_env,
+    assert_books_balance, spawn_app, spawn_app_on, spawn_app_on_with_env, spawn_app_with_env,
 };
 
 use super::STREAM;
@@ -76,38 +74,21 @@ async fn calls_left_in_flight_by_a_crash_are_finalised_at_the_next_start() {
     second.shutdown().await;
 }
 
-/// A lease row for `log`, owned by `owner`, last renewed `age` ago.
-async fn lease(app: &TestApp, log: &prompt_logs::Model, owner: &str, age: chrono::Duration) {
-    use sea_orm::ActiveModelTrait;
-    call_reservations::ActiveModel {
-        log_id: sea_orm::Set(log.id),
-        user_id: sea_orm::Set(log.user_id.clone()),
-        tokens: sea_orm::Set(100),
-        owner: sea_orm::Set(owner.into()),
-        heartbeat_at: sea_orm::Set(chrono::Utc::now() - age),
-        created_at: sea_orm::Set(log.created_at),
-        ..Default::default()
-    }
-    .insert(&app.db)
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
 async fn a_replica_finalises_lapsed_calls_and_leaves_live_ones_alone() {
     let first = spawn_app().await;
     let user = first.sign_up("ada@example.com").await;
     let lapsed = crate::fixtures::log_in_flight(&first.db, &user.id).await;
-    lease(
-        &first,
+    crate::fixtures::lease(
+        &first.db,
         &lapsed,
         "replica-that-died",
         chrono::Duration::minutes(10),
     )
     .await;
     let live = crate::fixtures::log_in_flight(&first.db, &user.id).await;
-    lease(
-        &first,
+    crate::fixtures::lease(
+        &first.db,
         &live,
         "replica-still-running",
         chrono::Duration::seconds(1),
@@ -139,7 +120,7 @@ async fn a_call_admitted_while_a_lease_sweep_runs_is_not_taken_for_stranded() {
     let none = std::collections::HashSet::new();
     let cutoff = api::time::now_micros();
     let log = crate::fixtures::log_in_flight(&app.db, &user.id).await;
-    lease(&app, &log, "me", chrono::Duration::zero()).await;
+    crate::fixtures::lease(&app.db, &log, "me", chrono::Duration::zero()).await;
     // Created after the sweep's snapshot: not judged, although the snapshot lacks it.
     let stranded = api::calls::store::stranded(&app.db, "me", lease_time, &none, cutoff)
         .await
