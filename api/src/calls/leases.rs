@@ -87,22 +87,25 @@ impl Calls {
         }
     }
 
-    /// Checkpoint every running call's progress, in one statement, every `CALL_CHECKPOINT_MS`,
-    /// until shutdown (the calls' own finalisation records the rest).
+    /// Checkpoint every running call's progress at least every `CALL_CHECKPOINT_MS`, until
+    /// shutdown (the calls' own finalisation records the rest). The loop ticks once per slice
+    /// of that interval and writes the calls that are due (`InFlight::take_due`).
     pub async fn checkpoint_progress(self: Arc<Self>) {
-        let every = self.config.checkpoint;
+        let tick = self.in_flight.tick();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(tick) => {}
                 () = self.stop.cancelled() => return,
             }
-            self.checkpoint_once().await;
+            let now = std::time::Instant::now();
+            self.checkpoint_due(now, now + tick).await;
         }
     }
 
-    /// One checkpoint of every running call (text that fails to save is kept for the next).
-    pub async fn checkpoint_once(&self) {
-        let unsaved = self.in_flight.take_unsaved();
+    /// Checkpoint the running calls due before `horizon` (text that fails to save is kept for
+    /// their next one).
+    async fn checkpoint_due(&self, now: std::time::Instant, horizon: std::time::Instant) {
+        let unsaved = self.in_flight.take_due(now, horizon);
         let mut chunks = Vec::new();
         let mut rest = unsaved;
         while !rest.is_empty() {

@@ -170,6 +170,7 @@ impl Calls {
                 async move { store::finalise_many(&db, &metrics, calls).await }
             }
         });
+        let in_flight = Arc::new(InFlight::new(config.checkpoint));
         Ok(Self {
             callers,
             admissions,
@@ -181,7 +182,7 @@ impl Calls {
             config,
             upstream,
             stop: CancellationToken::new(),
-            in_flight: Arc::default(),
+            in_flight,
             abandoned: Arc::default(),
             instance,
             turn_tokens: context::TurnTokens::default(),

@@ -4,20 +4,26 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-#[derive(Default)]
 pub struct InFlight {
     state: Mutex<State>,
     changed: Notify,
+    /// Each call is checkpointed at least this often (`CALL_CHECKPOINT_MS`)...
+    every: Duration,
+    /// ...in one of this many slices of that interval (see [`InFlight::take_due`]).
+    slices: u32,
 }
 
 #[derive(Default)]
 struct State {
     /// Each call, with what it relayed since its last checkpoint.
     calls: HashMap<Uuid, Arc<Unsaved>>,
+    /// Calls registered so far: the next one's slice.
+    registered: u32,
     /// Set at shutdown: no call may start any more.
     closed: bool,
 }
@@ -30,17 +36,25 @@ pub struct InFlightGuard {
 }
 
 /// Text a call relayed that no checkpoint holds yet, and how much its checkpoint holds.
-#[derive(Default)]
 pub struct Unsaved(Mutex<UnsavedText>);
 
-#[derive(Default)]
 struct UnsavedText {
     pending: String,
     /// Characters the call's checkpoint row holds.
     saved_chars: usize,
+    /// When the call's next checkpoint is due.
+    due: Instant,
 }
 
 impl Unsaved {
+    fn new(due: Instant) -> Unsaved {
+        Unsaved(Mutex::new(UnsavedText {
+            pending: String::new(),
+            saved_chars: 0,
+            due,
+        }))
+    }
+
     fn text(&self) -> MutexGuard<'_, UnsavedText> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -50,10 +64,15 @@ impl Unsaved {
         self.text().pending.push_str(delta);
     }
 
-    /// Take what is unsaved, with how many characters are saved before it.
-    pub fn take(&self) -> (usize, String) {
+    /// If the call's checkpoint is due before `horizon`: what is unsaved, with how many characters
+    /// are saved before it; the next one is then due at `next`.
+    fn take_due(&self, horizon: Instant, next: Instant) -> Option<(usize, String)> {
         let mut t = self.text();
-        (t.saved_chars, std::mem::take(&mut t.pending))
+        if t.due >= horizon {
+            return None;
+        }
+        t.due = next;
+        Some((t.saved_chars, std::mem::take(&mut t.pending)))
     }
 
     /// The checkpoint of `text` (taken with [`Unsaved::take`]) committed.
@@ -76,7 +95,29 @@ impl InFlightGuard {
     }
 }
 
+/// The shortest tick of the checkpoint loop: a very short `CALL_CHECKPOINT_MS` gets fewer
+/// slices rather than a busier loop.
+const MIN_TICK: Duration = Duration::from_millis(10);
+/// The most slices a checkpoint interval is cut into.
+const MAX_SLICES: u32 = 8;
+
 impl InFlight {
+    /// Calls checkpointed at least every `every`.
+    pub fn new(every: Duration) -> InFlight {
+        let slices = (every.as_nanos() / MIN_TICK.as_nanos()).clamp(1, u128::from(MAX_SLICES));
+        InFlight {
+            state: Mutex::default(),
+            changed: Notify::new(),
+            every,
+            slices: slices as u32,
+        }
+    }
+
+    /// How often the checkpoint loop looks for calls that are due: a slice of the interval.
+    pub fn tick(&self) -> Duration {
+        self.every / self.slices
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // The state stays consistent whatever panicked while holding the lock: one insert or
         // remove is all that happens under it.
@@ -89,7 +130,13 @@ impl InFlight {
         if state.closed {
             return None;
         }
-        let unsaved = Arc::new(Unsaved::default());
+        // Calls registered together (a burst) are due in turn, one slice of the interval
+        // after another, rather than all in one statement at the same instant: a call's first
+        // checkpoint comes up to one interval early, never late.
+        let slice = state.registered % self.slices + 1;
+        state.registered = state.registered.wrapping_add(1);
+        let due = Instant::now() + self.every * slice / self.slices;
+        let unsaved = Arc::new(Unsaved::new(due));
         state.calls.insert(id, unsaved.clone());
         Some(InFlightGuard {
             tracker: self.clone(),
@@ -103,10 +150,21 @@ impl InFlight {
         self.state().calls.keys().copied().collect()
     }
 
-    /// Every call in flight with text to checkpoint: (call, its text's holder, characters
-    /// saved, text taken). On failure give the text back with [`Unsaved::restore`]; on
+    /// The calls whose checkpoint is due before `horizon` (the loop's next tick), with text to
+    /// checkpoint: (call, its text's holder, characters saved, text taken). Each is next due
+    /// one interval after `now`. On failure give the text back with [`Unsaved::restore`]; on
     /// success record it with [`Unsaved::saved`].
-    pub fn take_unsaved(&self) -> Vec<(Uuid, Arc<Unsaved>, usize, String)> {
+    ///
+    /// A call is due one interval after its last checkpoint, so steady traffic spreads over
+    /// the interval's slices by itself, and a burst is spread at registration: 500 streams
+    /// that start together make eight statements of ~63 rows an eighth of a second apart,
+    /// not one of 500 rows (whose write showed as a spike in the streams' relay delay every
+    /// second; docs/performance.md, fifteenth round).
+    pub fn take_due(
+        &self,
+        now: Instant,
+        horizon: Instant,
+    ) -> Vec<(Uuid, Arc<Unsaved>, usize, String)> {
         let calls: Vec<(Uuid, Arc<Unsaved>)> = self
             .state()
             .calls
@@ -116,7 +174,7 @@ impl InFlight {
         calls
             .into_iter()
             .filter_map(|(id, u)| {
-                let (saved, text) = u.take();
+                let (saved, text) = u.take_due(horizon, now + self.every)?;
                 (!text.is_empty()).then_some((id, u, saved, text))
             })
             .collect()
@@ -189,9 +247,17 @@ impl Abandoned {
 mod tests {
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// Every call with unsaved text, whether due or not.
+    fn take_all(tracker: &InFlight) -> Vec<(Uuid, Arc<Unsaved>, usize, String)> {
+        let now = Instant::now();
+        tracker.take_due(now, now + Duration::from_secs(3600))
+    }
+
     #[tokio::test]
     async fn calls_are_held_until_their_guard_goes_and_none_start_after_close() {
-        let tracker = Arc::new(InFlight::default());
+        let tracker = Arc::new(InFlight::new(SECOND));
         let a = tracker.register(Uuid::now_v7()).unwrap();
         let b = tracker.register(Uuid::now_v7()).unwrap();
         assert_eq!(tracker.len(), 2);
@@ -210,24 +276,61 @@ mod tests {
 
     #[test]
     fn unsaved_text_is_taken_once_and_restored_in_order() {
-        let tracker = Arc::new(InFlight::default());
+        let tracker = Arc::new(InFlight::new(SECOND));
         let a = tracker.register(Uuid::now_v7()).unwrap();
         a.unsaved().push("Hél");
-        let taken = tracker.take_unsaved();
+        let taken = take_all(&tracker);
         assert_eq!((taken[0].2, taken[0].3.as_str()), (0, "Hél"));
         a.unsaved().push("lo");
         // The first checkpoint failed: its text goes back before what came since.
         taken[0].1.restore(taken[0].3.clone());
-        let again = tracker.take_unsaved();
+        let again = take_all(&tracker);
         assert_eq!((again[0].2, again[0].3.as_str()), (0, "Héllo"));
         again[0].1.saved(&again[0].3);
         a.unsaved().push("!");
-        let next = tracker.take_unsaved();
+        let next = take_all(&tracker);
         assert_eq!(
             (next[0].2, next[0].3.as_str()),
             (5, "!"),
             "characters, not bytes"
         );
-        assert!(tracker.take_unsaved().is_empty());
+        assert!(take_all(&tracker).is_empty());
+    }
+
+    /// A burst of calls is checkpointed in turn, an eighth of them per slice of the interval,
+    /// and then each again one interval after its last checkpoint: never later.
+    #[test]
+    fn a_burst_is_checkpointed_a_slice_at_a_time_and_each_call_once_per_interval() {
+        let tracker = Arc::new(InFlight::new(SECOND));
+        let tick = tracker.tick();
+        assert_eq!(tick, SECOND / 8);
+        let before = Instant::now();
+        let guards: Vec<_> = (0..20)
+            .map(|_| tracker.register(Uuid::now_v7()).unwrap())
+            .collect();
+        // Registration takes microseconds; the slices are 125 ms apart.
+        let start = before + before.elapsed();
+        assert!(start - before < Duration::from_millis(50));
+        // Three intervals of the checkpoint loop, every call relaying text all along.
+        let mut taken_at: HashMap<Uuid, Vec<u32>> = HashMap::new();
+        for n in 1..=24u32 {
+            for g in &guards {
+                g.unsaved().push("x");
+            }
+            // The loop's ticks fall anywhere between the slices' due times.
+            let now = start + tick * n - tick / 2;
+            let taken = tracker.take_due(now, now + tick);
+            // 20 calls in 8 slices: never more than three in one statement.
+            assert!((2..=3).contains(&taken.len()), "tick {n}: {}", taken.len());
+            for (id, _, _, _) in taken {
+                taken_at.entry(id).or_default().push(n);
+            }
+        }
+        assert_eq!(taken_at.len(), 20);
+        for ticks in taken_at.values() {
+            // The first within an interval of the burst, then one interval apart.
+            assert!(ticks[0] <= 8, "{ticks:?}");
+            assert!(ticks.windows(2).all(|w| w[1] - w[0] == 8), "{ticks:?}");
+        }
     }
 }
