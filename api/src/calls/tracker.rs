@@ -75,7 +75,7 @@ impl Unsaved {
         Some((t.saved_chars, std::mem::take(&mut t.pending)))
     }
 
-    /// The checkpoint of `text` (taken with [`Unsaved::take`]) committed.
+    /// The checkpoint of `text` (taken with [`InFlight::take_due`]) committed.
     pub fn saved(&self, text: &str) {
         self.text().saved_chars += text.chars().count();
     }
@@ -132,7 +132,7 @@ impl InFlight {
         }
         // Calls registered together (a burst) are due in turn, one slice of the interval
         // after another, rather than all in one statement at the same instant: a call's first
-        // checkpoint comes up to one interval early, never late.
+        // checkpoint is due one slice to one whole interval after it starts, never later.
         let slice = state.registered % self.slices + 1;
         state.registered = state.registered.wrapping_add(1);
         let due = Instant::now() + self.every * slice / self.slices;
