@@ -120,7 +120,7 @@ impl Calls {
             match store::checkpoint(&self.sweeps, &batch).await {
                 Ok(()) => {
                     for (_, slot, _, text) in &chunk {
-                        slot.saved(text);
+                        slot.saved(text, now);
                     }
                 }
                 Err(e) => {
@@ -141,9 +141,14 @@ impl Calls {
                 () = tokio::time::sleep(every) => {}
                 () = self.stop.cancelled() => return,
             }
-            let running: Vec<_> = self.in_flight.snapshot().into_iter().collect();
-            if let Err(e) = store::renew(&self.sweeps, &running).await {
-                tracing::warn!(error = ?e, "could not renew call leases");
+            // The calls not renewed since the last sweep: at each sweep every lease is at most
+            // a third of a lease old, as when each sweep renewed them all.
+            let now = std::time::Instant::now();
+            let stale = self.in_flight.leases_older_than(now, every);
+            let ids: Vec<_> = stale.iter().map(|(id, _)| *id).collect();
+            match store::renew(&self.sweeps, &ids).await {
+                Ok(()) => stale.iter().for_each(|(_, call)| call.renewed(now)),
+                Err(e) => tracing::warn!(error = ?e, "could not renew call leases"),
             }
             match self.recover().await {
                 Ok(0) => {}

@@ -927,42 +927,51 @@ pub async fn stranded(
     running: &std::collections::HashSet<Uuid>,
     cutoff: DateTime<Utc>,
 ) -> AppResult<Vec<(prompt_logs::Model, String)>> {
-    use sea_orm::QueryOrder;
-    let in_flight = prompt_logs::Entity::find()
+    use sea_orm::{JoinType, QueryOrder, RelationTrait};
+    // Every call in flight with its lease, but not the rows themselves: a sweep runs every
+    // third of a lease while this and other replicas' calls run, and almost none of those are
+    // stranded. (It read every in-flight row, prompt and metadata included, on each sweep.)
+    // (call, created at, its lease's owner and heartbeat if it has one)
+    type InFlight = (Uuid, DateTime<Utc>, Option<String>, Option<DateTime<Utc>>);
+    let in_flight: Vec<InFlight> = prompt_logs::Entity::find()
+        .select_only()
+        .column(prompt_logs::Column::Id)
+        .column(prompt_logs::Column::CreatedAt)
+        .column(call_reservations::Column::Owner)
+        .column(call_reservations::Column::HeartbeatAt)
+        .join(
+            JoinType::LeftJoin,
+            call_reservations::Relation::PromptLogs.def().rev(),
+        )
+        .filter(prompt_logs::Column::Completion.is_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    let lapsed_before =
+        now_micros() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let stranded_ids: Vec<Uuid> = in_flight
+        .into_iter()
+        .filter(|(id, created_at, _, _)| !running.contains(id) && *created_at < cutoff)
+        .filter(
+            |(_, _, lease_owner, heartbeat)| match (lease_owner, heartbeat) {
+                (Some(lease_owner), Some(heartbeat)) => {
+                    lease_owner == owner || *heartbeat < lapsed_before
+                }
+                _ => true,
+            },
+        )
+        .map(|(id, _, _, _)| id)
+        .collect();
+    if stranded_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Still in flight: one may have been finalised since.
+    let stranded = prompt_logs::Entity::find()
+        .filter(prompt_logs::Column::Id.is_in(stranded_ids))
         .filter(prompt_logs::Column::Completion.is_null())
         .order_by_asc(prompt_logs::Column::CreatedAt)
         .all(db)
         .await?;
-    if in_flight.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Leases without their checkpoints: only stranded calls' checkpoints are read.
-    let leases: std::collections::HashMap<Uuid, (String, DateTime<Utc>)> =
-        call_reservations::Entity::find()
-            .select_only()
-            .column(call_reservations::Column::LogId)
-            .column(call_reservations::Column::Owner)
-            .column(call_reservations::Column::HeartbeatAt)
-            .filter(call_reservations::Column::LogId.is_in(in_flight.iter().map(|l| l.id)))
-            .into_tuple::<(Uuid, String, DateTime<Utc>)>()
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|(id, owner, heartbeat)| (id, (owner, heartbeat)))
-            .collect();
-    let lapsed_before =
-        now_micros() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-    let stranded: Vec<prompt_logs::Model> = in_flight
-        .into_iter()
-        .filter(|log| !running.contains(&log.id) && log.created_at < cutoff)
-        .filter(|log| match leases.get(&log.id) {
-            None => true,
-            Some((lease_owner, heartbeat)) => lease_owner == owner || *heartbeat < lapsed_before,
-        })
-        .collect();
-    if stranded.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut checkpoints: std::collections::HashMap<Uuid, String> =
         call_reservations::Entity::find()
             .select_only()

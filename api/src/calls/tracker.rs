@@ -44,14 +44,19 @@ struct UnsavedText {
     saved_chars: usize,
     /// When the call's next checkpoint is due.
     due: Instant,
+    /// When the call's lease was last renewed (by its admission, a checkpoint or a renewal),
+    /// by this process's clock: at or before the heartbeat that was written.
+    renewed: Instant,
 }
 
 impl Unsaved {
-    fn new(due: Instant) -> Unsaved {
+    fn new(now: Instant, due: Instant) -> Unsaved {
         Unsaved(Mutex::new(UnsavedText {
             pending: String::new(),
             saved_chars: 0,
             due,
+            // Before its admission, which writes the lease's first heartbeat.
+            renewed: now,
         }))
     }
 
@@ -75,9 +80,18 @@ impl Unsaved {
         Some((t.saved_chars, std::mem::take(&mut t.pending)))
     }
 
-    /// The checkpoint of `text` (taken with [`InFlight::take_due`]) committed.
-    pub fn saved(&self, text: &str) {
-        self.text().saved_chars += text.chars().count();
+    /// The checkpoint of `text` (taken with [`InFlight::take_due`]) committed; it began at
+    /// `at`, and renewed the call's lease too.
+    pub fn saved(&self, text: &str, at: Instant) {
+        let mut t = self.text();
+        t.saved_chars += text.chars().count();
+        t.renewed = t.renewed.max(at);
+    }
+
+    /// The call's lease was renewed by a statement that began at `at`.
+    pub fn renewed(&self, at: Instant) {
+        let mut t = self.text();
+        t.renewed = t.renewed.max(at);
     }
 
     /// Put back text whose checkpoint failed, before anything relayed since.
@@ -135,8 +149,9 @@ impl InFlight {
         // checkpoint is due one slice to one whole interval after it starts, never later.
         let slice = state.registered % self.slices + 1;
         state.registered = state.registered.wrapping_add(1);
-        let due = Instant::now() + self.every * slice / self.slices;
-        let unsaved = Arc::new(Unsaved::new(due));
+        let now = Instant::now();
+        let due = now + self.every * slice / self.slices;
+        let unsaved = Arc::new(Unsaved::new(now, due));
         state.calls.insert(id, unsaved.clone());
         Some(InFlightGuard {
             tracker: self.clone(),
@@ -177,6 +192,23 @@ impl InFlight {
                 let (saved, text) = u.take_due(horizon, now + self.every)?;
                 (!text.is_empty()).then_some((id, u, saved, text))
             })
+            .collect()
+    }
+
+    /// The calls whose lease was last renewed `age` or longer before `now`. A running call's
+    /// checkpoints renew its lease as they save its text, so a lease sweep renews only the
+    /// calls that relayed nothing for that long (an upstream still thinking, say), not every
+    /// call in one statement.
+    pub fn leases_older_than(&self, now: Instant, age: Duration) -> Vec<(Uuid, Arc<Unsaved>)> {
+        let calls: Vec<(Uuid, Arc<Unsaved>)> = self
+            .state()
+            .calls
+            .iter()
+            .map(|(id, u)| (*id, u.clone()))
+            .collect();
+        calls
+            .into_iter()
+            .filter(|(_, u)| now.saturating_duration_since(u.text().renewed) >= age)
             .collect()
     }
 
@@ -286,7 +318,7 @@ mod tests {
         taken[0].1.restore(taken[0].3.clone());
         let again = take_all(&tracker);
         assert_eq!((again[0].2, again[0].3.as_str()), (0, "Héllo"));
-        again[0].1.saved(&again[0].3);
+        again[0].1.saved(&again[0].3, Instant::now());
         a.unsaved().push("!");
         let next = take_all(&tracker);
         assert_eq!(
@@ -332,5 +364,38 @@ mod tests {
             assert!(ticks[0] <= 8, "{ticks:?}");
             assert!(ticks.windows(2).all(|w| w[1] - w[0] == 8), "{ticks:?}");
         }
+    }
+
+    /// A lease counts as renewed by the call's admission, its checkpoints and renewals: only
+    /// calls renewed by none of them for `age` are returned.
+    #[test]
+    fn leases_are_stale_only_when_nothing_renewed_them() {
+        let tracker = Arc::new(InFlight::new(SECOND));
+        let start = Instant::now();
+        let [quiet, checkpointed, renewed] =
+            [(); 3].map(|_| tracker.register(Uuid::now_v7()).unwrap());
+        let age = Duration::from_secs(20);
+        assert!(
+            tracker.leases_older_than(start, age).is_empty(),
+            "just admitted"
+        );
+        checkpointed
+            .unsaved()
+            .saved("text", start + Duration::from_secs(15));
+        renewed.unsaved().renewed(start + Duration::from_secs(5));
+        let stale: HashSet<Uuid> = tracker
+            .leases_older_than(start + Duration::from_secs(30), age)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(stale, HashSet::from([quiet.id, renewed.id]));
+        // An earlier renewal does not undo a later one.
+        checkpointed.unsaved().renewed(start);
+        assert_eq!(
+            tracker
+                .leases_older_than(start + Duration::from_secs(34), age)
+                .len(),
+            2
+        );
     }
 }

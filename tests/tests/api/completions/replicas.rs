@@ -203,3 +203,41 @@ async fn streams_running_through_many_lease_sweeps_all_finish() {
     assert_books_balance(&app, &user.id, CALLS as u64).await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replica_keeps_the_leases_of_calls_that_stream_and_of_calls_that_wait_fresh() {
+    // Leases of 3 s, so each replica sweeps every second. One call relays a token every 100 ms
+    // (its checkpoints renew its lease), the other relays nothing for 4 s (only the sweep
+    // renews it): another replica sweeping meanwhile must take neither for stranded.
+    let lease = [("CALL_LEASE_SECS", "3"), ("INSTANCE_ID", "replica-a")];
+    let a = spawn_app_with_env(&lease).await;
+    let user = a.sign_up("ada@example.com").await;
+    let streaming = "lease streaming @@tokens=40 @@pace_ms=100";
+    let waiting = "lease waiting @@first_token_ms=4000 @@tokens=2";
+    let mut sockets = Vec::new();
+    for prompt in [streaming, waiting] {
+        let mut ws = GqlWs::connect(&a, Some(&user.token)).await;
+        ws.subscribe("1", STREAM, json!({ "i": { "prompt": prompt } }))
+            .await;
+        sockets.push((prompt, ws));
+    }
+    let b = spawn_app_on_with_env(
+        a.database.clone(),
+        &[("CALL_LEASE_SECS", "3"), ("INSTANCE_ID", "replica-b")],
+    )
+    .await;
+    for (prompt, ws) in &mut sockets {
+        let (payloads, error) = ws.collect("1").await;
+        assert!(error.is_none(), "{error:?}");
+        let last = &payloads.last().unwrap()["data"]["completionStream"];
+        assert_eq!(last["log"]["status"], "OK", "{prompt}: {last}");
+        let tokens = if *prompt == streaming { 40 } else { 2 };
+        assert_eq!(
+            last["log"]["completion"].as_str().unwrap(),
+            upstream::answer(prompt, tokens)
+        );
+    }
+    assert_books_balance(&a, &user.id, 2).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
