@@ -931,7 +931,7 @@ pub async fn stranded(
     // Every call in flight with its lease, but not the rows themselves: a sweep runs every
     // third of a lease while this and other replicas' calls run, and almost none of those are
     // stranded. (It read every in-flight row, prompt and metadata included, on each sweep.)
-    // (call, created at, its lease's owner and heartbeat if it has one)
+    // Each is (call, created at, its lease's owner and heartbeat if it has one).
     type InFlight = (Uuid, DateTime<Utc>, Option<String>, Option<DateTime<Utc>>);
     let in_flight: Vec<InFlight> = prompt_logs::Entity::find()
         .select_only()

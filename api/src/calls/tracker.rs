@@ -180,13 +180,7 @@ impl InFlight {
         now: Instant,
         horizon: Instant,
     ) -> Vec<(Uuid, Arc<Unsaved>, usize, String)> {
-        let calls: Vec<(Uuid, Arc<Unsaved>)> = self
-            .state()
-            .calls
-            .iter()
-            .map(|(id, u)| (*id, u.clone()))
-            .collect();
-        calls
+        self.calls()
             .into_iter()
             .filter_map(|(id, u)| {
                 let (saved, text) = u.take_due(horizon, now + self.every)?;
@@ -200,15 +194,19 @@ impl InFlight {
     /// calls that relayed nothing for that long (an upstream still thinking, say), not every
     /// call in one statement.
     pub fn leases_older_than(&self, now: Instant, age: Duration) -> Vec<(Uuid, Arc<Unsaved>)> {
-        let calls: Vec<(Uuid, Arc<Unsaved>)> = self
-            .state()
+        self.calls()
+            .into_iter()
+            .filter(|(_, u)| now.saturating_duration_since(u.text().renewed) >= age)
+            .collect()
+    }
+
+    /// The calls in flight now, each with its text's holder: taken out of the state's lock,
+    /// so that each call's own lock is taken without holding it.
+    fn calls(&self) -> Vec<(Uuid, Arc<Unsaved>)> {
+        self.state()
             .calls
             .iter()
             .map(|(id, u)| (*id, u.clone()))
-            .collect();
-        calls
-            .into_iter()
-            .filter(|(_, u)| now.saturating_duration_since(u.text().renewed) >= age)
             .collect()
     }
 
